@@ -1,0 +1,29 @@
+# Set-up and entry points. `make test` and `make run` work on a fresh clone:
+# they create .venv from the pins in pyproject.toml when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nsp-installed
+
+.PHONY: test run venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Placeholder until the pipeline lands: traces the bundled reference networks
+# and prints their layer tables and graph sizes.
+run: $(STAMP)
+	$(BIN)/nsp demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_graph.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -1,0 +1,119 @@
+"""The array graph core: layer table plus CSR adjacency of the neuron DAG.
+
+Nodes are numbered layer by layer in execution order, C order inside each
+layer, batch axis dropped (the order of ``Activations.to_vector()``). The
+adjacency has one row per target and one column per source, so with this
+order it is strictly lower triangular. The per-layer connectivity blocks are
+kept, in Kronecker-factored form where the operation is separable, for
+algorithms that must not form the CSR of large networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import connectivity
+from .connectivity import JACOBIAN_LIMIT, ConnectivityError, Kron
+
+
+@dataclass(eq=False)
+class GraphCore:
+    names: list
+    kinds: list
+    paths: list
+    shapes: list
+    parents: list
+    blocks: list = field(repr=False)        # per layer: list of (parent layer, Kron | Coo)
+    incl: bool = True
+    adjacency: sp.csr_matrix = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.sizes = np.array([prod(s) for s in self.shapes], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        if self.adjacency is None:
+            self.adjacency = self._assemble()
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def from_layers(cls, layers: Sequence, shapes: Sequence[tuple], incl: bool = True,
+                    jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
+        """Build the core from traced layers (``nsp.tracing.Layer``) and their batch-free shapes."""
+        blocks = [[]]
+        for index, layer in enumerate(layers[1:], start=1):
+            op = layer.op
+            inputs = [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
+            try:
+                found = connectivity.blocks_for(op, inputs, incl, jacobian_limit)
+            except ConnectivityError as err:
+                raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
+            blocks.append(list(zip(layer.op_inputs, found)))
+        return cls(
+            names=[layer.name for layer in layers],
+            kinds=["input"] + [layer.op.kind for layer in layers[1:]],
+            paths=[""] + [layer.op.path for layer in layers[1:]],
+            shapes=[tuple(s) for s in shapes],
+            parents=[tuple(layer.parents) for layer in layers],
+            blocks=blocks,
+            incl=incl,
+        )
+
+    def _assemble(self) -> sp.csr_matrix:
+        rows, cols = [], []
+        for layer, blocks in enumerate(self.blocks):
+            for parent, block in blocks:
+                r, c = block.coo()
+                rows.append(r + self.offsets[layer])
+                cols.append(c + self.offsets[parent])
+        n = int(self.offsets[-1])
+        if rows:
+            rows, cols = np.concatenate(rows), np.concatenate(cols)
+        else:
+            rows = cols = np.zeros(0, dtype=np.int64)
+        adjacency = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
+        adjacency.sum_duplicates()
+        adjacency.data[:] = 1
+        return adjacency
+
+    # -- queries ----------------------------------------------------------------
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.adjacency.nnz)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.names)
+
+    def node_index(self, layer: int, index: Sequence[int] = ()) -> int:
+        """Position of neuron ``index`` of ``layer`` in the node order."""
+        shape = self.shapes[layer]
+        if len(index) != len(shape):
+            raise KeyError(f"layer {layer} ({self.names[layer]!r}) has shape {shape}; got index {tuple(index)}")
+        return int(self.offsets[layer] + (np.ravel_multi_index(tuple(index), shape) if shape else 0))
+
+    def layer_of(self, node: int) -> int:
+        """Layer that node number ``node`` belongs to."""
+        return int(np.searchsorted(self.offsets, node, side="right") - 1)
+
+    def is_factored(self, layer: int) -> bool:
+        """Whether every incoming block of ``layer`` is Kronecker-factored."""
+        return all(isinstance(b, Kron) for _, b in self.blocks[layer])
+
+    def layer_table(self) -> list[dict]:
+        """One dict per layer: name, kind, operation path, shape, offset, size, parents."""
+        return [
+            {"index": i, "name": self.names[i], "kind": self.kinds[i], "path": self.paths[i],
+             "shape": self.shapes[i], "offset": int(self.offsets[i]), "size": int(self.sizes[i]),
+             "parents": self.parents[i]}
+            for i in range(self.n_layers)
+        ]

@@ -1,0 +1,337 @@
+"""Recording a network's layers: values, parent layers and operations.
+
+Two modes:
+
+``children`` (the reference package's semantics)
+    Layer 0 is the input; then one layer per output of each direct child
+    module, in call order (a child called twice gives two layers). Functional
+    operations between children (``F.relu``, ``x.view``) are not layers, so
+    each layer's single parent is the layer recorded before it, reshaped to
+    the shape the child actually received.
+
+``ops`` (full dataflow, via :mod:`torch.fx`)
+    Every operation whose output is a new tensor computed from the input is
+    a layer: modules, functional activations, views, residual additions,
+    concatenations. Each layer knows its parent layers.
+
+Both produce a list of :class:`Layer` with the full tensors (batch axis
+included); :class:`nsp.Activations` drops the batch axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.func import functional_call
+
+from . import ops as _ops
+from .ops import Op
+
+TRACE_MODES = ("children", "ops")
+
+#: kinds whose rule reads only the first tensor argument
+_SINGLE_INPUT_KINDS = {"reshape", "conv", "maxpool", "avgpool", "adaptive_avgpool",
+                       "adaptive_maxpool", "linear", "reduce"}
+
+
+class TraceError(RuntimeError):
+    """The network could not be traced in the requested mode."""
+
+
+@dataclass(eq=False)
+class Layer:
+    name: str
+    description: Any
+    value: torch.Tensor
+    parents: tuple = ()
+    op: Op | None = None
+    op_inputs: tuple = ()   # layer index of each of op.in_shapes (parents may repeat, e.g. cat([x, x]))
+
+
+def check_network(network) -> None:
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+
+
+def record(network: nn.Module, input: torch.Tensor, trace: str = "children") -> list[Layer]:
+    """Run ``network`` on ``input`` and record its layers in the given mode."""
+    check_network(network)
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if trace not in TRACE_MODES:
+        raise ValueError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
+    with torch.no_grad():
+        if trace == "children":
+            return _record_children(network, input)
+        return _record_ops(network, input)
+
+
+def _forward_failed(network, input, err) -> ValueError:
+    return ValueError(
+        f"{type(network).__name__} failed on an input of shape {tuple(input.shape)} "
+        f"({type(err).__name__}: {err}); pass one sample in the shape the network expects, "
+        f"with a leading batch axis of size 1")
+
+
+def _random_params(module: nn.Module, seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            for name, p in module.named_parameters()}
+
+
+def _module_evaluator(module: nn.Module, shapes: tuple):
+    def evaluate(inputs, randomize):
+        args = [x.reshape(s) for x, s in zip(inputs, shapes)]
+        if randomize:
+            return functional_call(module, _random_params(module), tuple(args))
+        return module(*args)
+    return evaluate
+
+
+def _module_op(module: nn.Module, path: str, in_shapes: tuple, out_shape: tuple) -> Op:
+    kind, params = _ops.module_params(module)
+    return Op(kind, path, params, in_shapes, out_shape, _module_evaluator(module, in_shapes))
+
+
+# --- children mode -----------------------------------------------------------
+
+def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
+    layers = [Layer("input", f"Input{list(input.shape)}", input.detach().clone())]
+    children = list(network.named_children()) or [(type(network).__name__, network)]
+    calls = []
+
+    def hook_for(name, module):
+        def hook(mod, args, output):
+            calls.append((name, module, args, output if not isinstance(output, torch.Tensor)
+                          else output.detach().clone()))
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in children]
+    try:
+        network(input)
+    except Exception as err:
+        raise _forward_failed(network, input, err) from err
+    finally:
+        for h in handles:
+            h.remove()
+
+    for name, module, args, output in calls:
+        if not isinstance(output, torch.Tensor):
+            raise TraceError(
+                f"child module {name!r} ({type(module).__name__}) returned {type(output).__name__}, "
+                f"not a tensor; children mode records tensor outputs only, use trace='ops'")
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        previous = layers[-1]
+        if len(tensors) != 1 or tensors[0].numel() != previous.value.numel():
+            got = ", ".join(str(tuple(t.shape)) for t in tensors) or "no tensor"
+            raise TraceError(
+                f"children mode connects child module {name!r} ({type(module).__name__}) to the layer "
+                f"recorded before it ({previous.name!r}, shape {tuple(previous.value.shape)}), but it "
+                f"received {got}; the network's dataflow is not a chain of its children, use trace='ops'")
+        in_shape = tuple(tensors[0].shape)
+        op = _module_op(module, name, (in_shape,), tuple(output.shape))
+        layers.append(Layer(name, module, output, (len(layers) - 1,), op, (len(layers) - 1,)))
+    return layers
+
+
+# --- ops mode ------------------------------------------------------------------
+
+def _contains_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_contains_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_contains_tensor(v) for v in value.values())
+    return False
+
+
+def _snapshot(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_snapshot(v) for v in value) if not hasattr(value, "_fields") else value
+    return value
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced graph, keeping a snapshot of every node's value and,
+    for in-place operations, which node last wrote each tensor object."""
+
+    def __init__(self, gm):
+        super().__init__(gm, garbage_collect_values=False)
+        self.snap = {}
+        self.sources = {}    # node -> {arg node: node that last wrote that tensor}
+        self._writer = {}    # id(tensor) -> node
+
+    def run_node(self, n):
+        self.sources[n] = {a: self._writer.get(id(self.env[a]), a) for a in n.all_input_nodes
+                           if isinstance(self.env.get(a), torch.Tensor)}
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self._writer[id(out)] = n
+        self.snap[n] = _snapshot(out)
+        return out
+
+
+def _record_ops(network: nn.Module, input: torch.Tensor) -> list[Layer]:
+    try:
+        gm = fx.symbolic_trace(network)
+    except Exception as err:
+        raise TraceError(
+            f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: {err}). "
+            f"This usually means data-dependent control flow in forward(); use trace='children', "
+            f"which records the outputs of the child modules instead") from err
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    extra = [n.name for n in placeholders[1:] if not n.args]
+    if extra:
+        raise TraceError(f"{type(network).__name__}.forward takes more inputs than one ({', '.join(extra)}); "
+                         f"nsp records networks with a single input tensor")
+    rec = _Recorder(gm)
+    try:
+        rec.run(input)
+    except Exception as err:
+        raise _forward_failed(network, input, err) from err
+
+    depends = {}
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            depends[n] = n is placeholders[0]
+        elif n.op in ("get_attr", "output"):
+            depends[n] = False
+        else:
+            depends[n] = _contains_tensor(rec.snap[n]) and any(depends[s] for s in rec.sources[n].values())
+
+    index = {}
+    layers = []
+    for n in gm.graph.nodes:
+        if not depends[n] or not isinstance(rec.snap[n], torch.Tensor):
+            continue
+        if n.op == "placeholder":
+            index[n] = 0
+            layers.append(Layer("input", f"Input{list(input.shape)}", rec.snap[n]))
+            continue
+        parents = _parents(n, rec, depends, index)
+        op, op_inputs = _fx_op(gm, n, rec, depends, index, parents)
+        index[n] = len(layers)
+        layers.append(Layer(n.name, _describe(gm, n), rec.snap[n], tuple(index[p] for p in parents), op,
+                            tuple(index[p] for p in op_inputs)))
+    return layers
+
+
+def _parents(n, rec, depends, index) -> list:
+    """Layer nodes feeding ``n``, through intermediate non-layer nodes (tuples)."""
+    found = []
+    for a in n.all_input_nodes:
+        src = rec.sources[n].get(a, a)
+        if not depends.get(src):
+            continue
+        if src in index:
+            if src not in found:
+                found.append(src)
+        else:
+            for p in _parents(src, rec, depends, index):
+                if p not in found:
+                    found.append(p)
+    return found
+
+
+def _tensor_args(n, rec, depends):
+    """The argument nodes of ``n`` that are input-dependent, in argument order."""
+    nodes = []
+    fx.node.map_arg((n.args, n.kwargs), lambda a: nodes.append(a))
+    return [rec.sources[n].get(a, a) for a in nodes if depends.get(rec.sources[n].get(a, a))]
+
+
+def _fx_op(gm, n, rec, depends, index, parents) -> Op:
+    values = fx.node.map_arg(n.args, lambda a: rec.snap[a])
+    kwvalues = fx.node.map_arg(n.kwargs, lambda a: rec.snap[a])
+    if n.op == "call_module":
+        kind, params = _ops.module_params(gm.get_submodule(n.target))
+        path = n.target
+    elif n.op == "call_function":
+        kind, params = _ops.function_params(n.target, values, kwvalues)
+        path = _ops.function_name(n.target)
+    else:
+        kind, params = _ops.method_params(n.target, values, kwvalues)
+        path = n.target
+    direct = _tensor_args(n, rec, depends)
+    if any(a not in index for a in direct):
+        kind, params = "jacobian", {}       # reads a tuple-valued node (split, chunk, ...)
+    elif kind in _SINGLE_INPUT_KINDS and (len(set(direct)) != 1 or direct[0] is not _first_arg(n, rec)):
+        kind, params = "jacobian", {}       # e.g. weights computed from the input
+    elif kind == "cat":
+        seq = values[0] if values else kwvalues.get("tensors")
+        items = n.args[0] if n.args else n.kwargs["tensors"]
+        if any(not depends.get(rec.sources[n].get(a, a)) for a in items):
+            kind, params = "jacobian", {}   # concatenates constants too
+        else:
+            in_shapes = tuple(tuple(t.shape) for t in seq)
+            op_inputs = [rec.sources[n].get(a, a) for a in items]
+            return Op("cat", path, params, in_shapes, tuple(rec.snap[n].shape)), op_inputs
+    in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
+    op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
+            _fx_evaluator(gm, n, rec, depends, index, parents))
+    return op, parents
+
+
+def _first_arg(n, rec):
+    a = n.args[0] if n.args else next(iter(n.kwargs.values()), None)
+    return rec.sources[n].get(a, a) if isinstance(a, fx.Node) else None
+
+
+def _fx_evaluator(gm, target, rec, depends, index, parents):
+    """Recompute ``target`` from new values of its parent layers."""
+
+    def evaluate(inputs, randomize):
+        given = {p: x.clone() for p, x in zip(parents, inputs)}
+        cache = {}
+        gen = torch.Generator().manual_seed(1)
+
+        def value(node, user):
+            src = rec.sources[user].get(node, node)
+            if src in given:
+                return given[src]
+            if depends.get(src) and src not in index:
+                return compute(src)
+            v = rec.snap[src]
+            if randomize and src.op == "get_attr" and isinstance(v, torch.Tensor) and v.is_floating_point():
+                return torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype)
+            return v
+
+        def compute(node):
+            if node in cache:
+                return cache[node]
+            args = fx.node.map_arg(node.args, lambda a: value(a, node))
+            kwargs = fx.node.map_arg(node.kwargs, lambda a: value(a, node))
+            if node.op == "call_function":
+                out = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                out = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                module = gm.get_submodule(node.target)
+                if randomize:
+                    out = functional_call(module, _random_params(module), tuple(args), kwargs)
+                else:
+                    out = module(*args, **kwargs)
+            cache[node] = out
+            return out
+
+        return compute(target)
+
+    return evaluate
+
+
+def _describe(gm, n) -> Any:
+    if n.op == "call_module":
+        return gm.get_submodule(n.target)
+    name = _ops.function_name(n.target) if n.op == "call_function" else n.target
+    args = []
+    for a in n.args:
+        args.append(a.name if isinstance(a, fx.Node) else repr(a))
+    args += [f"{k}={v.name if isinstance(v, fx.Node) else repr(v)}" for k, v in n.kwargs.items()]
+    return f"{name}({', '.join(args)})"
