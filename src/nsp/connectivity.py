@@ -41,15 +41,42 @@ class Kron:
     def shape(self) -> tuple[int, int]:
         return (prod(f.shape[0] for f in self.factors), prod(f.shape[1] for f in self.factors))
 
-    def coo(self) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.zeros(1, dtype=np.int64)
-        cols = np.zeros(1, dtype=np.int64)
+    @property
+    def nnz(self) -> int:
+        return prod(int(f.nnz) for f in self.factors)
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of the block in canonical CSR order (rows, then sorted columns).
+
+        Built factor by factor: row ``(r, r')`` of ``P kron F`` holds the
+        columns ``c * n + c'`` for ``c`` in row ``r`` of ``P`` and ``c'`` in
+        row ``r'`` of ``F``, in lexicographic order.
+        """
+        indptr = np.array([0, 1], dtype=np.int64)
+        indices = np.zeros(1, dtype=np.int64)
         for factor in self.factors:
-            r, c = factor.nonzero()
-            m, n = factor.shape
-            rows = (rows[:, None] * m + r[None, :]).ravel()
-            cols = (cols[:, None] * n + c[None, :]).ravel()
-        return rows, cols
+            factor = sp.csr_matrix(factor)
+            factor.sum_duplicates()                      # canonical: sorted, no duplicates
+            f_ptr = factor.indptr.astype(np.int64)
+            f_idx = factor.indices.astype(np.int64)
+            n_f = factor.shape[0]
+            count_p, count_f = np.diff(indptr), np.diff(f_ptr)
+            counts = np.outer(count_p, count_f).ravel()
+            new_ptr = np.zeros(counts.size + 1, dtype=np.int64)
+            np.cumsum(counts, out=new_ptr[1:])
+            row = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+            within = np.arange(new_ptr[-1], dtype=np.int64) - new_ptr[row]
+            r_p, r_f = np.divmod(row, n_f)
+            del row
+            a, b = np.divmod(within, count_f[r_f])
+            del within
+            indices = indices[indptr[r_p] + a] * factor.shape[1] + f_idx[f_ptr[r_f] + b]
+            indptr = new_ptr
+        return indptr, indices
+
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        indptr, indices = self.csr()
+        return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr)), indices
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,10 @@ class Coo:
     rows: np.ndarray
     cols: np.ndarray
     shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.rows.size)
 
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         return self.rows, self.cols
@@ -244,10 +275,13 @@ def _linear(op: Op, inputs, incl) -> list:
 
 def _reduce(op: Op, inputs, incl) -> list:
     shape = tuple(op.in_shapes[0])
-    if "last" in op.params:
-        dims = set(range(len(shape) - op.params["last"], len(shape)))
-    else:
-        dims = {d % len(shape) for d in op.params["dims"]}
+    rank = len(shape)
+    if "last" in op.params:         # layer norm: the trailing axes
+        dims = set(range(rank - op.params["last"], rank))
+    elif "keep" in op.params:       # batch norm with batch statistics: all axes but the channel axis
+        dims = set(range(rank)) - {k % rank for k in op.params["keep"]}
+    else:                           # softmax: the given axes
+        dims = {d % rank for d in op.params["dims"]}
     return [Kron(tuple(ones(n, n) if a in dims else eye(n) for a, n in enumerate(shape)))]
 
 
@@ -269,9 +303,12 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
     """Fallback: the nonzero pattern of the Jacobian of the operation.
 
     Input-local graphs use the Jacobian at the recorded inputs. Structural
-    graphs take the union of that pattern and the patterns at two seeded
-    random inputs with random parameters, so that zero weights or saturated
-    units do not hide edges.
+    graphs take the union of that pattern, the patterns at two seeded random
+    inputs with random parameters (so that zero weights or saturated units do
+    not hide edges), and one-hot probes: output ``o`` reads input ``i`` if
+    moving input ``i`` far above or far below all values changes ``o`` (so
+    that max- and min-like operations show every input of their window, not
+    only the winners, and steps such as ``x > 0`` show their input).
     """
     n_out = prod(op.out_shape)
     n_in = sum(prod(s) for s in op.in_shapes)
@@ -281,8 +318,9 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
         raise ConnectivityError(
             f"operation {op.path!r} (output shape {tuple(op.out_shape)}) has no connectivity rule and {why}. "
             f"Rules exist for: convolutions, pooling, adaptive pooling, linear, flatten/view/reshape, "
-            f"elementwise ops, batch norm, layer norm, softmax and cat; raise the limit with "
-            f"jacobian_limit=... or express the operation with supported ones.")
+            f"elementwise ops, batch norm, instance norm, layer norm, softmax and cat; raise the limit "
+            f"with jacobian_limit=..., express the operation with supported ones, or, if this is a "
+            f"container module recorded whole in trace='children', use trace='ops' to record its parts.")
     trials = [(list(inputs), False)]
     if incl:
         gen = torch.Generator().manual_seed(0)
@@ -297,11 +335,39 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
             jac = (jac,)
         for pattern, block in zip(patterns, jac):
             pattern |= (block.reshape(n_out, -1) != 0).cpu().numpy()
+    if incl:
+        for p, pattern in enumerate(patterns):
+            for sign in (1.0, -1.0):
+                pattern |= _probe(op, trials[1][0], p, sign)
     blocks = []
     for pattern in patterns:
         rows, cols = np.nonzero(pattern)
         blocks.append(Coo(rows.astype(np.int64), cols.astype(np.int64), pattern.shape))
     return blocks
+
+
+def _probe(op: Op, inputs: Sequence[torch.Tensor], p: int, sign: float, chunk: int = 512) -> np.ndarray:
+    """Which outputs change when one element of input ``p`` moves far beyond all values (in direction ``sign``)."""
+    shape = inputs[p].shape
+    n = inputs[p].numel()
+    big = sign * 1e3 * (1.0 + max(float(v.abs().max()) for v in inputs))
+
+    def shifted(delta):
+        values = list(inputs)
+        values[p] = values[p] + delta.reshape(shape)
+        return op.evaluate(tuple(values), True).reshape(-1)
+
+    base = shifted(torch.zeros(n, dtype=inputs[p].dtype))
+    pattern = np.zeros((base.numel(), n), dtype=bool)
+    for start in range(0, n, chunk):
+        deltas = torch.zeros(min(chunk, n - start), n, dtype=inputs[p].dtype)
+        deltas[torch.arange(deltas.shape[0]), torch.arange(start, start + deltas.shape[0])] = big
+        try:
+            outs = torch.func.vmap(shifted)(deltas)
+        except Exception:            # operations vmap cannot batch: one probe at a time
+            outs = torch.stack([shifted(d) for d in deltas])
+        pattern[:, start:start + deltas.shape[0]] = (outs != base).T.cpu().numpy()
+    return pattern
 
 
 def _coo_union(rows: list, cols: list, shape: tuple) -> Coo:

@@ -47,7 +47,7 @@ class GraphCore:
         blocks = [[]]
         for index, layer in enumerate(layers[1:], start=1):
             op = layer.op
-            inputs = [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
+            inputs = list(layer.received) or [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
             try:
                 found = connectivity.blocks_for(op, inputs, incl, jacobian_limit)
             except ConnectivityError as err:
@@ -64,21 +64,43 @@ class GraphCore:
         )
 
     def _assemble(self) -> sp.csr_matrix:
-        rows, cols = [], []
+        """CSR of the whole graph, assembled one layer (block row) at a time.
+
+        A layer with a single Kronecker block needs no sorting: the product of
+        CSR-ordered factors enumerates its nonzeros in CSR order already.
+        Other layers go through a per-layer COO -> CSR conversion. Peak memory
+        is the final CSR plus the coordinates of one layer.
+        """
+        n = self.n_nodes
+        bound = sum(block.nnz for blocks in self.blocks for _, block in blocks)
+        index_dtype = np.int32 if max(n, bound) < 2**31 else np.int64
+        slabs = []
         for layer, blocks in enumerate(self.blocks):
-            for parent, block in blocks:
-                r, c = block.coo()
-                rows.append(r + self.offsets[layer])
-                cols.append(c + self.offsets[parent])
-        n = int(self.offsets[-1])
-        if rows:
-            rows, cols = np.concatenate(rows), np.concatenate(cols)
-        else:
-            rows = cols = np.zeros(0, dtype=np.int64)
-        adjacency = sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
-        adjacency.sum_duplicates()
-        adjacency.data[:] = 1
-        return adjacency
+            size = int(self.sizes[layer])
+            if len(blocks) == 1 and isinstance(blocks[0][1], Kron):
+                parent, block = blocks[0]
+                indptr, cols = block.csr()
+                cols += self.offsets[parent]
+                counts = np.diff(indptr)
+            else:
+                rows, cols = [], []
+                for parent, block in blocks:
+                    r, c = block.coo()
+                    rows.append(r)
+                    cols.append(c + self.offsets[parent])
+                rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+                cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+                slab = sp.csr_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(size, n))
+                slab.sum_duplicates()
+                cols, counts = slab.indices, np.diff(slab.indptr)
+            slabs.append((counts, cols.astype(index_dtype)))
+            del cols
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.concatenate([c for c, _ in slabs]), out=indptr[1:])
+        indices = np.concatenate([c for _, c in slabs])
+        del slabs
+        return sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr.astype(index_dtype)),
+                             shape=(n, n))
 
     # -- queries ----------------------------------------------------------------
 

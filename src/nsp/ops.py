@@ -62,7 +62,7 @@ _ELEMENTWISE_FUNCTIONS = {
     F.gelu, F.silu, F.mish, F.sigmoid, F.tanh, F.softplus, F.softsign, F.hardtanh,
     F.hardswish, F.hardsigmoid, F.hardshrink, F.softshrink, F.tanhshrink,
     F.threshold, F.logsigmoid, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
-    F.alpha_dropout, F.feature_alpha_dropout, F.batch_norm,
+    F.alpha_dropout, F.feature_alpha_dropout,
     torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.abs,
     torch.neg, torch.sqrt, torch.rsqrt, torch.square, torch.sin, torch.cos,
     torch.clamp, torch.clip, torch.add, torch.sub, torch.mul, torch.div,
@@ -102,6 +102,7 @@ _SIGNATURES = {
     "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
     "softmax": ("input", "dim"),
     "cat": ("tensors", "dim"),
+    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
 }
 _DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "groups": 1, "dim": 0}
 
@@ -153,6 +154,10 @@ def module_params(module: nn.Module) -> tuple[str, dict]:
         return "linear", {"weight": module.weight}
     if isinstance(module, (nn.Flatten, nn.Unflatten)):
         return "reshape", {}
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
+        return "reduce", {"keep": (1,)}    # batch statistics: each channel over batch and space
+    if isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+        return "reduce", {"last": int(type(module).__name__[-2])}   # each (sample, channel) over space
     if isinstance(module, ELEMENTWISE_MODULES):
         return "elementwise", {}
     if isinstance(module, nn.LayerNorm):
@@ -165,6 +170,11 @@ def module_params(module: nn.Module) -> tuple[str, dict]:
 def function_params(target: Any, args: Sequence, kwargs: dict) -> tuple[str, dict]:
     """Kind and rule parameters of a call_function target (args hold values)."""
     if target in _ELEMENTWISE_FUNCTIONS:
+        return "elementwise", {}
+    if target is F.batch_norm:
+        b = _bind("batch_norm", args, kwargs)
+        if b.get("training") or b.get("running_mean") is None:
+            return "reduce", {"keep": (1,)}
         return "elementwise", {}
     if target in _RESHAPE_FUNCTIONS:
         return "reshape", {}

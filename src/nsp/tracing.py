@@ -50,6 +50,7 @@ class Layer:
     parents: tuple = ()
     op: Op | None = None
     op_inputs: tuple = ()   # layer index of each of op.in_shapes (parents may repeat, e.g. cat([x, x]))
+    received: tuple = ()    # children mode: the tensor the child received (after functional ops)
 
 
 def check_network(network) -> None:
@@ -106,8 +107,7 @@ def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
 
     def hook_for(name, module):
         def hook(mod, args, output):
-            calls.append((name, module, args, output if not isinstance(output, torch.Tensor)
-                          else output.detach().clone()))
+            calls.append((name, module, [_snapshot(a) for a in args], _snapshot(output)))
         return hook
 
     handles = [m.register_forward_hook(hook_for(n, m)) for n, m in children]
@@ -134,7 +134,7 @@ def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
                 f"received {got}; the network's dataflow is not a chain of its children, use trace='ops'")
         in_shape = tuple(tensors[0].shape)
         op = _module_op(module, name, (in_shape,), tuple(output.shape))
-        layers.append(Layer(name, module, output, (len(layers) - 1,), op, (len(layers) - 1,)))
+        layers.append(Layer(name, module, output, (len(layers) - 1,), op, (len(layers) - 1,), (tensors[0],)))
     return layers
 
 
@@ -169,8 +169,8 @@ class _Recorder(fx.Interpreter):
         self._writer = {}    # id(tensor) -> node
 
     def run_node(self, n):
-        self.sources[n] = {a: self._writer.get(id(self.env[a]), a) for a in n.all_input_nodes
-                           if isinstance(self.env.get(a), torch.Tensor)}
+        self.sources[n] = {a: self._writer.get(id(self.env[a]), a) if isinstance(self.env[a], torch.Tensor) else a
+                           for a in n.all_input_nodes}
         out = super().run_node(n)
         if isinstance(out, torch.Tensor):
             self._writer[id(out)] = n
