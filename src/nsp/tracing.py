@@ -177,6 +177,10 @@ class _Recorder(fx.Interpreter):
         self.snap[n] = _snapshot(out)
         return out
 
+    def source(self, user, arg):
+        """The node whose value ``user`` really read through argument ``arg``."""
+        return self.sources[user][arg]
+
 
 def _record_ops(network: nn.Module, input: torch.Tensor) -> list[Layer]:
     try:
@@ -227,7 +231,7 @@ def _parents(n, rec, depends, index) -> list:
     """Layer nodes feeding ``n``, through intermediate non-layer nodes (tuples)."""
     found = []
     for a in n.all_input_nodes:
-        src = rec.sources[n].get(a, a)
+        src = rec.source(n, a)
         if not depends.get(src):
             continue
         if src in index:
@@ -244,10 +248,10 @@ def _tensor_args(n, rec, depends):
     """The argument nodes of ``n`` that are input-dependent, in argument order."""
     nodes = []
     fx.node.map_arg((n.args, n.kwargs), lambda a: nodes.append(a))
-    return [rec.sources[n].get(a, a) for a in nodes if depends.get(rec.sources[n].get(a, a))]
+    return [rec.source(n, a) for a in nodes if depends.get(rec.source(n, a))]
 
 
-def _fx_op(gm, n, rec, depends, index, parents) -> Op:
+def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
     values = fx.node.map_arg(n.args, lambda a: rec.snap[a])
     kwvalues = fx.node.map_arg(n.kwargs, lambda a: rec.snap[a])
     if n.op == "call_module":
@@ -267,11 +271,11 @@ def _fx_op(gm, n, rec, depends, index, parents) -> Op:
     elif kind == "cat":
         seq = values[0] if values else kwvalues.get("tensors")
         items = n.args[0] if n.args else n.kwargs["tensors"]
-        if any(not depends.get(rec.sources[n].get(a, a)) for a in items):
+        if any(not depends.get(rec.source(n, a)) for a in items):
             kind, params = "jacobian", {}   # concatenates constants too
         else:
             in_shapes = tuple(tuple(t.shape) for t in seq)
-            op_inputs = [rec.sources[n].get(a, a) for a in items]
+            op_inputs = [rec.source(n, a) for a in items]
             return Op("cat", path, params, in_shapes, tuple(rec.snap[n].shape)), op_inputs
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
     op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
@@ -281,7 +285,7 @@ def _fx_op(gm, n, rec, depends, index, parents) -> Op:
 
 def _first_arg(n, rec):
     a = n.args[0] if n.args else next(iter(n.kwargs.values()), None)
-    return rec.sources[n].get(a, a) if isinstance(a, fx.Node) else None
+    return rec.source(n, a) if isinstance(a, fx.Node) else None
 
 
 def _fx_evaluator(gm, target, rec, depends, index, parents):
@@ -293,7 +297,7 @@ def _fx_evaluator(gm, target, rec, depends, index, parents):
         gen = torch.Generator().manual_seed(1)
 
         def value(node, user):
-            src = rec.sources[user].get(node, node)
+            src = rec.source(user, node)
             if src in given:
                 return given[src]
             if depends.get(src) and src not in index:
