@@ -24,6 +24,7 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py
+	$(BIN)/python bench/bench_transforms.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -237,3 +237,20 @@ def test_children_mode_rejects_non_chain_dataflow():
         nsp.Activations(TwoBranch(), torch.rand(1, 4))
     ops = nsp.Activations(TwoBranch(), torch.rand(1, 4), trace="ops")
     assert ops.layerparents == [(), (0,), (0,), (1, 2)]
+
+
+class ListNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(3, 3), nn.Linear(3, 2)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_children_mode_rejects_uncalled_children():
+    with pytest.raises(nsp.TraceError, match=r"none of the direct children of ListNet \(blocks\) was called"):
+        nsp.Activations(ListNet(), torch.rand(1, 3))
+    assert nsp.Activations(ListNet(), torch.rand(1, 3), trace="ops").layernames == ["input", "blocks_0", "blocks_1"]

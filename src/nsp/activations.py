@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
@@ -86,6 +85,10 @@ class Activations:
         ``signal`` is a flat vector in node order (list, array or tensor);
         a list gives float32 layers, an array or tensor keeps its dtype.
         """
+        return self.with_values(signal, type(self))
+
+    def with_values(self, signal, cls: type | None = None) -> "Activations":
+        """Like :meth:`to_activations`, returning an instance of ``cls`` (default: Activations)."""
         if isinstance(signal, torch.Tensor):
             flat = signal.detach().reshape(-1)
         elif isinstance(signal, np.ndarray):
@@ -95,7 +98,10 @@ class Activations:
         if flat.numel() != self.n_neurons:
             raise ValueError(f"signal has {flat.numel()} values; this pattern has {self.n_neurons} neurons "
                              f"in {len(self.layeractivations)} layers")
-        other = copy.copy(self)
+        cls = cls or Activations
+        other = cls.__new__(cls)
+        for name in ("trace", "layernames", "layerdescriptions", "layerparents", "_layers"):
+            setattr(other, name, getattr(self, name))
         other.layeractivations = []
         start = 0
         for layer in self.layeractivations:

@@ -6,10 +6,13 @@ from itertools import chain, repeat
 
 import networkx as nx
 import numpy as np
+import scipy.linalg as la
 
 from .activations import Activations
 from .connectivity import JACOBIAN_LIMIT
 from .graph import GraphCore
+from .causal import StandardTransform, mobius_of_zeta
+from .transformer import Spectrum, make_transform
 
 
 class NNGraph(nx.DiGraph):
@@ -38,9 +41,9 @@ class NNGraph(nx.DiGraph):
                  jacobian_limit: int = JACOBIAN_LIMIT, **attr):
         super().__init__(**attr)
         self.INCL = INCL
-        self.inv_F = None
-        self.lu_piv = None
         self.core = None
+        self.transformers = {}           # type -> fitted transform object
+        self._lu_piv = None
         if activations is None:          # networkx builds empty graphs of this class
             return
         if not isinstance(activations, Activations):
@@ -50,6 +53,86 @@ class NNGraph(nx.DiGraph):
         self.add_nodes_from(nodes)
         coo = self.core.adjacency.tocoo()
         self.add_edges_from(zip(nodes[coo.col], nodes[coo.row]))
+
+    # -- transforms ---------------------------------------------------------------
+
+    def get_transformer(self, type: str = "standard", **options):
+        """Fit (once per set of options) the transform of the given type on this graph.
+
+        Returns what the reference returned: the zeta matrix ``inv_F`` for
+        ``'standard'``, the LU factorisation ``lu_piv`` of the eigenvector
+        matrix for ``'laplacian'``. The fitted transform object itself is
+        ``self.transformers[type]``. ``options`` go to the transform class
+        (``k=...`` for a partial Laplacian basis, which has no ``lu_piv``:
+        then the call fits it and raises).
+        """
+        transform = self._transform(type, **options)
+        if transform.type == "standard":
+            return self.inv_F
+        if transform.truncation is not None:
+            raise ValueError(f"the Laplacian basis was fitted with k={transform.k}: a partial basis has no "
+                             f"lu_piv; use graph.transformers['laplacian'] on arrays")
+        return self.lu_piv
+
+    compute_transformer = get_transformer
+
+    def _transform(self, type: str, **options):
+        wanted = make_transform(type, **options)
+        if self.core is None:
+            raise ValueError("this NNGraph was not built from activations")
+        current = self.transformers.get(type)
+        if current is None or current.options != wanted.options:
+            self.transformers[type] = wanted.fit(self.core)
+            if type == "laplacian":
+                self._lu_piv = None
+        return self.transformers[type]
+
+    @property
+    def inv_F(self):
+        """The zeta matrix (CSR, lower triangular), once the standard transform is fitted; else None.
+        Assigning a zeta matrix (e.g. a stored one) installs it as the standard transform."""
+        transform = self.transformers.get("standard")
+        return None if transform is None else transform.zeta
+
+    @inv_F.setter
+    def inv_F(self, zeta):
+        if zeta is None:
+            self.transformers.pop("standard", None)
+            return
+        if self.core is not None and zeta.shape != (self.core.n_nodes,) * 2:
+            raise ValueError(f"inv_F has shape {zeta.shape}; this graph has {self.core.n_nodes} nodes")
+        self.transformers["standard"] = StandardTransform.from_matrices(zeta, mobius_of_zeta(zeta))
+
+    @property
+    def lu_piv(self):
+        """LU factorisation of the Laplacian eigenvector matrix (computed on first access after the
+        full Laplacian basis is fitted; dense, O(n^3)); None before."""
+        transform = self.transformers.get("laplacian")
+        if transform is None or transform.truncation is not None:
+            return None
+        if self._lu_piv is None:
+            self._lu_piv = la.lu_factor(transform.eigenvectors)
+        return self._lu_piv
+
+    def transform(self, activations: Activations, type: str = "standard") -> Spectrum:
+        """The spectrum of ``activations``, in their layer layout (float64)."""
+        transform = self._transform(type)
+        self._check_size(activations, "activations")
+        coefficients = transform.transform(activations.to_array(np.float64))
+        return Spectrum.from_coefficients(activations, coefficients, type, getattr(transform, "eigenvalues", None))
+
+    def inverse_transform(self, spectrum: Activations, type: str | None = None) -> Activations:
+        """Activations (float64) from a spectrum; ``type`` defaults to the spectrum's own."""
+        type = type or getattr(spectrum, "transform_type", None) or "standard"
+        transform = self._transform(type)
+        self._check_size(spectrum, "spectrum")
+        return spectrum.with_values(transform.inverse_transform(spectrum.to_array(np.float64)))
+
+    def _check_size(self, activations, what: str) -> None:
+        if not isinstance(activations, Activations):
+            raise TypeError(f"{what} must be an nsp.Activations, got {type(activations).__name__}")
+        if activations.n_neurons != self.core.n_nodes:
+            raise ValueError(f"{what} have {activations.n_neurons} values; this graph has {self.core.n_nodes} nodes")
 
     def node_id(self, node: tuple) -> int:
         """Position of ``node`` in the node order (O(1))."""

@@ -119,6 +119,11 @@ def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
         for h in handles:
             h.remove()
 
+    if not calls:
+        raise TraceError(
+            f"children mode recorded no layer: none of the direct children of {type(network).__name__} "
+            f"({', '.join(n for n, _ in children)}) was called by its forward(); containers such as "
+            f"nn.ModuleList are never called themselves. Use trace='ops'")
     for name, module, args, output in calls:
         if not isinstance(output, torch.Tensor):
             raise TraceError(

@@ -1,0 +1,187 @@
+"""The Laplacian graph Fourier transform (the seed's ``laplacian``).
+
+Edge directions are dropped: ``L = D - W`` with ``W`` the symmetric 0/1
+adjacency and ``D`` the degrees. ``L = V diag(lambda) V^T`` with ascending
+eigenvalues and orthonormal ``V``; the spectrum of ``s`` is ``c = V^T s`` and
+``s = V c`` (``MATH.md`` section 3). Coefficient ``k`` belongs to the
+eigenvalue ``lambda_k``, not to a node.
+
+The full basis needs a dense eigensolver (memory n^2, time n^3). A partial
+basis holds the ``k`` lowest eigenvectors (LAPACK's subset solver, or block
+LOBPCG on the sparse ``L`` for graphs too big for dense memory); its inverse
+transform is the projection onto their span, and
+:attr:`LaplacianTransform.truncation` says where the basis was cut.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator, lobpcg, splu
+
+from .signals import as_batch
+
+#: eigenvalues closer than this (relative to the largest) count as equal
+EIGEN_TOL = 1e-9
+#: largest graph (nodes) for which method='auto' uses the dense subset eigensolver (n^2 doubles: 3.2 GB)
+DENSE_LIMIT = 20000
+
+
+def laplacian(adjacency: sp.spmatrix) -> sp.csr_matrix:
+    """``L = D - W`` of the undirected, unweighted graph of ``adjacency`` (float64 CSR)."""
+    a = sp.csr_matrix(adjacency, dtype=bool)
+    w = sp.csr_matrix(a + a.T, dtype=np.float64)
+    w.setdiag(0)
+    w.eliminate_zeros()
+    degree = np.asarray(w.sum(axis=1)).ravel()
+    out = sp.csr_matrix(sp.diags(degree) - w)
+    out.sort_indices()
+    return out
+
+
+def _fix_signs(vectors: np.ndarray) -> np.ndarray:
+    """Make each eigenvector's entry of largest magnitude positive (deterministic output)."""
+    pivot = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[pivot, np.arange(vectors.shape[1])])
+    signs[signs == 0] = 1
+    return vectors * signs
+
+
+def full_eigenbasis(lap: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenpairs of a Laplacian, ascending (dense solver)."""
+    values, vectors = np.linalg.eigh(sp.csr_matrix(lap).toarray())
+    return values, _fix_signs(vectors)
+
+
+def partial_eigenbasis(lap: sp.spmatrix, k: int, extra: int = 8, method: str = "auto",
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` lowest eigenpairs of a Laplacian, and the next ``extra`` eigenvalues.
+
+    ``method='dense'``: LAPACK's subset solver (exact, handles any
+    multiplicity; memory n^2). ``'sparse'``: block LOBPCG on the sparse ``L``
+    preconditioned by a sparse LU of ``L + 0.01 I``; the block holds
+    ``k + max(extra, k / 4)`` vectors, so eigenvalues repeated more often
+    than that around the cut may be missed, and unconverged residuals raise a
+    warning. ``'auto'``: dense up to :data:`DENSE_LIMIT` nodes. A single-vector
+    Lanczos (ARPACK) is not used: it silently misses copies of repeated
+    eigenvalues, which neuron graphs have in abundance.
+    """
+    n = lap.shape[0]
+    want = min(k + extra, n)
+    if method == "auto":
+        method = "dense" if n <= DENSE_LIMIT or 2 * want >= n else "sparse"
+    if method == "dense":
+        values, vectors = la.eigh(sp.csr_matrix(lap).toarray(), subset_by_index=[0, want - 1],
+                                  driver="evr", check_finite=False)
+    elif method == "sparse":
+        values, vectors = _lobpcg(sp.csr_matrix(lap), min(k + max(extra, k // 4), n), seed)
+    else:
+        raise ValueError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
+    order = np.argsort(values, kind="stable")
+    values, vectors = values[order][:want], vectors[:, order][:, :want]
+    return values[:k], _fix_signs(vectors[:, :k]), values[k:]
+
+
+def _lobpcg(lap: sp.csr_matrix, block: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = lap.shape[0]
+    lu = splu(sp.csc_matrix(lap + 1e-2 * sp.identity(n, format="csc")), permc_spec="MMD_AT_PLUS_A",
+              options={"SymmetricMode": True})
+    pre = LinearOperator((n, n), matvec=lu.solve, matmat=lu.solve, dtype=np.float64)
+    start = np.random.default_rng(seed).standard_normal((n, block))
+    tol = 1e-9 * max(1.0, float(abs(lap).sum(axis=1).max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        values, vectors = lobpcg(lap, start, M=pre, largest=False, tol=tol, maxiter=200)
+    residual = np.linalg.norm(lap @ vectors - vectors * values, axis=0)
+    if residual.max() > 1e3 * tol:
+        warnings.warn(f"sparse Laplacian eigensolver: residuals up to {residual.max():.2e} after 200 "
+                      f"iterations; use method='dense' where memory allows", RuntimeWarning, stacklevel=4)
+    return values, vectors
+
+
+class LaplacianTransform:
+    """Laplacian GFT of a graph; ``k=None`` for the full basis, else the ``k`` lowest.
+
+    Fit on a :class:`nsp.graph.GraphCore` or a square adjacency matrix. After
+    ``fit``: ``eigenvalues`` (ascending), ``eigenvectors`` (nodes x k,
+    orthonormal columns, each with its largest entry positive) and
+    ``truncation`` (None for the full basis; else ``k``, ``n``, the largest
+    kept eigenvalue, the next eigenvalue and whether the cut splits an
+    eigenspace).
+    """
+
+    type = "laplacian"
+
+    def __init__(self, k: int | None = None, method: str = "auto"):
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError(f"k must be a positive integer or None (full basis), got {k!r}")
+        if method not in ("auto", "dense", "sparse"):
+            raise ValueError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
+        self.k = None if k is None else int(k)
+        self.method = method
+        self.eigenvalues = None
+        self.eigenvectors = None
+        self.truncation = None
+
+    @property
+    def options(self) -> dict:
+        return {"k": self.k, "method": self.method}
+
+    def fit(self, graph) -> "LaplacianTransform":
+        from .graph import GraphCore
+        adjacency = graph.adjacency if isinstance(graph, GraphCore) else graph
+        lap = laplacian(adjacency)
+        n = lap.shape[0]
+        if n == 0:
+            raise ValueError("the graph has no nodes")
+        if self.k is None:
+            self.eigenvalues, self.eigenvectors = full_eigenbasis(lap)
+            self.truncation = None
+            return self
+        k = min(self.k, n)
+        values, vectors, after = partial_eigenbasis(lap, k, method=self.method)
+        self.eigenvalues, self.eigenvectors = values, vectors
+        scale = max(1.0, abs(values[-1]))
+        nxt = float(after[0]) if after.size else None
+        self.truncation = {
+            "k": int(k), "n": int(n), "largest_kept": float(values[-1]), "next": nxt,
+            "splits_eigenspace": bool(nxt is not None and abs(nxt - values[-1]) <= EIGEN_TOL * scale),
+        }
+        return self
+
+    @classmethod
+    def from_basis(cls, eigenvalues, eigenvectors, truncation=None) -> "LaplacianTransform":
+        """Rebuild a fitted transform from a stored eigenbasis."""
+        out = cls(None if truncation is None else int(truncation["k"]))
+        out.eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+        out.eigenvectors = np.asarray(eigenvectors, dtype=np.float64)
+        out.truncation = truncation
+        return out
+
+    @property
+    def n(self) -> int:
+        return self._fitted().eigenvectors.shape[0]
+
+    @property
+    def n_coefficients(self) -> int:
+        return self._fitted().eigenvectors.shape[1]
+
+    def transform(self, signals) -> np.ndarray:
+        """Spectra ``c = V^T s`` (samples x k) of signals (samples x nodes) or one vector."""
+        x, single = as_batch(signals, self.n, "signals")
+        out = x @ self.eigenvectors
+        return out[0] if single else out
+
+    def inverse_transform(self, spectra) -> np.ndarray:
+        """Signals ``s = V c``; for a partial basis, the projection onto its span."""
+        c, single = as_batch(spectra, self.n_coefficients, "spectra")
+        out = c @ self.eigenvectors.T
+        return out[0] if single else out
+
+    def _fitted(self) -> "LaplacianTransform":
+        if self.eigenvectors is None:
+            raise RuntimeError("the transform is not fitted: call fit(graph) first")
+        return self
