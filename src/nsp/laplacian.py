@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
 
 from .signals import as_batch
+from .symmetry import SplitLaplacian, channel_groups
 
 #: eigenvalues closer than this (relative to the largest) count as equal
 EIGEN_TOL = 1e-9
@@ -115,20 +116,22 @@ class LaplacianTransform:
 
     type = "laplacian"
 
-    def __init__(self, k: int | None = None, method: str = "auto"):
+    def __init__(self, k: int | None = None, method: str = "auto", symmetry: bool = True):
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
             raise ValueError(f"k must be a positive integer or None (full basis), got {k!r}")
         if method not in ("auto", "dense", "sparse"):
             raise ValueError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
         self.k = None if k is None else int(k)
         self.method = method
+        self.symmetry = bool(symmetry)
+        self.channel_groups = []
         self.eigenvalues = None
         self.eigenvectors = None
         self.truncation = None
 
     @property
     def options(self) -> dict:
-        return {"k": self.k, "method": self.method}
+        return {"k": self.k, "method": self.method, "symmetry": self.symmetry}
 
     def fit(self, graph) -> "LaplacianTransform":
         from .graph import GraphCore
@@ -137,13 +140,19 @@ class LaplacianTransform:
         n = lap.shape[0]
         if n == 0:
             raise ValueError("the graph has no nodes")
+        k = n if self.k is None else min(self.k, n)
+        split = self._split(graph, lap)
+        if split is not None:
+            values, vectors, after = split.eigenpairs(k)
+            vectors = _fix_signs(vectors)
+        elif self.k is None:
+            values, vectors = full_eigenbasis(lap)
+        else:
+            values, vectors, after = partial_eigenbasis(lap, k, method=self.method)
+        self.eigenvalues, self.eigenvectors = values, vectors
         if self.k is None:
-            self.eigenvalues, self.eigenvectors = full_eigenbasis(lap)
             self.truncation = None
             return self
-        k = min(self.k, n)
-        values, vectors, after = partial_eigenbasis(lap, k, method=self.method)
-        self.eigenvalues, self.eigenvectors = values, vectors
         scale = max(1.0, abs(values[-1]))
         nxt = float(after[0]) if after.size else None
         self.truncation = {
@@ -151,6 +160,22 @@ class LaplacianTransform:
             "splits_eigenspace": bool(nxt is not None and abs(nxt - values[-1]) <= EIGEN_TOL * scale),
         }
         return self
+
+    def _split(self, graph, lap):
+        """The Laplacian split by channel symmetry, where the graph has verified channel groups
+        and the split blocks fit the dense solver; else None."""
+        from .graph import GraphCore
+        self.channel_groups = []
+        if not self.symmetry or self.method == "sparse" or not isinstance(graph, GraphCore):
+            return None
+        groups = channel_groups(graph)
+        if not groups:
+            return None
+        split = SplitLaplacian.of(lap, groups)
+        if max([split.symmetric_block.shape[0]] + [b.shape[0] for b in split.channel_blocks]) > DENSE_LIMIT:
+            return None
+        self.channel_groups = [(tuple(graph.names[l] for l in g.layers), g.channels) for g in groups]
+        return split
 
     @classmethod
     def from_basis(cls, eigenvalues, eigenvectors, truncation=None) -> "LaplacianTransform":
