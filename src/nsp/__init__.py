@@ -8,6 +8,8 @@ from .laplacian import LaplacianTransform
 from .connectivity import ConnectivityError
 from .graph import GraphCore
 from .nngraph import NNGraph
+from .outputloader import OutputLoader
+from .storage import LayerTable, SignalBatch, SignalWriter, StorageError
 from .tracing import TRACE_MODES, TraceError
 from .transformer import TRANSFORM_TYPES, Spectrum, Transformer, make_transform
 
@@ -19,4 +21,5 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "Activations", "NNGraph", "GraphCore", "TraceError", "ConnectivityError", "TRACE_MODES",
     "StandardTransform", "LaplacianTransform", "Transformer", "Spectrum", "make_transform", "TRANSFORM_TYPES",
+    "OutputLoader", "LayerTable", "SignalBatch", "SignalWriter", "StorageError",
 ]

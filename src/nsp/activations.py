@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from . import tracing
+from .provenance import weights_sha256
 
 
 def _drop_batch(value: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,11 @@ class Activations:
         The recorded values, batch axis removed.
     layerparents : list of tuple of int
         Indices of the layers each layer is computed from.
+    weights_sha256 : str
+        Checksum of the network's state dict (provenance of stored results).
     """
+
+    _table = None        # the stored layer table of activations read from a file
 
     def __init__(self, network: nn.Module, input: torch.Tensor, trace: str = "children"):
         tracing.check_network(network)
@@ -57,6 +62,7 @@ class Activations:
                 f"{tuple(input.shape)}. Pass x[:1] (or x.unsqueeze(0) for an unbatched sample)")
         layers = tracing.record(network, input, trace)
         self.trace = trace
+        self.weights_sha256 = weights_sha256(network)
         self.layernames = [layer.name for layer in layers]
         self.layerdescriptions = [layer.description for layer in layers]
         self.layeractivations = [_drop_batch(layer.value) for layer in layers]
@@ -100,7 +106,8 @@ class Activations:
                              f"in {len(self.layeractivations)} layers")
         cls = cls or Activations
         other = cls.__new__(cls)
-        for name in ("trace", "layernames", "layerdescriptions", "layerparents", "_layers"):
+        for name in ("trace", "weights_sha256", "layernames", "layerdescriptions", "layerparents", "_layers",
+                     "_table"):
             setattr(other, name, getattr(self, name))
         other.layeractivations = []
         start = 0

@@ -42,13 +42,28 @@ class NNGraph(nx.DiGraph):
         super().__init__(**attr)
         self.INCL = INCL
         self.core = None
+        self.weights_sha256 = None
         self.transformers = {}           # type -> fitted transform object
         self._lu_piv = None
         if activations is None:          # networkx builds empty graphs of this class
             return
         if not isinstance(activations, Activations):
             raise TypeError(f"activations must be an nsp.Activations, got {type(activations).__name__}")
-        self.core = GraphCore.from_layers(activations._layers, activations.layershapes, bool(INCL), jacobian_limit)
+        if activations._layers is None:
+            raise ValueError("these activations were loaded from a file and carry no operations: build the "
+                             "graph from the network, or load the stored graph")
+        self.weights_sha256 = activations.weights_sha256
+        self._build(GraphCore.from_layers(activations._layers, activations.layershapes, bool(INCL), jacobian_limit))
+
+    @classmethod
+    def from_core(cls, core: GraphCore) -> "NNGraph":
+        """The networkx facade over an existing graph core (e.g. one read from a file)."""
+        graph = cls(INCL=core.incl)
+        graph._build(core)
+        return graph
+
+    def _build(self, core: GraphCore) -> None:
+        self.core = core
         nodes = node_tuples(self.core)
         self.add_nodes_from(nodes)
         coo = self.core.adjacency.tocoo()

@@ -1,0 +1,442 @@
+"""HDF5 files of nsp results: graphs, transformers, activations and spectra.
+
+The schema is documented in ``docs/format.md``. Every file carries its
+kind, a format version and provenance as root attributes; every group and
+dataset is tagged with ``encoding-type`` and ``encoding-version``. Files are
+written to a temporary name in the target folder and renamed when complete,
+without object timestamps and with attributes in a fixed order, so the same
+content gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")   # cluster file systems (NFS, Lustre)
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from .provenance import versions  # noqa: E402
+
+FORMAT = "nsp-hdf5"
+FORMAT_VERSION = 1
+FILE_KINDS = ("graph", "transformer", "activations", "spectra")
+#: default filter for sample matrices (chosen by bench/bench_storage.py)
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+_CHUNK_BYTES = 1 << 18
+
+
+class StorageError(ValueError):
+    """A file that is not what was expected (kind, version, or not readable)."""
+
+
+# --- encodings ---------------------------------------------------------------------------------
+
+def _tag(obj, encoding: str, **attrs) -> None:
+    obj.attrs["encoding-type"] = encoding
+    obj.attrs["encoding-version"] = "1"
+    for key, value in attrs.items():
+        obj.attrs[key] = value
+
+
+def _group(where: h5py.Group, name: str, encoding: str, **attrs) -> h5py.Group:
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    gcpl.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    group = h5py.Group(h5py.h5g.create(where.id, name.encode(), gcpl=gcpl))
+    _tag(group, encoding, **attrs)
+    return group
+
+
+def _array(parent: h5py.Group, name: str, data, encoding: str = "array", **options) -> h5py.Dataset:
+    data = np.asarray(data)
+    if data.dtype.kind == "U" or (data.dtype == object):
+        data = np.asarray(data, dtype=h5py.string_dtype())
+        encoding = "string-array"
+    dataset = parent.create_dataset(name, data=data, track_times=False, **options)
+    _tag(dataset, encoding)
+    return dataset
+
+
+def _write_csr(parent: h5py.Group, name: str, matrix: sp.spmatrix) -> None:
+    matrix = sp.csr_matrix(matrix)
+    group = _group(parent, name, "csr_matrix", shape=np.asarray(matrix.shape, dtype=np.int64))
+    for key in ("data", "indices", "indptr"):
+        _array(group, key, getattr(matrix, key), **(COMPRESSION if getattr(matrix, key).size > 4096 else {}))
+
+
+def _read_csr(group: h5py.Group) -> sp.csr_matrix:
+    shape = tuple(int(v) for v in group.attrs["shape"])
+    return sp.csr_matrix((group["data"][()], group["indices"][()], group["indptr"][()]), shape=shape)
+
+
+def _write_ragged(parent: h5py.Group, name: str, rows) -> None:
+    rows = [list(r) for r in rows]
+    group = _group(parent, name, "ragged-array")
+    _array(group, "values", np.asarray([v for r in rows for v in r], dtype=np.int64))
+    _array(group, "offsets", np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64))
+
+
+def _read_ragged(group: h5py.Group) -> list[tuple]:
+    values, offsets = group["values"][()], group["offsets"][()]
+    return [tuple(int(v) for v in values[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
+
+
+# --- the layer table -----------------------------------------------------------------------------
+
+@dataclass
+class LayerTable:
+    """Names, kinds, operation paths, descriptions, shapes and parents of the layers."""
+
+    names: list
+    kinds: list
+    paths: list
+    descriptions: list
+    shapes: list
+    parents: list
+
+    @property
+    def offsets(self) -> np.ndarray:
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    @classmethod
+    def of(cls, obj) -> "LayerTable":
+        """The table of an Activations (or Spectrum) or a GraphCore."""
+        if hasattr(obj, "adjacency"):          # GraphCore
+            return cls(list(obj.names), list(obj.kinds), list(obj.paths), [""] * obj.n_layers,
+                       [tuple(s) for s in obj.shapes], [tuple(p) for p in obj.parents])
+        stored = getattr(obj, "_table", None)
+        if stored is not None:
+            return stored
+        layers = obj._layers
+        return cls(list(obj.layernames), ["input"] + [l.op.kind for l in layers[1:]],
+                   [""] + [l.op.path for l in layers[1:]], [str(d) for d in obj.layerdescriptions],
+                   list(obj.layershapes), [tuple(p) for p in obj.layerparents])
+
+    def write(self, parent: h5py.Group) -> None:
+        group = _group(parent, "layers", "nsp.layer-table")
+        _array(group, "name", np.asarray(self.names, dtype=object))
+        _array(group, "kind", np.asarray(self.kinds, dtype=object))
+        _array(group, "path", np.asarray(self.paths, dtype=object))
+        _array(group, "description", np.asarray(self.descriptions, dtype=object))
+        _array(group, "offset", self.offsets)
+        _write_ragged(group, "shape", self.shapes)
+        _write_ragged(group, "parents", self.parents)
+
+    @classmethod
+    def read(cls, group: h5py.Group) -> "LayerTable":
+        return cls(_strings(group["name"]), _strings(group["kind"]), _strings(group["path"]),
+                   _strings(group["description"]), _read_ragged(group["shape"]), _read_ragged(group["parents"]))
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def provenance_attrs(producer: dict | None, parameters: dict | None, weights: str | None) -> dict:
+    """Root attributes saying what produced a file (no timestamps, no absolute paths)."""
+    v = versions()
+    return {
+        "nsp-version": v["nsp"], "torch-version": v["torch"], "numpy-version": v["numpy"],
+        "scipy-version": v["scipy"], "h5py-version": v["h5py"], "weights-sha256": weights or "",
+        "producer": json.dumps(producer or {}, sort_keys=True),
+        "parameters": json.dumps(parameters or {}, sort_keys=True),
+    }
+
+
+@contextmanager
+def _create(path, kind: str, obj: str, provenance: dict, **extra):
+    """An HDF5 file written under a temporary name and renamed when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", track_order=True, locking=False) as f:
+            f.attrs["nsp-format"] = FORMAT
+            f.attrs["format-version"] = FORMAT_VERSION
+            f.attrs["kind"] = kind
+            f.attrs["object"] = obj
+            _tag(f, f"nsp.{kind}")
+            for key, value in {**provenance, **extra}.items():
+                f.attrs[key] = value
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def open_file(path, kinds=None) -> h5py.File:
+    """Open an nsp file for reading, checking that it is one, of an accepted kind and version."""
+    path = Path(path)
+    accepted = (kinds,) if isinstance(kinds, str) else tuple(kinds or FILE_KINDS)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as err:
+        raise StorageError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    try:
+        if f.attrs.get("nsp-format") != FORMAT:
+            raise StorageError(f"{path}: an HDF5 file but not an nsp file (no nsp-format attribute); "
+                               f"expected one of: {', '.join(accepted)}")
+        version = int(f.attrs.get("format-version", -1))
+        if version > FORMAT_VERSION:
+            raise StorageError(f"{path}: format version {version} is newer than this nsp reads "
+                               f"({FORMAT_VERSION}); upgrade nsp")
+        kind = f.attrs.get("kind")
+        if kind not in accepted:
+            raise StorageError(f"{path}: holds nsp {kind!r} data; expected {' or '.join(map(repr, accepted))}")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+# --- transforms ------------------------------------------------------------------------------------
+
+def write_transform(parent: h5py.Group, name: str, transform) -> None:
+    """A fitted transform as a group (standard: CSR Z and M; laplacian: eigenbasis)."""
+    if transform.type == "standard":
+        group = _group(parent, name, "nsp.standard-transform", method=transform.method)
+        _write_csr(group, "zeta", transform.zeta)
+        _write_csr(group, "mobius", transform.mobius)
+    elif transform.type == "laplacian":
+        group = _group(parent, name, "nsp.laplacian-transform", k=-1 if transform.k is None else transform.k,
+                       method=transform.method, symmetry=transform.symmetry,
+                       truncation=json.dumps(transform.truncation, sort_keys=True),
+                       **{"channel-groups": json.dumps(transform.channel_groups)})
+        _array(group, "eigenvalues", transform.eigenvalues)
+        _array(group, "eigenvectors", transform.eigenvectors, **COMPRESSION,
+               chunks=_chunks(transform.eigenvectors.shape, 8))
+    else:
+        raise TypeError(f"cannot store a transform of type {transform.type!r}")
+
+
+def read_transform(group: h5py.Group):
+    from .causal import StandardTransform
+    from .laplacian import LaplacianTransform
+    encoding = group.attrs["encoding-type"]
+    if encoding == "nsp.standard-transform":
+        out = StandardTransform.from_matrices(_read_csr(group["zeta"]), _read_csr(group["mobius"]))
+        out.method = str(group.attrs["method"])
+        return out
+    if encoding == "nsp.laplacian-transform":
+        truncation = json.loads(group.attrs["truncation"])
+        out = LaplacianTransform.from_basis(group["eigenvalues"][()], group["eigenvectors"][()], truncation)
+        k = int(group.attrs["k"])
+        out.k = None if k < 0 else k
+        out.method = str(group.attrs["method"])
+        out.symmetry = bool(group.attrs["symmetry"])
+        out.channel_groups = [(tuple(names), c) for names, c in json.loads(group.attrs["channel-groups"])]
+        return out
+    raise StorageError(f"{group.file.filename}: unknown transform encoding {encoding!r}")
+
+
+def write_transformer(path, transform, *, producer=None, parameters=None, weights=None) -> None:
+    with _create(path, "transformer", type(transform).__name__,
+                 provenance_attrs(producer, parameters, weights), **{"transform-type": transform.type}) as f:
+        write_transform(f, "transform", transform)
+
+
+def read_transformer(path):
+    with open_file(path, "transformer") as f:
+        return read_transform(f["transform"])
+
+
+# --- graphs -------------------------------------------------------------------------------------------
+
+def write_graph(path, graph, *, producer=None, parameters=None) -> None:
+    """An NNGraph (or GraphCore): layer table, CSR adjacency, connectivity blocks, fitted transforms."""
+    from .connectivity import Kron
+    core = getattr(graph, "core", graph)
+    transformers = getattr(graph, "transformers", {})
+    weights = getattr(graph, "weights_sha256", None)
+    with _create(path, "graph", type(graph).__name__, provenance_attrs(producer, parameters, weights),
+                 INCL=bool(core.incl)) as f:
+        LayerTable.of(core).write(f)
+        _write_csr(f, "adjacency", core.adjacency)
+        blocks = _group(f, "blocks", "nsp.connectivity-blocks")
+        for layer, items in enumerate(core.blocks):
+            group = _group(blocks, str(layer), "list")
+            for i, (parent, block) in enumerate(items):
+                if isinstance(block, Kron):
+                    entry = _group(group, str(i), "kron", parent=parent, factors=len(block.factors))
+                    for j, factor in enumerate(block.factors):
+                        _write_csr(entry, f"factor_{j}", factor)
+                else:
+                    entry = _group(group, str(i), "coo", parent=parent,
+                                   shape=np.asarray(block.shape, dtype=np.int64))
+                    _array(entry, "rows", block.rows)
+                    _array(entry, "cols", block.cols)
+        group = _group(f, "transformers", "dict")
+        for name, transform in transformers.items():
+            write_transform(group, name, transform)
+
+
+def read_graph(path):
+    """The NNGraph stored at ``path`` (with its fitted transforms)."""
+    from .connectivity import Coo, Kron
+    from .graph import GraphCore
+    from .nngraph import NNGraph
+    with open_file(path, "graph") as f:
+        table = LayerTable.read(f["layers"])
+        blocks = []
+        for layer in range(len(table.names)):
+            items = []
+            for entry in f["blocks"][str(layer)].values():
+                parent = int(entry.attrs["parent"])
+                if entry.attrs["encoding-type"] == "kron":
+                    factors = tuple(_read_csr(entry[f"factor_{j}"]) for j in range(int(entry.attrs["factors"])))
+                    items.append((parent, Kron(factors)))
+                else:
+                    shape = tuple(int(v) for v in entry.attrs["shape"])
+                    items.append((parent, Coo(entry["rows"][()], entry["cols"][()], shape)))
+            blocks.append(items)
+        core = GraphCore(names=table.names, kinds=table.kinds, paths=table.paths, shapes=table.shapes,
+                         parents=table.parents, blocks=blocks, incl=bool(f.attrs["INCL"]),
+                         adjacency=sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8))
+        graph = NNGraph.from_core(core)
+        graph.weights_sha256 = str(f.attrs["weights-sha256"]) or None
+        for name, group in f["transformers"].items():
+            graph.transformers[name] = read_transform(group)
+    return graph
+
+
+# --- activations and spectra ------------------------------------------------------------------
+
+@dataclass
+class SignalBatch:
+    """Many samples of activations or spectra: a (samples, width) array with its layer table."""
+
+    kind: str                        # "activations" or "spectra"
+    values: np.ndarray
+    layers: LayerTable
+    sample_ids: np.ndarray = None
+    labels: np.ndarray | None = None
+    transform_type: str | None = None
+    eigenvalues: np.ndarray | None = None
+    trace: str = "children"
+    weights_sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.sample_ids is None:
+            self.sample_ids = np.arange(self.values.shape[0], dtype=np.int64)
+
+
+def _chunks(shape: tuple, itemsize: int) -> tuple:
+    """Chunks of about 256 KiB, a few samples by many neurons: one sample or one neuron reads few."""
+    width = max(1, int(shape[1]))
+    cols = min(width, max(256, _CHUNK_BYTES // (32 * itemsize)))
+    rows = max(1, min(_CHUNK_BYTES // (cols * itemsize), 32))
+    return (rows, cols)
+
+
+class SignalWriter:
+    """Streams samples into an activations or spectra file; the file appears only on ``close()``.
+
+    ``with SignalWriter(path, 'activations', layers, width) as w: w.append(values, ids, labels)``.
+    An exception inside the block leaves no file at ``path``.
+    """
+
+    def __init__(self, path, kind: str, layers: LayerTable, width: int, *, dtype=None,
+                 transform_type=None, eigenvalues=None, trace: str = "children", with_labels: bool = False,
+                 producer=None, parameters=None, weights=None, compression=None):
+        if kind not in ("activations", "spectra"):
+            raise ValueError(f"kind must be 'activations' or 'spectra', got {kind!r}")
+        dtype = np.dtype(dtype or (np.float32 if kind == "activations" else np.float64))
+        extra = {"trace": trace}
+        if kind == "spectra":
+            extra["transform-type"] = transform_type or ""
+        self._context = _create(path, kind, "SignalBatch", provenance_attrs(producer, parameters, weights), **extra)
+        self._file = self._context.__enter__()
+        layers.write(self._file)
+        options = dict(COMPRESSION if compression is None else compression)
+        name = "values" if kind == "activations" else "coefficients"
+        self._values = self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
+                                                 chunks=_chunks((1, width), dtype.itemsize), track_times=False,
+                                                 **options)
+        _tag(self._values, "array")
+        self._ids = self._file.create_dataset("sample_ids", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                              chunks=(4096,), track_times=False)
+        _tag(self._ids, "array")
+        self._labels = None
+        if with_labels:
+            self._labels = self._file.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                                     chunks=(4096,), track_times=False)
+            _tag(self._labels, "array")
+        if eigenvalues is not None:
+            _array(self._file, "eigenvalues", np.asarray(eigenvalues, dtype=np.float64))
+
+    def append(self, values, sample_ids=None, labels=None) -> None:
+        values = np.asarray(values)
+        values = values[None, :] if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[1] != self._values.shape[1]:
+            raise ValueError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
+        start, count = self._values.shape[0], values.shape[0]
+        ids = np.arange(start, start + count) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        self._values.resize(start + count, axis=0)
+        self._values[start:] = values.astype(self._values.dtype, copy=False)
+        self._ids.resize(start + count, axis=0)
+        self._ids[start:] = ids
+        if self._labels is not None:
+            if labels is None:
+                raise ValueError("this file stores labels: pass labels= with every append")
+            self._labels.resize(start + count, axis=0)
+            self._labels[start:] = np.asarray(labels, dtype=np.int64)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file = None
+            self._context.__exit__(None, None, None)
+
+    def discard(self, exc) -> None:
+        if self._file is not None:
+            self._file = None
+            self._context.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+        else:
+            try:
+                self.discard(exc)
+            except BaseException:
+                pass
+        return False
+
+
+def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, obj: str = "SignalBatch") -> None:
+    with SignalWriter(path, batch.kind, batch.layers, batch.values.shape[1], dtype=batch.values.dtype,
+                      transform_type=batch.transform_type, eigenvalues=batch.eigenvalues, trace=batch.trace,
+                      with_labels=batch.labels is not None, producer=producer, parameters=parameters,
+                      weights=batch.weights_sha256) as writer:
+        writer._file.attrs["object"] = obj
+        writer.append(batch.values, batch.sample_ids, batch.labels)
+
+
+def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBatch:
+    """A stored activations or spectra file (``samples`` selects rows)."""
+    with open_file(path, kind or ("activations", "spectra")) as f:
+        stored_kind = str(f.attrs["kind"])
+        values = f["values" if stored_kind == "activations" else "coefficients"][samples]
+        return SignalBatch(
+            kind=stored_kind, values=values, layers=LayerTable.read(f["layers"]),
+            sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
+            transform_type=str(f.attrs.get("transform-type", "")) or None,
+            eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
+            trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
+            extra={"object": str(f.attrs["object"])})
