@@ -25,6 +25,7 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py
 	$(BIN)/python bench/bench_transforms.py
+	$(BIN)/python bench/bench_storage.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -239,3 +239,21 @@ def test_files_are_readable_without_nsp(tmp_path, toy):
         adjacency = sp.csr_matrix((f["adjacency/data"][()], f["adjacency/indices"][()], f["adjacency/indptr"][()]),
                                   shape=tuple(f["adjacency"].attrs["shape"]))
     assert adjacency.nnz == 584
+
+
+def test_small_graph_with_laplacian_and_label_misuse(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    acts = nsp.Activations(net, torch.ones(1, 3))
+    graph = nsp.NNGraph(acts)
+    graph.get_transformer("laplacian")
+    nsp.OutputLoader.save(graph, tmp_path / "tiny.h5")          # 5 nodes: chunks must fit
+    back = nsp.OutputLoader.load(tmp_path / "tiny.h5")
+    assert np.array_equal(back.transformers["laplacian"].eigenvectors, graph.transformers["laplacian"].eigenvectors)
+    with pytest.raises(ValueError, match="opened without labels: pass with_labels=True"):
+        with SignalWriter(tmp_path / "x.h5", "activations", LayerTable.of(acts), 5) as writer:
+            writer.append(np.zeros((1, 5)), labels=[3])
+    assert not (tmp_path / "x.h5").exists()
+    with h5py.File(tmp_path / "tiny.h5", "a") as f:
+        del f.attrs["format-version"]
+    with pytest.raises(StorageError, match="without a format-version attribute"):
+        nsp.OutputLoader.load(tmp_path / "tiny.h5")
