@@ -16,27 +16,16 @@ import argparse
 import resource
 import time
 import tracemalloc
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import mnist_net, timed
+
 import nsp
 from nsp import connectivity
 from nsp.graph import GraphCore
-from nsp.zoo import MnistNet, load_state_npz
-
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "network_mnist_1.npz"
-
-
-def best_of(repeats, fn):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def jacobian_core(acts: nsp.Activations) -> GraphCore:
@@ -66,17 +55,12 @@ class ConvStack(nn.Module):
 
 
 def mnist(repeats: int) -> None:
-    net = MnistNet()
-    source = "random weights"
-    if FIXTURE.is_file():
-        net = load_state_npz(net, FIXTURE)
-        source = "fixture weights"
-    net.eval()
+    net, source = mnist_net()
     x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    t_acts, acts = best_of(repeats, lambda: nsp.Activations(net, x))
-    t_core, core = best_of(repeats, lambda: GraphCore.from_layers(acts._layers, acts.layershapes))
-    t_nx, graph = best_of(repeats, lambda: nsp.NNGraph(acts))
-    t_ref, ref = best_of(1, lambda: jacobian_core(acts))
+    t_acts, acts = timed(lambda: nsp.Activations(net, x), repeats)
+    t_core, core = timed(lambda: GraphCore.from_layers(acts._layers, acts.layershapes), repeats)
+    t_nx, graph = timed(lambda: nsp.NNGraph(acts), repeats)
+    t_ref, ref = timed(lambda: jacobian_core(acts), 1)
     same = (ref.adjacency != core.adjacency).nnz == 0
     print(f"MNIST reference network ({source}): {core.n_nodes:,} nodes, {core.n_edges:,} edges")
     print(f"  trace activations        {t_acts * 1e3:9.1f} ms")

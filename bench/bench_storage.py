@@ -17,14 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from common import mnist_net, synthetic_images
 
 import nsp
 from nsp import storage, tracing
 from nsp.storage import LayerTable, SignalWriter
-from nsp.zoo import MnistNet, load_state_npz
-
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "network_mnist_1.npz"
 FILTERS = {
     "none": {},
     "gzip-1 + shuffle": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
@@ -37,14 +34,9 @@ FILTERS = {
 
 def data(samples: int):
     """Activations of the MNIST network on smooth synthetic digits-like images, and their spectra."""
-    net = MnistNet()
-    if FIXTURE.is_file():
-        net = load_state_npz(net, FIXTURE)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(samples, 1, 28, 28, generator=gen)
-    images = F.avg_pool2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), 5, stride=1)   # smooth strokes
-    images = (images > 0.55).float()
-    layers = tracing.record(net.eval(), images, "children")
+    net, _ = mnist_net()
+    images = synthetic_images(samples)
+    layers = tracing.record(net, images, "children")
     values = np.concatenate([l.value.reshape(samples, -1).numpy() for l in layers], axis=1)
     acts = nsp.Activations(net, images[:1])
     graph = nsp.NNGraph(acts)

@@ -17,35 +17,15 @@ from __future__ import annotations
 import argparse
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import scipy.linalg as la
 import torch
+from common import mnist_core, timed
 
 import nsp
 from nsp.causal import StandardTransform
 from nsp.laplacian import LaplacianTransform, laplacian
-from nsp.zoo import MnistNet, load_state_npz
-
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "network_mnist_1.npz"
-
-
-def timed(fn, repeats=1):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def mnist_core():
-    net = MnistNet()
-    if FIXTURE.is_file():
-        net = load_state_npz(net, FIXTURE)
-    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    return nsp.NNGraph(nsp.Activations(net.eval(), x)).core
 
 
 def standard(core, quick: bool) -> None:

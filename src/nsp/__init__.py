@@ -9,6 +9,7 @@ from .connectivity import ConnectivityError
 from .graph import GraphCore
 from .nngraph import NNGraph
 from .outputloader import OutputLoader
+from .visualizer import Visualizer
 from .storage import LayerTable, SignalBatch, SignalWriter, StorageError
 from .tracing import TRACE_MODES, TraceError
 from .transformer import TRANSFORM_TYPES, Spectrum, Transformer, make_transform
@@ -21,5 +22,5 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "Activations", "NNGraph", "GraphCore", "TraceError", "ConnectivityError", "TRACE_MODES",
     "StandardTransform", "LaplacianTransform", "Transformer", "Spectrum", "make_transform", "TRANSFORM_TYPES",
-    "OutputLoader", "LayerTable", "SignalBatch", "SignalWriter", "StorageError",
+    "OutputLoader", "LayerTable", "SignalBatch", "SignalWriter", "StorageError", "Visualizer",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
+from .files import atomic_output  # noqa: E402
 from .provenance import versions  # noqa: E402
 
 FORMAT = "nsp-hdf5"
@@ -160,23 +160,15 @@ def provenance_attrs(producer: dict | None, parameters: dict | None, weights: st
 @contextmanager
 def _create(path, kind: str, obj: str, provenance: dict, **extra):
     """An HDF5 file written under a temporary name and renamed when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    try:
-        with h5py.File(tmp, "w", track_order=True, locking=False) as f:
-            f.attrs["nsp-format"] = FORMAT
-            f.attrs["format-version"] = FORMAT_VERSION
-            f.attrs["kind"] = kind
-            f.attrs["object"] = obj
-            _tag(f, f"nsp.{kind}")
-            for key, value in {**provenance, **extra}.items():
-                f.attrs[key] = value
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True, locking=False) as f:
+        f.attrs["nsp-format"] = FORMAT
+        f.attrs["format-version"] = FORMAT_VERSION
+        f.attrs["kind"] = kind
+        f.attrs["object"] = obj
+        _tag(f, f"nsp.{kind}")
+        for key, value in {**provenance, **extra}.items():
+            f.attrs[key] = value
+        yield f
 
 
 def open_file(path, kinds=None) -> h5py.File:

@@ -1,0 +1,226 @@
+"""Figures: activation patterns and spectra page by page, and summary plots of many samples.
+
+All drawing goes through a fixed style (bundled DejaVu fonts, Agg backend)
+and files are written without creation dates, so the same data gives the
+same bytes in PDF and PNG.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from contextlib import contextmanager
+from math import ceil
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+
+from .files import atomic_output  # noqa: E402
+
+SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
+STYLE = {
+    "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "figure.titlesize": 11,
+    "pdf.fonttype": 42, "svg.hashsalt": "nsp", "figure.dpi": 100, "savefig.dpi": 150,
+    "image.interpolation": "nearest", "image.resample": False,
+}
+PDF_METADATA = {"Creator": "nsp", "Producer": "nsp (matplotlib)", "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": None}
+PANEL_INCHES = 1.9
+MAX_COLUMNS = 4
+
+
+@contextmanager
+def style():
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def colormap(name: str):
+    """A matplotlib colormap by name; an unknown name is an error listing the accepted ones."""
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        raise ValueError(f"unknown colormap {name!r}; accepted: {', '.join(sorted(matplotlib.colormaps))}") from None
+
+
+def check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
+    return scale
+
+
+def panels(layer: np.ndarray) -> list[np.ndarray]:
+    """The 2-D images a layer is drawn as: one per channel of (C, H, W); one for 2-D; one row for 1-D."""
+    x = np.asarray(layer, dtype=np.float64)
+    if x.ndim == 0:
+        return [x.reshape(1, 1)]
+    if x.ndim == 1:
+        return [x.reshape(1, -1)]
+    if x.ndim == 2:
+        return [x]
+    return list(x.reshape(x.shape[0], -1, x.shape[-1]))
+
+
+def limits(layers: Sequence[np.ndarray], scale: str) -> list[tuple[float, float]]:
+    """Colour limits of each layer's page under ``scale``."""
+    check_scale(scale)
+    def bounds(arrays):
+        lo = min((float(np.min(a)) for a in arrays if np.size(a)), default=0.0)
+        hi = max((float(np.max(a)) for a in arrays if np.size(a)), default=0.0)
+        if scale.endswith("norm"):
+            hi = max(abs(lo), abs(hi))
+            lo = -hi
+        return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    if scale.startswith("global"):
+        return [bounds(layers)] * len(layers)
+    return [bounds([a]) for a in layers]
+
+
+def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: str = "layerscale",
+                    cmap: str = "viridis", note: str = "") -> Iterator[plt.Figure]:
+    """One figure per layer: channels in a grid of at most four columns, one horizontal colour bar.
+
+    Pages grow with the number of channels (a 64-channel layer is 16 rows of
+    four panels), so every channel keeps a readable size.
+    """
+    cm = colormap(cmap)
+    bounds = limits(layers, scale)
+    for index, (name, layer) in enumerate(zip(names, layers)):
+        images = panels(layer)
+        vector = np.ndim(layer) <= 1
+        cols = 1 if vector else min(MAX_COLUMNS, len(images))
+        rows = ceil(len(images) / cols)
+        width = 8.0 if vector else max(4.0, PANEL_INCHES * cols + 0.4)
+        height = 2.2 if vector else PANEL_INCHES * rows + 1.3
+        with style():
+            fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained")
+            norm = Normalize(*bounds[index])
+            for k, ax in enumerate(axes.flat):
+                if k >= len(images):
+                    ax.set_axis_off()
+                    continue
+                im = ax.imshow(images[k], cmap=cm, norm=norm, aspect="auto" if vector else "equal")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if len(images) > 1:
+                    ax.set_title(f"channel {k}", fontsize=7, pad=2)
+            wrapped = textwrap.fill(note, width=int(width * 11)) if note else ""
+            fig.suptitle(f"Layer {index}: {name}  {tuple(np.shape(layer))}" + (f"\n{wrapped}" if note else ""))
+            fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05 if rows < 4 else 0.02,
+                         aspect=40, label=scale)
+        yield fig
+
+
+def eigenvalue_figure(eigenvalues: np.ndarray, coefficients: np.ndarray, title: str) -> plt.Figure:
+    """|coefficient| against its eigenvalue (Laplacian spectra)."""
+    with style():
+        fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+        magnitude = np.abs(coefficients)
+        positive = magnitude > 0
+        ax.scatter(eigenvalues[positive], magnitude[positive], s=4, linewidths=0, color="#1f4e79")
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue λ of the Laplacian")
+        ax.set_ylabel("|coefficient|")
+        ax.set_title(title)
+    return fig
+
+
+def write_pdf(figures, path) -> int:
+    """Write figures as the pages of one PDF (atomically, no dates); returns the page count."""
+    count = 0
+    with atomic_output(path) as tmp, style(), PdfPages(tmp, metadata=PDF_METADATA) as pdf:
+        for fig in figures:
+            pdf.savefig(fig)
+            plt.close(fig)
+            count += 1
+    return count
+
+
+def save_figure(fig: plt.Figure, path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+    """Save one figure as ``path`` with each suffix in ``formats`` (for papers and for the README)."""
+    path = Path(path)
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        metadata = PDF_METADATA if fmt == "pdf" else PNG_METADATA if fmt == "png" else None
+        with atomic_output(target) as tmp, style():
+            fig.savefig(tmp, format=fmt, metadata=metadata)
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+# --- summary plots -----------------------------------------------------------------------------
+
+_COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6", "#a50021"]
+
+
+def energy_figure(shares: dict, layer_names: Sequence[str], title: str = "Energy per layer") -> plt.Figure:
+    """Grouped bars: mean share of the energy in each layer, one bar per series (e.g. transform)."""
+    with style():
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(layer_names) + 2), 3.6), layout="constrained")
+        width = 0.8 / max(1, len(shares))
+        x = np.arange(len(layer_names))
+        for i, (label, share) in enumerate(shares.items()):
+            ax.bar(x + (i - (len(shares) - 1) / 2) * width, share, width, label=label,
+                   color=_COLOURS[i % len(_COLOURS)])
+        ax.set_xticks(x, layer_names, rotation=30, ha="right")
+        ax.set_ylabel("share of energy")
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend(frameon=False)
+    return fig
+
+
+def compaction_figure(curves: dict, title: str = "Energy compaction") -> plt.Figure:
+    """Share of energy in the k largest coefficients against k (log axis), one line per series."""
+    with style():
+        fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+        for i, (label, (ks, share)) in enumerate(curves.items()):
+            ax.plot(ks, share, label=label, color=_COLOURS[i % len(_COLOURS)], linewidth=1.5)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("k (largest coefficients kept)")
+        ax.set_ylabel("share of energy")
+        ax.set_title(title)
+        ax.grid(True, which="major", linewidth=0.3)
+        ax.legend(frameon=False, loc="lower right")
+    return fig
+
+
+def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: float,
+                    title: str = "Sparsity per layer") -> plt.Figure:
+    """Share of coefficients below ``threshold`` x the largest magnitude, per layer and series."""
+    fig = energy_figure(per_layer, layer_names, title)
+    fig.axes[0].set_ylabel(f"share below {threshold:g} x max")
+    return fig
+
+
+def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
+                       title: str = "Mean spectrum per class") -> plt.Figure:
+    """|class mean| as an image: one row per class, nodes along x, layer boundaries marked."""
+    magnitude = np.abs(np.asarray(means, dtype=np.float64))
+    positive = magnitude[magnitude > 0]
+    lo = float(positive.min()) if positive.size else 1e-12
+    hi = float(positive.max()) if positive.size else 1.0
+    with style():
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(classes) + 1.8), layout="constrained")
+        im = ax.imshow(np.maximum(magnitude, lo), aspect="auto", cmap="magma",
+                       norm=LogNorm(max(lo, hi * 1e-8), hi))
+        ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])
+        ax.set_ylabel("class")
+        offsets = np.asarray(offsets)
+        for boundary in offsets[1:-1]:
+            ax.axvline(boundary - 0.5, color="white", linewidth=0.5)
+        centres = (offsets[:-1] + offsets[1:]) / 2
+        ax.set_xticks(centres, layer_names, rotation=30, ha="right")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label="|mean coefficient|")
+    return fig
