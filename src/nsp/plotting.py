@@ -195,6 +195,27 @@ def compaction_figure(curves: dict, title: str = "Energy compaction") -> plt.Fig
     return fig
 
 
+def compaction_grid(panels: dict, title: str = "Energy compaction") -> plt.Figure:
+    """One compaction panel per model (``{model: {series: (ks, share)}}``), series coloured alike."""
+    series = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    colour = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(series)}
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.4), sharey=True,
+                                 squeeze=False, layout="constrained")
+        for ax, (model, curves) in zip(axes[0], panels.items()):
+            for name, (ks, share) in curves.items():
+                ax.plot(ks, share, label=name, color=colour[name], linewidth=1.5)
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(model)
+            ax.set_xlabel("k largest coefficients")
+            ax.grid(True, which="major", linewidth=0.3)
+        axes[0][0].set_ylabel("share of energy")
+        axes[0][-1].legend(frameon=False, loc="lower right")
+        fig.suptitle(title)
+    return fig
+
+
 def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: float,
                     title: str = "Sparsity per layer") -> plt.Figure:
     """Share of coefficients below ``threshold`` x the largest magnitude, per layer and series."""

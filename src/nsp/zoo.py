@@ -50,3 +50,96 @@ def load_state_npz(module: nn.Module, path: str | Path) -> nn.Module:
         state = {name: torch.from_numpy(arrays[name].copy()) for name in arrays.files}
     module.load_state_dict(state)
     return module.eval()
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 8x8 digits: conv 1->8, pool, conv 8->16, pool, linear 64->10 (ReLU functional)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool2 = nn.MaxPool2d(2)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.conv1(x)))
+        x = self.pool2(F.relu(self.conv2(x)))
+        return self.fc(x.view(x.size(0), -1))
+
+
+class DigitsMLP(nn.Module):
+    """An MLP for flattened 8x8 digits: 64 -> 32 -> ReLU -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ResidualCNN(nn.Module):
+    """A residual CNN for 8x8 digits (trace it in ops mode): stem, one residual block, pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        h = F.relu(h + self.conv_b(F.relu(self.conv_a(h))))
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+#: zoo name -> (class, input shape of one sample without the batch axis)
+ARCHITECTURES = {
+    "digits_cnn": (DigitsCNN, (1, 8, 8)),
+    "digits_mlp": (DigitsMLP, (64,)),
+    "mnist_reference": (MnistNet, (1, 28, 28)),
+    "residual_cnn": (ResidualCNN, (1, 8, 8)),
+    "toy": (ToyNet, (1, 4, 4)),
+}
+
+
+def build(architecture: str) -> nn.Module:
+    """A zoo network by name, or a user network ``module:Class`` (importable from the working folder)."""
+    if architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture][0]()
+    module_name, _, class_name = architecture.partition(":")
+    import importlib
+    import sys
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import model {architecture!r}: {err}") from None
+    return cls()
+
+
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict: ``.npz`` arrays, or a torch file read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.suffix == ".npz":
+        return load_state_npz(module, path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def save_state_npz(module: nn.Module, path: str | Path) -> None:
+    """Write a state dict as named arrays (deterministic bytes: uncompressed, sorted names)."""
+    from .files import atomic_output
+    state = {k: v.detach().cpu().numpy() for k, v in sorted(module.state_dict().items())}
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **state)

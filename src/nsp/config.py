@@ -1,0 +1,97 @@
+"""The pipeline config: YAML checked against a JSON schema, with defaults filled in.
+
+The schema (``nsp/data/config.schema.yaml``, also ``workflow/schemas/``)
+documents every key; ``config/README.md`` explains them. Errors name the
+offending key, e.g. ``config key models.cnn.epochs: -1 is less than the
+minimum of 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(str(files("nsp") / "data" / "config.schema.yaml"))
+
+
+class ConfigError(ValueError):
+    """A config that does not follow the schema or refers to something undefined."""
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def fill(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": fill})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate(config: dict) -> dict:
+    """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
+    config = copy.deepcopy(config or {})
+    errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (list(map(str, e.path)), e.message))
+    if errors:
+        error = errors[0]
+        raise ConfigError(f"config key {_key(error.path)}: {error.message}")
+    # the schema fills defaults of entries that exist; fill the nested ones of each dict entry too
+    _Validator(schema()).validate(config)
+    from .zoo import ARCHITECTURES
+    for name, model in config["models"].items():
+        if model["dataset"] not in config["datasets"]:
+            raise ConfigError(f"config key models.{name}.dataset: {model['dataset']!r} is not a dataset of "
+                              f"this config (defined: {', '.join(config['datasets'])})")
+        arch = model.get("architecture", name)
+        model["architecture"] = arch
+        if arch not in ARCHITECTURES and ":" not in arch:
+            raise ConfigError(f"config key models.{name}.architecture: {arch!r} is neither a zoo architecture "
+                              f"({', '.join(ARCHITECTURES)}) nor module:Class")
+        if ":" in arch and (model["weights"] is None or model["input_shape"] is None):
+            raise ConfigError(f"config key models.{name}: a user model ({arch}) needs weights and input_shape")
+    return config
+
+
+def load(path) -> dict:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    return validate(raw)
+
+
+def dump(config: dict, path) -> None:
+    """Write a (validated) config as YAML with sorted keys, atomically."""
+    from .files import atomic_output
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(config, sort_keys=True))
+
+
+def shard_counts(config: dict) -> dict:
+    """Number of shards of each model's dataset."""
+    from . import datasets
+    sizes = {name: datasets.count(spec, name) for name, spec in config["datasets"].items()}
+    return {model: len(datasets.shard_bounds(sizes[spec["dataset"]], config["shard_size"]))
+            for model, spec in config["models"].items()}

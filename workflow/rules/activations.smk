@@ -1,0 +1,17 @@
+rule collect_activations:
+    input:
+        config=CONFIG,
+        weights=weights,
+    output:
+        f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",
+    log:
+        f"{R}/logs/collect_activations/{{model}}_{{dataset}}_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/collect_activations/{{model}}_{{dataset}}_{{shard}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "nsp collect-activations --config {input.config} --model {wildcards.model} --weights {input.weights} "
+        "--shard {wildcards.shard} --out {output} --threads {threads} 2> {log}"

@@ -1,0 +1,13 @@
+rule resolve_config:
+    output:
+        CONFIG,
+    params:
+        config=config,
+    log:
+        f"{R}/logs/resolve_config.log",
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    run:
+        nsp_config.dump(params.config, output[0])

@@ -1,0 +1,17 @@
+rule figures:
+    input:
+        config=CONFIG,
+        summaries=[f"{R}/summary/{m}/{DATASET[m]}/summary.json" for m in MODELS],
+        class_means=[f"{R}/summary/{m}/{DATASET[m]}/class_means_{t}.h5" for m in MODELS for t in TRANSFORMS],
+    output:
+        report(directory(f"{R}/figures/paper"), caption="../report/figures.rst", category="Figures",
+               patterns=["{name}.png"]),
+    log:
+        f"{R}/logs/figures.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "nsp figures --config {input.config} --summaries {input.summaries} --class-means {input.class_means} "
+        "--out-dir {output} 2> {log}"

@@ -1,0 +1,36 @@
+rule extract_graph:
+    input:
+        config=CONFIG,
+        weights=weights,
+    output:
+        f"{R}/models/{{model}}/graph.h5",
+    log:
+        f"{R}/logs/extract_graph/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract_graph/{{model}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "nsp extract-graph --config {input.config} --model {wildcards.model} --weights {input.weights} "
+        "--out {output} --threads {threads} 2> {log}"
+
+
+rule compute_transformer:
+    input:
+        config=CONFIG,
+        graph=f"{R}/models/{{model}}/graph.h5",
+    output:
+        f"{R}/models/{{model}}/transformer_{{transform}}.h5",
+    log:
+        f"{R}/logs/compute_transformer/{{model}}_{{transform}}.log",
+    benchmark:
+        f"{R}/benchmarks/compute_transformer/{{model}}_{{transform}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "nsp compute-transformer --config {input.config} --graph {input.graph} --transform {wildcards.transform} "
+        "--out {output} --threads {threads} 2> {log}"

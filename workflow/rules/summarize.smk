@@ -1,0 +1,32 @@
+def training_metrics(wildcards):
+    return [] if config["models"][wildcards.model]["weights"] else [f"{R}/models/{wildcards.model}/training.json"]
+
+
+def metrics_option(wildcards, input):
+    return f"--metrics {input.metrics}" if input.metrics else ""
+
+
+rule summarize:
+    input:
+        config=CONFIG,
+        activations=lambda w: shards(f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5", w.model),
+        spectra=lambda w: shards(f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5", w.model,
+                                 transform=TRANSFORMS),
+        metrics=training_metrics,
+    output:
+        summary=f"{R}/summary/{{model}}/{{dataset}}/summary.json",
+        class_means=expand(f"{R}/summary/{{{{model}}}}/{{{{dataset}}}}/class_means_{{series}}.h5",
+                           series=["activations"] + TRANSFORMS),
+    params:
+        metrics=metrics_option,
+    log:
+        f"{R}/logs/summarize/{{model}}_{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/summarize/{{model}}_{{dataset}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "nsp summarize --config {input.config} --model {wildcards.model} --activations {input.activations} "
+        "--spectra {input.spectra} {params.metrics} --out {output.summary} --threads {threads} 2> {log}"

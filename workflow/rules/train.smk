@@ -1,0 +1,17 @@
+rule train:
+    input:
+        config=CONFIG,
+    output:
+        weights=f"{R}/models/{{model}}/weights.npz",
+        metrics=f"{R}/models/{{model}}/training.json",
+    log:
+        f"{R}/logs/train/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{model}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "nsp train --config {input.config} --model {wildcards.model} --out {output.weights} "
+        "--metrics {output.metrics} --threads {threads} 2> {log}"

@@ -1,0 +1,18 @@
+rule transform:
+    input:
+        config=CONFIG,
+        activations=f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",
+        transformer=f"{R}/models/{{model}}/transformer_{{transform}}.h5",
+    output:
+        f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5",
+    log:
+        f"{R}/logs/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "nsp transform --config {input.config} --activations {input.activations} "
+        "--transformer {input.transformer} --out {output} --threads {threads} 2> {log}"
