@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nsp-installed
 
-.PHONY: test run venv clean bench
+.PHONY: test run report venv clean bench
 
 venv: $(STAMP)
 
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Placeholder until the pipeline lands: traces the bundled reference networks
-# and prints their layer tables and graph sizes.
+CORES ?= $(shell nproc)
+
+# The main job: the pipeline on the embedded default config (config/config.yaml) -> results/.
 run: $(STAMP)
-	$(BIN)/nsp demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+
+report: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report results/report.html
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py

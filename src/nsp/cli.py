@@ -56,7 +56,13 @@ def _model(cfg: dict, name: str, weights):
     shape = spec["input_shape"] or zoo.ARCHITECTURES[spec["architecture"]][1]
     if weights is not None:
         zoo.load_weights(net, weights)
-    return net.eval(), tuple(shape), spec
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros((1, *shape)))
+    except Exception as err:
+        raise ValueError(f"model {name}: {spec['architecture']} does not accept samples of shape {tuple(shape)} "
+                         f"(config key models.{name}.input_shape): {type(err).__name__}: {err}") from None
+    return net, tuple(shape), spec
 
 
 def _inputs(cfg: dict, spec: dict, shape, model: str):
@@ -326,6 +332,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     try:
         cfg = configuration.load(args.config) if getattr(args, "config", None) else None
+        torch.manual_seed(cfg["seed"] if cfg else 0)        # initial weights of models to train
         args.func(args, cfg)
     except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, OSError) as err:
         print(f"nsp {args.command}: error: {err}", file=sys.stderr)

@@ -138,8 +138,14 @@ def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
 
 
 def save_state_npz(module: nn.Module, path: str | Path) -> None:
-    """Write a state dict as named arrays (deterministic bytes: uncompressed, sorted names)."""
+    """Write a state dict as an ``.npz`` of named arrays with deterministic bytes
+    (sorted names, fixed zip timestamps; ``numpy.savez`` stamps the current time)."""
+    import io
+    import zipfile
     from .files import atomic_output
-    state = {k: v.detach().cpu().numpy() for k, v in sorted(module.state_dict().items())}
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **state)
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, tensor in sorted(module.state_dict().items()):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, tensor.detach().cpu().numpy(), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, buffer.getvalue())

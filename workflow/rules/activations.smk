@@ -8,6 +8,8 @@ rule collect_activations:
         f"{R}/logs/collect_activations/{{model}}_{{dataset}}_{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/collect_activations/{{model}}_{{dataset}}_{{shard}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=4000,

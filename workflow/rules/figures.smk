@@ -8,6 +8,8 @@ rule figures:
                patterns=["{name}.png"]),
     log:
         f"{R}/logs/figures.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,

@@ -8,6 +8,8 @@ rule extract_graph:
         f"{R}/logs/extract_graph/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/extract_graph/{{model}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=4000,
@@ -27,6 +29,8 @@ rule compute_transformer:
         f"{R}/logs/compute_transformer/{{model}}_{{transform}}.log",
     benchmark:
         f"{R}/benchmarks/compute_transformer/{{model}}_{{transform}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=8000,

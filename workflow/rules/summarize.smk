@@ -1,11 +1,3 @@
-def training_metrics(wildcards):
-    return [] if config["models"][wildcards.model]["weights"] else [f"{R}/models/{wildcards.model}/training.json"]
-
-
-def metrics_option(wildcards, input):
-    return f"--metrics {input.metrics}" if input.metrics else ""
-
-
 rule summarize:
     input:
         config=CONFIG,
@@ -23,6 +15,8 @@ rule summarize:
         f"{R}/logs/summarize/{{model}}_{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/summarize/{{model}}_{{dataset}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=8000,

@@ -8,6 +8,8 @@ rule train:
         f"{R}/logs/train/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{model}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=2000,

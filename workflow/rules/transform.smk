@@ -9,6 +9,8 @@ rule transform:
         f"{R}/logs/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=4000,

@@ -11,6 +11,8 @@ rule visualize:
                        caption="../report/spectrum.rst", category="Patterns", subcategory="{model}"),
     log:
         f"{R}/logs/visualize/{{model}}_{{dataset}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,0 +1,171 @@
+"""The Snakemake pipeline end to end on a tiny config, in temporary copies of the working folder."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import nsp
+from nsp import config as nsp_config, datasets, storage, zoo
+from nsp.tracing import record
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TINY = {
+    "results": "results",
+    "shard_size": 25,
+    "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625, "limit": 60}},
+    "models": {
+        "mlp": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1},
+        "res": {"architecture": "residual_cnn", "dataset": "digits", "trace": "ops", "epochs": 1},
+    },
+    "transforms": {"standard": {}, "laplacian": {"k": 20}},
+    "figures": ["compaction", "energy"],
+}
+
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed next to this Python")
+
+
+def run(folder, *args, check=True):
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                          "--directory", str(folder), *args], capture_output=True, text=True, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def workspace(tmp_path, name, config):
+    folder = tmp_path / name
+    (folder / "config").mkdir(parents=True)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def digests(folder):
+    results = folder / "results"
+    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(results.rglob("*")) if p.is_file()
+            and p.relative_to(results).parts[0] not in ("logs", "benchmarks")}
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    two = workspace(base, "cores2", TINY)
+    run(two, "--cores", "2", "--quiet")
+    one = workspace(base, "cores1", TINY)
+    run(one, "--cores", "1", "--quiet")
+    return two, one
+
+
+def test_every_expected_file_with_the_right_shapes(tiny_runs):
+    folder, _ = tiny_runs
+    r = folder / "results"
+    for model in ("mlp", "res"):
+        for name in ("weights.npz", "training.json", "graph.h5", "transformer_standard.h5", "transformer_laplacian.h5"):
+            assert (r / "models" / model / name).is_file()
+        graph = storage.read_graph(r / "models" / model / "graph.h5")
+        n = graph.core.n_nodes
+        sizes = []
+        for shard in range(3):
+            acts = storage.read_signals(r / "activations" / model / "digits" / f"shard_{shard}.h5", "activations")
+            assert acts.values.shape[1] == n and acts.values.dtype == np.float32
+            sizes.append(acts.values.shape[0])
+            std = storage.read_signals(r / "spectra" / model / "digits" / "standard" / f"shard_{shard}.h5")
+            lap = storage.read_signals(r / "spectra" / model / "digits" / "laplacian" / f"shard_{shard}.h5")
+            assert std.values.shape == (sizes[-1], n) and lap.values.shape == (sizes[-1], 20)
+            assert np.array_equal(std.sample_ids, acts.sample_ids) and np.array_equal(lap.labels, acts.labels)
+        assert sizes == [25, 25, 10]
+        for name in ("pattern.pdf", "spectrum_standard.pdf", "spectrum_laplacian.pdf"):
+            assert (r / "figures" / model / "digits" / name).stat().st_size > 1000
+        summary = (r / "summary" / model / "digits" / "summary.json").read_text()
+        assert '"test_accuracy"' in summary and '"compaction_share"' in summary
+    for name in ("compaction", "energy_mlp", "energy_res"):
+        assert (r / "figures" / "paper" / f"{name}.pdf").is_file() and (r / "figures" / "paper" / f"{name}.png").is_file()
+    assert (r / "benchmarks" / "collect_activations" / "mlp_digits_0.tsv").is_file()
+
+
+def test_outputs_equal_the_library_called_directly(tiny_runs):
+    folder, _ = tiny_runs
+    r = folder / "results"
+    config = nsp_config.load(r / "config.resolved.yaml")
+    net = zoo.load_weights(zoo.build("residual_cnn"), r / "models" / "res" / "weights.npz")
+    inputs, labels = datasets.load(config["datasets"]["digits"])
+    x = datasets.for_model(inputs[25:50], (1, 8, 8))
+    direct = np.concatenate([l.value.reshape(25, -1).numpy() for l in record(net, x, "ops")], axis=1)
+    shard = storage.read_signals(r / "activations" / "res" / "digits" / "shard_1.h5")
+    assert np.array_equal(shard.values, direct) and shard.labels.tolist() == labels[25:50].tolist()
+    graph = storage.read_graph(r / "models" / "res" / "graph.h5")
+    for kind in ("standard", "laplacian"):
+        transformer = storage.read_transformer(r / "models" / "res" / f"transformer_{kind}.h5")
+        spectra = storage.read_signals(r / "spectra" / "res" / "digits" / kind / "shard_1.h5")
+        direct = transformer.transform(shard.values)
+        if kind == "standard":                     # sparse products: the same sums in the same order
+            assert np.array_equal(spectra.values, direct)
+        else:                                      # dense BLAS: the jobs ran with 1 thread, this test may not
+            assert np.allclose(spectra.values, direct, rtol=1e-12, atol=1e-12 * np.abs(direct).max())
+    fresh = nsp.StandardTransform().fit(graph.core)
+    assert (fresh.mobius != storage.read_transformer(r / "models" / "res" / "transformer_standard.h5").mobius).nnz == 0
+
+
+def test_cores_do_not_change_a_single_byte(tiny_runs):
+    two, one = tiny_runs
+    a, b = digests(two), digests(one)
+    assert len(a) >= 45 and a == b
+
+
+def test_second_run_does_nothing(tiny_runs):
+    folder, _ = tiny_runs
+    out = run(folder, "-n", "--cores", "2")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_lint_and_default_dry_run(tmp_path):
+    folder = tmp_path / "default"
+    (folder / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", folder / "config" / "config.yaml")
+    lint = run(folder, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in lint.stdout + lint.stderr
+    dry = run(folder, "-n", "--quiet", "rules")
+    counts = dict(line.split()[:2] for line in (dry.stdout + dry.stderr).splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    # 4 models x 4 shards of the 1,797 digits; 2 transforms
+    assert counts["collect_activations"] == "16" and counts["transform"] == "32"
+    assert counts["compute_transformer"] == "8" and counts["train"] == "4" and counts["figures"] == "1"
+
+
+def test_bad_config_key_fails_before_any_job(tmp_path):
+    bad = {**TINY, "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits", "epoch": 1}}}
+    folder = workspace(tmp_path, "bad", bad)
+    out = run(folder, "--cores", "1", check=False)
+    assert out.returncode != 0
+    assert "config key models.mlp: Additional properties are not allowed ('epoch' was unexpected)" in out.stderr
+    assert not (folder / "results").exists()
+
+
+def test_missing_weights_file(tmp_path):
+    config = {**TINY, "models": {"user": {"architecture": "digits_mlp", "dataset": "digits",
+                                          "weights": "weights/missing.npz"}}}
+    folder = workspace(tmp_path, "noweights", config)
+    out = run(folder, "--cores", "1", check=False)
+    assert out.returncode != 0 and "weights/missing.npz" in out.stderr and "Missing input files" in out.stderr
+    assert not (folder / "results" / "models").exists()
+
+
+def test_wrong_input_shape(tmp_path):
+    config = {**TINY, "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1,
+                                         "input_shape": [1, 8, 9]}}}
+    folder = workspace(tmp_path, "shape", config)
+    out = run(folder, "--cores", "1", check=False)
+    assert out.returncode != 0
+    logs = "".join(p.read_text() for p in (folder / "results" / "logs").rglob("*.log"))
+    assert "model mlp: digits_mlp does not accept samples of shape (1, 8, 9) (config key models.mlp.input_shape)" in logs
+    assert not list((folder / "results").rglob("*.h5")) and not list((folder / "results").rglob("*.npz"))
