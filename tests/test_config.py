@@ -1,7 +1,6 @@
 """Config validation, datasets, zoo loading and the CLI's error handling (no Snakemake needed)."""
 
 import hashlib
-import sys
 
 import numpy as np
 import pytest

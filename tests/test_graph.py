@@ -79,6 +79,7 @@ def test_networkx_graph_equals_core_and_node_order():
     nodes = list(graph.nodes)
     assert nodes[0] == (0, 0, 0, 0) and nodes[16] == (1, 0, 0, 0) and nodes[-1] == (3, 7)
     assert all(graph.node_id(node) == i for i, node in enumerate(nodes))
+    assert [graph.core.layer_of(i) for i in (0, 15, 16, 33, 34, 65, 66, 73)] == [0, 0, 1, 1, 2, 2, 3, 3]
     coo = graph.core.adjacency.tocoo()
     assert set(graph.edges) == {(nodes[c], nodes[r]) for r, c in zip(coo.row, coo.col)}
     assert sp.triu(graph.core.adjacency).nnz == 0          # strictly lower triangular

@@ -4,15 +4,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .activations import Activations
 from .causal import StandardTransform
-from .laplacian import LaplacianTransform
 from .connectivity import ConnectivityError
 from .graph import GraphCore
+from .laplacian import LaplacianTransform
 from .nngraph import NNGraph
 from .outputloader import OutputLoader
-from .visualizer import Visualizer
 from .storage import LayerTable, SignalBatch, SignalWriter, StorageError
 from .tracing import TRACE_MODES, TraceError
 from .transformer import TRANSFORM_TYPES, Spectrum, Transformer, make_transform
+from .visualizer import Visualizer
 
 try:
     __version__ = version("nsp")

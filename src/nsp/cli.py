@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, analysis, config as configuration, datasets, plotting, storage, training, zoo
+from . import __version__, analysis, datasets, plotting, storage, training, zoo
+from . import config as configuration
 from .activations import Activations
 from .files import atomic_output
 from .nngraph import NNGraph

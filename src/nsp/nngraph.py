@@ -9,9 +9,9 @@ import numpy as np
 import scipy.linalg as la
 
 from .activations import Activations
+from .causal import StandardTransform, mobius_of_zeta
 from .connectivity import JACOBIAN_LIMIT
 from .graph import GraphCore
-from .causal import StandardTransform, mobius_of_zeta
 from .transformer import Spectrum, make_transform
 
 

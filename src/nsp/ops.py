@@ -18,12 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: Kinds with a connectivity rule; ``jacobian`` is the fallback.
-KINDS = (
-    "input", "elementwise", "reshape", "conv", "maxpool", "avgpool",
-    "adaptive_avgpool", "adaptive_maxpool", "linear", "reduce", "cat", "jacobian",
-)
-
 
 @dataclass(frozen=True, eq=False)
 class Op:
@@ -43,9 +37,6 @@ class Op:
     in_shapes: tuple = ()
     out_shape: tuple = ()
     evaluate: Callable[[Sequence[torch.Tensor], bool], torch.Tensor] | None = None
-
-    def with_kind(self, kind: str) -> "Op":
-        return Op(kind, self.path, {}, self.in_shapes, self.out_shape, self.evaluate)
 
 
 ELEMENTWISE_MODULES = (

@@ -142,6 +142,7 @@ def save_state_npz(module: nn.Module, path: str | Path) -> None:
     (sorted names, fixed zip timestamps; ``numpy.savez`` stamps the current time)."""
     import io
     import zipfile
+
     from .files import atomic_output
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for name, tensor in sorted(module.state_dict().items()):
