@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.nsp-installed
 
-.PHONY: test run report venv clean bench
+.PHONY: test test-slurm run report venv clean bench
 
 venv: $(STAMP)
 
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The pipeline on a live single-node SLURM cluster (installs slurm-wlm and munge when missing;
+# needs root). Skipped with the reason printed where SLURM cannot run.
+test-slurm: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_TEST_SLURM=1 $(BIN)/python -m pytest -q -s -rs tests/test_slurm.py
 
 CORES ?= $(shell nproc)
 

@@ -118,3 +118,20 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert cli.main(["train", "--config", str(tmp_path / "none.yaml"), "--model", "m", "--out", "w.npz",
                      "--metrics", "m.json"]) == 2
     assert "config file" in capsys.readouterr().err
+
+
+def test_device_option():
+    import scipy.sparse as sp
+    from nsp.causal import StandardTransform
+    from nsp.laplacian import LaplacianTransform
+    assert config.validate(BASE)["device"] == "cpu"
+    with pytest.raises(config.ConfigError, match="config key device: 'gpu' does not match"):
+        config.validate({**BASE, "device": "gpu"})
+    adjacency = sp.csr_matrix(np.tril(np.random.default_rng(0).random((30, 30)) < 0.2, -1).astype(np.int8))
+    x = np.random.default_rng(1).random((4, 30))
+    for transform in (StandardTransform().fit(adjacency), LaplacianTransform().fit(adjacency)):
+        on_device = cli._on_device(transform, x, torch.device("cpu"))       # the torch path, here on the CPU
+        assert np.allclose(on_device, transform.transform(x), rtol=1e-13, atol=1e-13)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="config key device: 'cuda' requested but no CUDA device"):
+            cli._device({"device": "cuda"})

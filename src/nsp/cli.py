@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,28 @@ def _inputs(cfg: dict, spec: dict, shape, model: str):
     return datasets.for_model(inputs, shape, model), labels
 
 
+def _device(cfg: dict) -> torch.device:
+    device = torch.device(cfg["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key device: {cfg['device']!r} requested but no CUDA device is available")
+    return device
+
+
+def _on_device(transform, values: np.ndarray, device: torch.device) -> np.ndarray:
+    """The transform's matrix product on a torch device (float64; bits may differ from the CPU path)."""
+    x = torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
+    if transform.type == "standard":
+        m = transform.mobius.tocsr().astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)          # "sparse CSR support is in beta"
+            matrix = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                             torch.from_numpy(m.indices.astype(np.int64)),
+                                             torch.from_numpy(m.data), size=m.shape, device=device,
+                                             check_invariants=True)
+            return (matrix @ x.T).T.cpu().numpy()
+    return (x @ torch.from_numpy(transform.eigenvectors).to(device)).cpu().numpy()
+
+
 def _producer(args, **extra) -> dict:
     keys = {k: v for k, v in vars(args).items() if k not in ("func", "quiet") and v is not None}
     return {"command": f"nsp {args.command}", **{k: str(v) for k, v in keys.items()}, **extra}
@@ -123,6 +146,8 @@ def cmd_collect_activations(args, cfg) -> None:
         raise ValueError(f"shard {args.shard} does not exist: dataset {spec['dataset']} has {len(bounds)} shards")
     start, stop = bounds[args.shard]
     example = _example(net, shape, spec["trace"])
+    device = _device(cfg)
+    net = net.to(device)
     from .tracing import record
     with SignalWriter(args.out, "activations", LayerTable.of(example), example.n_neurons,
                       trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
@@ -130,8 +155,8 @@ def cmd_collect_activations(args, cfg) -> None:
         batches = range(start, stop, BATCH)
         for first in _progress(args, batches, len(batches), f"{args.model} shard {args.shard}"):
             last = min(stop, first + BATCH)
-            layers = record(net, inputs[first:last], spec["trace"])
-            values = np.concatenate([l.value.reshape(last - first, -1).numpy() for l in layers], axis=1)
+            layers = record(net, inputs[first:last].to(device), spec["trace"])
+            values = np.concatenate([l.value.reshape(last - first, -1).cpu().numpy() for l in layers], axis=1)
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
     _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
 
@@ -139,7 +164,8 @@ def cmd_collect_activations(args, cfg) -> None:
 def cmd_transform(args, cfg) -> None:
     batch = storage.read_signals(args.activations, "activations")
     transform = storage.read_transformer(args.transformer)
-    coefficients = transform.transform(batch.values)
+    device = _device(cfg)
+    coefficients = transform.transform(batch.values) if device.type == "cpu" else _on_device(transform, batch.values, device)
     with SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1], transform_type=transform.type,
                       eigenvalues=getattr(transform, "eigenvalues", None), trace=batch.trace,
                       with_labels=batch.labels is not None, producer=_producer(args),

@@ -12,7 +12,7 @@ rule collect_activations:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
         "nsp collect-activations --config {input.config} --model {wildcards.model} --weights {input.weights} "

@@ -1,4 +1,5 @@
 rule resolve_config:
+    localrule: True
     output:
         CONFIG,
     params:

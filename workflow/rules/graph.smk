@@ -12,7 +12,7 @@ rule extract_graph:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
         "nsp extract-graph --config {input.config} --model {wildcards.model} --weights {input.weights} "
@@ -33,7 +33,7 @@ rule compute_transformer:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
     shell:
         "nsp compute-transformer --config {input.config} --graph {input.graph} --transform {wildcards.transform} "

@@ -19,7 +19,7 @@ rule summarize:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=30,
     shell:
         "nsp summarize --config {input.config} --model {wildcards.model} --activations {input.activations} "

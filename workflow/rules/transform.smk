@@ -13,7 +13,7 @@ rule transform:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
         "nsp transform --config {input.config} --activations {input.activations} "
