@@ -18,10 +18,8 @@ import time
 import tracemalloc
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from common import mnist_net, timed
+from common import ConvStack, mnist_net, timed
 
 import nsp
 from nsp import connectivity
@@ -37,21 +35,6 @@ def jacobian_core(acts: nsp.Activations) -> GraphCore:
         return GraphCore.from_layers(layers, acts.layershapes, jacobian_limit=1 << 30)
     finally:
         connectivity.RULES = rules
-
-
-class ConvStack(nn.Module):
-    def __init__(self, channels: int, depth: int):
-        super().__init__()
-        self.stem = nn.Conv2d(3, channels, 3, padding=1)
-        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(depth - 1))
-        self.pool = nn.MaxPool2d(2)
-        self.head = nn.LazyLinear(10)
-
-    def forward(self, x):
-        x = F.relu(self.stem(x))
-        for conv in self.convs:
-            x = F.relu(conv(x))
-        return self.head(torch.flatten(self.pool(x), 1))
 
 
 def mnist(repeats: int) -> None:
@@ -79,7 +62,7 @@ def scale(quick: bool) -> None:
           f"{'peak MiB':>9} {'bytes/edge':>10}")
     for channels, size, depth in series:
         torch.manual_seed(0)
-        net = ConvStack(channels, depth).eval()
+        net = ConvStack(3, channels, depth, head=True).eval()
         x = torch.rand(1, 3, size, size)
         with torch.no_grad():
             net(x)                                   # materialise the lazy head

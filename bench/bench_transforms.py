@@ -21,7 +21,7 @@ import tracemalloc
 import numpy as np
 import scipy.linalg as la
 import torch
-from common import mnist_core, timed
+from common import ConvStack, mnist_core, timed
 
 import nsp
 from nsp.causal import StandardTransform
@@ -81,18 +81,6 @@ def laplacian_bench(core, quick: bool) -> None:
     print(f"  full basis: max |L V - V diag(lambda)| {residual:.1e}, max |V^T V - I| {orth:.1e}")
 
 
-class ConvStack(torch.nn.Module):
-    def __init__(self, channels: int, depth: int):
-        super().__init__()
-        self.convs = torch.nn.ModuleList(
-            torch.nn.Conv2d(1 if i == 0 else channels, channels, 3, padding=1) for i in range(depth))
-
-    def forward(self, x):
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        return x
-
-
 def memory_series(quick: bool) -> None:
     series = [(2, 8, 3), (4, 12, 3), (4, 16, 4), (8, 16, 4), (8, 24, 4)]
     if quick:
@@ -102,7 +90,7 @@ def memory_series(quick: bool) -> None:
           f"{'fit s':>7} {'peak MiB':>9} {'B/nnz(Z)':>9} {'n^2 MiB':>9}")
     for channels, size, depth in series:
         torch.manual_seed(0)
-        net, x = ConvStack(channels, depth), torch.rand(1, 1, size, size)
+        net, x = ConvStack(1, channels, depth), torch.rand(1, 1, size, size)
         core = nsp.NNGraph(nsp.Activations(net, x, trace="ops")).core
         tracemalloc.start()
         start = time.perf_counter()

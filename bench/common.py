@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
@@ -44,3 +45,21 @@ def synthetic_images(samples: int, seed: int = 0) -> torch.Tensor:
     images = torch.rand(samples, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
     images = F.avg_pool2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
     return (images > 0.55).float()
+
+
+class ConvStack(nn.Module):
+    """``depth`` 3x3 convolutions (padding 1) with ReLU; optionally max pooling and a linear head."""
+
+    def __init__(self, in_channels: int, channels: int, depth: int, head: bool = False):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1)
+                                   for i in range(depth))
+        self.pool = nn.MaxPool2d(2) if head else None
+        self.head = nn.LazyLinear(10) if head else None
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        if self.head is None:
+            return x
+        return self.head(torch.flatten(self.pool(x), 1))
