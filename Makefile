@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py
 	$(BIN)/python bench/bench_transforms.py
 	$(BIN)/python bench/bench_storage.py
+	$(BIN)/python bench/bench_visualize.py
+	$(BIN)/python bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info
