@@ -168,3 +168,10 @@ def test_wrong_input_shape(tmp_path):
     logs = "".join(p.read_text() for p in (folder / "results" / "logs").rglob("*.log"))
     assert "model mlp: digits_mlp does not accept samples of shape (1, 8, 9) (config key models.mlp.input_shape)" in logs
     assert not list((folder / "results").rglob("*.h5")) and not list((folder / "results").rglob("*.npz"))
+
+
+def test_report_with_captions(tiny_runs):
+    folder, _ = tiny_runs
+    run(folder, "--report", "report.html")
+    html = (folder / "report.html").read_text(errors="replace")
+    assert "Summary figures over all samples" in html and "compaction.png" in html
