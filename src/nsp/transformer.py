@@ -72,11 +72,11 @@ class Transformer:
     @staticmethod
     def get_inv_fourier_matrix(graph, type: str = "standard"):
         """``standard``: the zeta matrix (sparse CSR, lower triangular); ``laplacian``: the LU
-        factorisation ``(lu, piv)`` of the eigenvector matrix, as the reference returned."""
+        factorisation ``(lu, piv)`` of the eigenvector matrix, as the reference returned. The fit is
+        the graph's own (fitted once, kept in ``graph.transformers``)."""
         check_type(type)
-        if type == "standard":
-            return StandardTransform().fit(_core(graph)).zeta
-        return la.lu_factor(LaplacianTransform().fit(_core(graph)).eigenvectors)
+        _core(graph)
+        return graph.get_transformer(type)
 
     @staticmethod
     def get_fourier_matrix(graph, inv_F):
