@@ -155,6 +155,11 @@ def _check_overflow(below: sp.csr_matrix, m_done: sp.csr_matrix, g: int) -> None
                             f"the causal transform of this graph is too ill-conditioned to compute exactly")
 
 
+#: Ways to fit the standard transform: the explicit zeta/Möbius matrices, the Kronecker factors, or
+#: the factors where the graph has them and the matrices otherwise.
+METHODS = ("auto", "explicit", "factored")
+
+
 class StandardTransform:
     """The causal transform of a DAG with the unweighted closure (the seed's ``standard``).
 
@@ -163,74 +168,159 @@ class StandardTransform:
     signals to spectra and ``inverse_transform`` back, both on arrays of shape
     ``(samples, nodes)`` (or a single vector), in float64.
 
-    Attributes after ``fit``: ``zeta`` (CSR int8, lower triangular), ``mobius``
-    (CSR int64, exact), ``max_abs_mobius`` (conditioning: the largest Möbius
-    entry; it grows like (width - 1)^depth on dense layered graphs).
+    ``method``: ``'explicit'`` builds the zeta and Möbius matrices (memory
+    grows with the closure); ``'factored'`` builds the closure blocks from
+    the Kronecker factors of the layers (:mod:`nsp.factored`; memory grows
+    with the factors) and raises :class:`nsp.factored.NotFactorable` where
+    the graph has none; ``'auto'`` (default) takes the factors where they
+    exist and the matrices otherwise, with the reason in ``reason``.
+
+    Attributes after ``fit``: ``factored`` (bool), ``closure`` (the
+    :class:`nsp.factored.FactoredClosure` or None), ``reason`` (why the
+    matrices were used, or None), ``zeta`` (CSR int8, lower triangular),
+    ``mobius`` (CSR int64, exact) and ``max_abs_mobius`` (conditioning: the
+    largest Möbius entry; it grows like (width - 1)^depth on dense layered
+    graphs). On the factored path the last three are expanded from the
+    factors on first access, which costs what the explicit fit costs.
     """
 
     type = "standard"
 
-    def __init__(self, method: str = "explicit"):
-        if method != "explicit":
-            raise ValueError(f"unknown method {method!r} for the standard transform; accepted: explicit")
+    def __init__(self, method: str = "auto"):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r} for the standard transform; accepted: {', '.join(METHODS)}")
         self.method = method
-        self.zeta = None
-        self.mobius = None
+        self.closure = None
+        self.reason = None
+        self._zeta = None
+        self._mobius = None
 
     @property
     def options(self) -> dict:
         return {"method": self.method}
 
+    @property
+    def factored(self) -> bool:
+        return self.closure is not None
+
     def fit(self, graph) -> "StandardTransform":
+        from .factored import FactoredClosure, NotFactorable
         from .graph import GraphCore
-        if isinstance(graph, GraphCore):
-            self.zeta, self.mobius = zeta_mobius(graph.adjacency, graph.offsets)
+        self.closure, self.reason, self._zeta, self._mobius = None, None, None, None
+        if not isinstance(graph, GraphCore):
+            if self.method == "factored":
+                raise ValueError("method='factored' needs a graph core (layers with Kronecker-factored "
+                                 "blocks); got a bare adjacency matrix")
+            self.reason = "fitted on an adjacency matrix, which has no layers"
+            self._set(*zeta_mobius(graph))
+            return self
+        if self.method == "explicit":
+            self.reason = "method='explicit' was asked for"
         else:
-            self.zeta, self.mobius = zeta_mobius(graph)
-        self._prepare()
+            try:
+                self.closure = FactoredClosure.of(graph)
+                return self
+            except NotFactorable as err:
+                if self.method == "factored":
+                    raise NotFactorable(f"{err}; method='auto' or 'explicit' use the explicit matrices") from None
+                self.reason = str(err)
+        self._set(*zeta_mobius(graph.adjacency, graph.offsets))
         return self
 
     @classmethod
-    def from_matrices(cls, zeta: sp.spmatrix, mobius: sp.spmatrix) -> "StandardTransform":
+    def from_matrices(cls, zeta: sp.spmatrix, mobius: sp.spmatrix, method: str = "explicit") -> "StandardTransform":
         """Rebuild a fitted transform from stored matrices."""
-        out = cls()
-        out.zeta = sp.csr_matrix(zeta, dtype=np.int8)
-        out.mobius = sp.csr_matrix(mobius, dtype=np.int64)
-        out._prepare()
+        out = cls(method)
+        out._set(zeta, mobius)
         return out
 
-    def _prepare(self) -> None:
-        self.max_abs_mobius = int(np.abs(self.mobius.data).max(initial=0))
-        if self.max_abs_mobius >= FLOAT64_EXACT:
-            warnings.warn(f"Möbius entries reach {self.max_abs_mobius:.3g} >= 2^53: float64 transforms of "
+    @classmethod
+    def from_closure(cls, closure, method: str = "factored") -> "StandardTransform":
+        """Rebuild a fitted transform from a stored factored closure."""
+        out = cls(method)
+        out.closure = closure
+        return out
+
+    def _set(self, zeta, mobius) -> None:
+        self._zeta = sp.csr_matrix(zeta, dtype=np.int8)
+        self._mobius = sp.csr_matrix(mobius, dtype=np.int64)
+        self._max_abs_mobius = int(np.abs(self._mobius.data).max(initial=0))
+        if self._max_abs_mobius >= FLOAT64_EXACT:
+            warnings.warn(f"Möbius entries reach {self._max_abs_mobius:.3g} >= 2^53: float64 transforms of "
                           f"this graph are not exact", RuntimeWarning, stacklevel=3)
-        self._mobius_f = self.mobius.astype(np.float64)
-        self._zeta_f = self.zeta.astype(np.float64)
+        self._mobius_f = self._mobius.astype(np.float64)
+        self._zeta_f = self._zeta.astype(np.float64)
+
+    def _matrices(self) -> None:
+        if self._zeta is None:
+            strict = sp.csr_matrix(self.closure.zeta(), dtype=bool)
+            strict.setdiag(False)
+            self._set(*zeta_mobius(strict, self.closure.offsets))
+
+    @property
+    def zeta(self) -> sp.csr_matrix | None:
+        if self._zeta is None and self.closure is None:
+            return None
+        self._matrices()
+        return self._zeta
+
+    @property
+    def mobius(self) -> sp.csr_matrix | None:
+        if self._zeta is None and self.closure is None:
+            return None
+        self._matrices()
+        return self._mobius
+
+    @property
+    def max_abs_mobius(self) -> int:
+        self._fitted()._matrices()
+        return self._max_abs_mobius
 
     @property
     def n(self) -> int:
-        return self._fitted().zeta.shape[0]
+        self._fitted()
+        return self.closure.n_nodes if self.closure is not None else self._zeta.shape[0]
 
     @property
     def n_coefficients(self) -> int:
         return self.n
 
-    def transform(self, signals) -> np.ndarray:
-        """Spectra ``c = M s`` of signals of shape (samples, nodes) or (nodes,)."""
-        return _apply(self._fitted()._mobius_f, signals, "signals")
+    def transform(self, signals, device=None) -> np.ndarray:
+        """Spectra ``c = M s`` of signals of shape (samples, nodes) or (nodes,).
 
-    def inverse_transform(self, spectra) -> np.ndarray:
+        ``device``: a torch device to compute on (e.g. ``'cuda'``); None = NumPy/SciPy on the CPU.
+        """
+        self._fitted()
+        if self.closure is not None:
+            from .factored import run
+            return run(self.closure, signals, True, device, "signals")
+        return _apply(self._mobius_f, signals, "signals", device)
+
+    def inverse_transform(self, spectra, device=None) -> np.ndarray:
         """Signals ``s = Z c`` from spectra of shape (samples, nodes) or (nodes,)."""
-        return _apply(self._fitted()._zeta_f, spectra, "spectra")
+        self._fitted()
+        if self.closure is not None:
+            from .factored import run
+            return run(self.closure, spectra, False, device, "spectra")
+        return _apply(self._zeta_f, spectra, "spectra", device)
 
     def _fitted(self) -> "StandardTransform":
-        if self.zeta is None:
+        if self._zeta is None and self.closure is None:
             raise RuntimeError("the transform is not fitted: call fit(graph) first")
         return self
 
 
-def _apply(matrix: sp.csr_matrix, values, what: str) -> np.ndarray:
-    """``matrix`` applied to every row of ``values`` (samples x nodes), float64."""
+def _apply(matrix: sp.csr_matrix, values, what: str, device=None) -> np.ndarray:
+    """``matrix`` applied to every row of ``values`` (samples x nodes), float64, optionally on a torch device."""
     x, single = as_batch(values, matrix.shape[1], what)
-    out = np.ascontiguousarray((matrix @ x.T).T)
+    if device is None:
+        out = np.ascontiguousarray((matrix @ x.T).T)
+    else:
+        import torch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)          # "sparse CSR support is in beta"
+            m = torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
+                                        torch.from_numpy(matrix.indices.astype(np.int64)),
+                                        torch.from_numpy(matrix.data), size=matrix.shape, device=device)
+            out = (m @ torch.from_numpy(x.T.copy()).to(device)).T.cpu().numpy()
     return out[0] if single else out

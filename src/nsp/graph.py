@@ -30,13 +30,19 @@ class GraphCore:
     parents: list
     blocks: list = field(repr=False)        # per layer: list of (parent layer, Kron | Coo)
     incl: bool = True
-    adjacency: sp.csr_matrix = field(default=None, repr=False)
+    csr: sp.csr_matrix | None = field(default=None, repr=False)     # the adjacency, once assembled
+    weights_sha256: str | None = None                               # provenance of the network's weights
 
     def __post_init__(self):
         self.sizes = np.array([prod(s) for s in self.shapes], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        if self.adjacency is None:
-            self.adjacency = self._assemble()
+
+    @property
+    def adjacency(self) -> sp.csr_matrix:
+        """CSR adjacency (int8, row = target), assembled from the blocks on first use."""
+        if self.csr is None:
+            self.csr = self._assemble()
+        return self.csr
 
     # -- construction ---------------------------------------------------------
 
@@ -110,6 +116,9 @@ class GraphCore:
 
     @property
     def n_edges(self) -> int:
+        """Edge count; from the blocks without assembling the CSR where no layer reads one parent twice."""
+        if self.csr is None and all(len({p for p, _ in b}) == len(b) for b in self.blocks):
+            return int(sum(block.nnz for blocks in self.blocks for _, block in blocks))
         return int(self.adjacency.nnz)
 
     @property

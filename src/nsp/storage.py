@@ -34,6 +34,10 @@ FILE_KINDS = ("graph", "transformer", "activations", "spectra")
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 SAMPLE_COMPRESSION = {"activations": {"compression": "gzip", "compression_opts": 1}, "spectra": COMPRESSION}
 _CHUNK_BYTES = 1 << 18
+#: graph files hold the assembled CSR adjacency up to this many edges; larger graphs are stored by their
+#: connectivity blocks only (from which GraphCore assembles the CSR when something needs it)
+ADJACENCY_IN_FILE = 1 << 25
+_FACTOR_KINDS = ("ones", "eye", "dense")
 
 
 class StorageError(ValueError):
@@ -117,7 +121,7 @@ class LayerTable:
     @classmethod
     def of(cls, obj) -> "LayerTable":
         """The table of an Activations (or Spectrum) or a GraphCore."""
-        if hasattr(obj, "adjacency"):          # GraphCore
+        if hasattr(obj, "blocks"):             # GraphCore
             return cls(list(obj.names), list(obj.kinds), list(obj.paths), [""] * obj.n_layers,
                        [tuple(s) for s in obj.shapes], [tuple(p) for p in obj.parents])
         stored = getattr(obj, "_table", None)
@@ -203,8 +207,10 @@ def open_file(path, kinds=None) -> h5py.File:
 # --- transforms ------------------------------------------------------------------------------------
 
 def write_transform(parent: h5py.Group, name: str, transform) -> None:
-    """A fitted transform as a group (standard: CSR Z and M; laplacian: eigenbasis)."""
-    if transform.type == "standard":
+    """A fitted transform as a group (standard: CSR Z and M, or the factored closure; laplacian: eigenbasis)."""
+    if transform.type == "standard" and transform.factored:
+        _write_closure(_group(parent, name, "nsp.factored-transform", method=transform.method), transform.closure)
+    elif transform.type == "standard":
         group = _group(parent, name, "nsp.standard-transform", method=transform.method)
         _write_csr(group, "zeta", transform.zeta)
         _write_csr(group, "mobius", transform.mobius)
@@ -220,14 +226,63 @@ def write_transform(parent: h5py.Group, name: str, transform) -> None:
         raise TypeError(f"cannot store a transform of type {transform.type!r}")
 
 
+def _write_closure(group: h5py.Group, closure) -> None:
+    """Layer offsets, names and axes; the distinct factors once each; one row per signed term."""
+    factors: dict = {}
+    rows = []
+    for target, pairs in enumerate(closure.signed):
+        for source, terms in pairs:
+            for coef, term in terms:
+                rows.append([target, source, coef] + [factors.setdefault(f.key, (len(factors), f))[0] for f in term])
+    ordered = [f for _, f in sorted(factors.values(), key=lambda item: item[0])]
+    rank = len(closure.axes[0])
+    terms = np.asarray(rows, dtype=np.int64).reshape(-1, 3 + rank)
+    _array(group, "offsets", closure.offsets)
+    _array(group, "names", np.asarray(closure.names, dtype=object))
+    _array(group, "axes", np.asarray(closure.axes, dtype=np.int64))
+    _array(group, "factor_kind", np.asarray([_FACTOR_KINDS.index(f.kind) for f in ordered], dtype=np.uint8))
+    _array(group, "factor_shape", np.asarray([f.shape for f in ordered], dtype=np.int64).reshape(-1, 2))
+    dense = [f.array.ravel() for f in ordered if f.kind == "dense"]
+    _array(group, "factor_data", np.concatenate(dense or [np.zeros(0, bool)]).astype(np.uint8), **COMPRESSION)
+    _array(group, "term_target", terms[:, 0])
+    _array(group, "term_source", terms[:, 1])
+    _array(group, "term_coefficient", terms[:, 2])
+    _array(group, "term_factors", terms[:, 3:])
+
+
+def _read_closure(group: h5py.Group):
+    from .factored import FactoredClosure
+    from .kronecker import Factor
+    kinds, shapes, data = group["factor_kind"][()], group["factor_shape"][()], group["factor_data"][()]
+    factors, position = [], 0
+    for kind, (m, n) in zip(kinds, shapes):
+        kind = _FACTOR_KINDS[int(kind)]
+        if kind == "dense":
+            factors.append(Factor("dense", (m, n), data[position:position + m * n].astype(bool).reshape(m, n)))
+            position += m * n
+        else:
+            factors.append(Factor(kind, (m, n)))
+    names = _strings(group["names"])
+    signed = [[] for _ in names]
+    target, source = group["term_target"][()], group["term_source"][()]
+    coefficient, indices = group["term_coefficient"][()], group["term_factors"][()]
+    for L, l, coef, row in zip(target, source, coefficient, indices):
+        pairs = signed[int(L)]
+        if not pairs or pairs[-1][0] != int(l):
+            pairs.append((int(l), []))
+        pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
+    return FactoredClosure(group["offsets"][()], names, group["axes"][()], signed)
+
+
 def read_transform(group: h5py.Group):
     from .causal import StandardTransform
     from .laplacian import LaplacianTransform
     encoding = group.attrs["encoding-type"]
+    if encoding == "nsp.factored-transform":
+        return StandardTransform.from_closure(_read_closure(group), str(group.attrs["method"]))
     if encoding == "nsp.standard-transform":
-        out = StandardTransform.from_matrices(_read_csr(group["zeta"]), _read_csr(group["mobius"]))
-        out.method = str(group.attrs["method"])
-        return out
+        return StandardTransform.from_matrices(_read_csr(group["zeta"]), _read_csr(group["mobius"]),
+                                               str(group.attrs["method"]))
     if encoding == "nsp.laplacian-transform":
         truncation = json.loads(group.attrs["truncation"])
         out = LaplacianTransform.from_basis(group["eigenvalues"][()], group["eigenvectors"][()], truncation)
@@ -254,15 +309,17 @@ def read_transformer(path):
 # --- graphs -------------------------------------------------------------------------------------------
 
 def write_graph(path, graph, *, producer=None, parameters=None) -> None:
-    """An NNGraph (or GraphCore): layer table, CSR adjacency, connectivity blocks, fitted transforms."""
+    """An NNGraph (or GraphCore): layer table, connectivity blocks, fitted transforms, and the CSR
+    adjacency where the graph has at most ``ADJACENCY_IN_FILE`` edges (bounded from the blocks)."""
     from .connectivity import Kron
     core = getattr(graph, "core", graph)
     transformers = getattr(graph, "transformers", {})
-    weights = getattr(graph, "weights_sha256", None)
+    weights = getattr(graph, "weights_sha256", None) or core.weights_sha256
     with _create(path, "graph", type(graph).__name__, provenance_attrs(producer, parameters, weights),
                  INCL=bool(core.incl)) as f:
         LayerTable.of(core).write(f)
-        _write_csr(f, "adjacency", core.adjacency)
+        if sum(block.nnz for blocks in core.blocks for _, block in blocks) <= ADJACENCY_IN_FILE:
+            _write_csr(f, "adjacency", core.adjacency)
         blocks = _group(f, "blocks", "nsp.connectivity-blocks")
         for layer, items in enumerate(core.blocks):
             group = _group(blocks, str(layer), "list")
@@ -281,8 +338,9 @@ def write_graph(path, graph, *, producer=None, parameters=None) -> None:
             write_transform(group, name, transform)
 
 
-def read_graph(path):
-    """The NNGraph stored at ``path`` (with its fitted transforms)."""
+def read_graph(path, networkx: bool = True):
+    """The NNGraph stored at ``path`` (with its fitted transforms); ``networkx=False``: its GraphCore only
+    (no networkx graph, no transforms), for graphs too large for networkx."""
     from .connectivity import Coo, Kron
     from .graph import GraphCore
     from .nngraph import NNGraph
@@ -302,9 +360,12 @@ def read_graph(path):
             blocks.append(items)
         core = GraphCore(names=table.names, kinds=table.kinds, paths=table.paths, shapes=table.shapes,
                          parents=table.parents, blocks=blocks, incl=bool(f.attrs["INCL"]),
-                         adjacency=sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8))
+                         csr=sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8) if "adjacency" in f else None,
+                         weights_sha256=str(f.attrs["weights-sha256"]) or None)
+        if not networkx:
+            return core
         graph = NNGraph.from_core(core)
-        graph.weights_sha256 = str(f.attrs["weights-sha256"]) or None
+        graph.weights_sha256 = core.weights_sha256
         for name, group in f["transformers"].items():
             graph.transformers[name] = read_transform(group)
     return graph

@@ -99,6 +99,81 @@ class ResidualCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(h), 1))
 
 
+class VGGNet(nn.Module):
+    """VGG-style network for 3x32x32 images: ``stages`` stages of two 3x3 convolutions
+    (each followed by batch norm and ReLU) and a 2x2 max pooling; the width doubles per
+    stage up to 8x ``width``; a linear head. The layers are direct children called in
+    order, so both trace modes work."""
+
+    def __init__(self, width: int = 8, stages: int = 4, classes: int = 10):
+        super().__init__()
+        self.order = []
+        channels = 3
+        for stage in range(1, stages + 1):
+            out = width * 2 ** min(stage - 1, 3)
+            for conv in (1, 2):
+                self._add(f"conv{stage}_{conv}", nn.Conv2d(channels, out, 3, padding=1))
+                self._add(f"bn{stage}_{conv}", nn.BatchNorm2d(out))
+                self._add(f"relu{stage}_{conv}", nn.ReLU())
+                channels = out
+            self._add(f"pool{stage}", nn.MaxPool2d(2))
+        side = 32 >> stages
+        self.fc = nn.Linear(channels * side * side, classes)
+
+    def _add(self, name: str, module: nn.Module) -> None:
+        self.add_module(name, module)
+        self.order.append(name)
+
+    def forward(self, x):
+        for name in self.order:
+            x = getattr(self, name)(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm, added to the input (through a strided 1x1
+    convolution where the shape changes), then ReLU."""
+
+    def __init__(self, channels: int, out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out)
+        self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.shortcut = (nn.Conv2d(channels, out, 1, stride=stride, bias=False)
+                         if stride != 1 or channels != out else None)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(h + skip)
+
+
+class ResNet(nn.Module):
+    """ResNet-style network for 3x32x32 images (trace it in ops mode): a 3x3 stem, three
+    stages of ``blocks`` basic blocks at widths ``width``, 2x, 4x (strides 1, 2, 2),
+    global average pooling and a linear head."""
+
+    def __init__(self, width: int = 8, blocks: int = 1, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        stages, channels = [], width
+        for stage in range(3):
+            out = width * 2 ** stage
+            for block in range(blocks):
+                stages.append(BasicBlock(channels, out, 2 if stage and not block else 1))
+                channels = out
+        self.blocks = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(self.blocks(h)), 1))
+
+
 #: zoo name -> (class, input shape of one sample without the batch axis)
 ARCHITECTURES = {
     "digits_cnn": (DigitsCNN, (1, 8, 8)),
@@ -106,6 +181,8 @@ ARCHITECTURES = {
     "mnist_reference": (MnistNet, (1, 28, 28)),
     "residual_cnn": (ResidualCNN, (1, 8, 8)),
     "toy": (ToyNet, (1, 4, 4)),
+    "vgg_cifar": (VGGNet, (3, 32, 32)),
+    "resnet_cifar": (ResNet, (3, 32, 32)),
 }
 
 

@@ -1,0 +1,275 @@
+"""The causal closure of a neuron graph from Kronecker factors, and transforms with it.
+
+Every layer gets ``K`` axes (its tensor shape padded with trailing 1s, or
+the axes of its parent where a reshape or an elementwise op keeps them), and
+every incoming connectivity block is re-expressed with one factor per axis
+pair (:func:`nsp.kronecker.regroup`). The closure block between layers
+``l < L`` is then a union of Kronecker terms, built layer by layer::
+
+    Z[L, l] = OR over parents p of L of  bool(A[L, p] Z[p, l])     (Z[p, p] = I)
+
+and the standard transform runs on the factors with mode products, never
+forming the closure (``MATH.md`` section 5)::
+
+    forward:  c_L = s_L - sum over l < L of Z[L, l] c_l     (layer after layer)
+    inverse:  s_L = c_L + sum over l < L of Z[L, l] c_l
+
+A union is applied as its inclusion–exclusion sum of terms. All-ones factors
+become sums over an axis (and a broadcast at the end), identities are
+skipped, other factors are small matrix products. The array backend is NumPy
+or torch (on any device).
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .connectivity import Kron
+from .kronecker import (Factor, KroneckerError, regroup, signed_terms, term_dense, term_matmul, term_nnz,
+                        union_add)
+from .signals import as_batch
+
+#: Most signed terms one closure block may need after inclusion–exclusion.
+TERM_LIMIT = 64
+
+
+class NotFactorable(ValueError):
+    """A graph whose closure has no Kronecker-factored form; the message says why."""
+
+
+def layer_axes(core) -> list[tuple]:
+    """``K`` axis sizes per layer (see the module docstring); raises :class:`NotFactorable`."""
+    rank = max(1, max(len(s) for s in core.shapes))
+    padded = [tuple(s) + (1,) * (rank - len(s)) for s in core.shapes]
+    axes = [padded[0]]
+    for layer in range(1, core.n_layers):
+        candidates = [axes[p] for p, _ in core.blocks[layer] if prod(axes[p]) == core.sizes[layer]]
+        candidates = list(dict.fromkeys(candidates + [padded[layer]]))
+        axes.append(candidates[0] if len(candidates) == 1 else _pick(core, layer, axes, candidates))
+    return axes
+
+
+def _pick(core, layer: int, axes: list, candidates: list) -> tuple:
+    """The first candidate axis structure that every incoming block can be written on."""
+    for candidate in candidates:
+        try:
+            for parent, block in core.blocks[layer]:
+                regroup([Factor.of(f) for f in block.factors], candidate, axes[parent])
+            return candidate
+        except KroneckerError:
+            continue
+    return candidates[-1]
+
+
+class FactoredClosure:
+    """Closure blocks ``Z[L, l]`` of a graph core as signed sums of Kronecker terms.
+
+    Attributes: ``offsets`` and ``names`` of the layers, ``axes`` (per
+    layer), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
+    ancestor layer ``l`` of ``L``: the inclusion–exclusion form of the union
+    of terms, which the transforms apply). Build it with :meth:`of`, which
+    raises :class:`NotFactorable` naming the first layer that breaks the
+    structure.
+    """
+
+    def __init__(self, offsets, names: list, axes: list, signed: list):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.names = list(names)
+        self.axes = [tuple(int(n) for n in a) for a in axes]
+        self.signed = signed
+
+    @classmethod
+    def of(cls, core, term_limit: int = TERM_LIMIT) -> "FactoredClosure":
+        blocks = _factored_blocks(core)
+        axes = _checked_axes(core, blocks)
+        unions = [dict() for _ in range(core.n_layers)]          # per layer: ancestor -> union of terms
+        for L in range(1, core.n_layers):
+            for parent, term in blocks[L]:
+                unions[L][parent] = union_add(unions[L].get(parent, []), term)
+                for l, union in unions[parent].items():
+                    for t in union:
+                        unions[L][l] = union_add(unions[L].get(l, []), term_matmul(term, t))
+        signed = [[] for _ in range(core.n_layers)]
+        for L in range(core.n_layers):
+            for l, union in sorted(unions[L].items()):
+                if not union:
+                    continue
+                try:
+                    signed[L].append((l, signed_terms(union, term_limit)))
+                except KroneckerError as err:
+                    raise NotFactorable(f"closure block from layer {l} ({core.names[l]!r}) to layer {L} "
+                                        f"({core.names[L]!r}): {err}") from None
+        return cls(core.offsets, core.names, axes, signed)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.axes)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_terms(self) -> int:
+        return sum(len(terms) for pairs in self.signed for _, terms in pairs)
+
+    @property
+    def nnz(self) -> int:
+        """Nonzeros of the zeta matrix (the closure with its diagonal)."""
+        strict = sum(coef * term_nnz(term) for pairs in self.signed for _, terms in pairs for coef, term in terms)
+        return int(self.n_nodes + strict)
+
+    def block(self, L: int, l: int) -> np.ndarray:
+        """Dense block ``Z[L, l]`` summed from the signed terms (0/1 unless inclusion–exclusion is wrong)."""
+        size = (int(self.offsets[L + 1] - self.offsets[L]), int(self.offsets[l + 1] - self.offsets[l]))
+        out = np.eye(size[0], dtype=np.int64) if L == l else np.zeros(size, dtype=np.int64)
+        for ancestor, terms in self.signed[L]:
+            if ancestor == l:
+                for coef, term in terms:
+                    out += coef * term_dense(term)
+        return out
+
+    def zeta(self) -> sp.csr_matrix:
+        """The zeta matrix as an int8 CSR, expanded from the terms (memory grows with its nonzeros)."""
+        n = self.n_nodes
+        slabs = []
+        for L in range(self.n_layers):
+            start, stop = int(self.offsets[L]), int(self.offsets[L + 1])
+            rows, cols, vals = [np.arange(stop - start)], [np.arange(start, stop)], [np.ones(stop - start, np.int64)]
+            for l, terms in self.signed[L]:
+                for coef, term in terms:
+                    r, c = Kron(tuple(sp.csr_matrix(f.dense()) for f in term)).coo()
+                    rows.append(r)
+                    cols.append(c + self.offsets[l])
+                    vals.append(np.full(r.size, coef, dtype=np.int64))
+            slab = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                 shape=(stop - start, n))
+            slab.sum_duplicates()
+            slabs.append(slab)
+        out = sp.csr_matrix(sp.vstack(slabs, format="csr"), dtype=np.int8)
+        out.eliminate_zeros()
+        return out
+
+
+def _factored_blocks(core) -> list:
+    """Per layer ``[(parent, Factor tuple)]`` in the blocks' own axes; NotFactorable for explicit blocks."""
+    if not core.incl:
+        raise NotFactorable("the graph is input-local (INCL=False): max-pooling winners and zero weights "
+                            "are not Kronecker-structured")
+    out = [[]]
+    for layer in range(1, core.n_layers):
+        row = []
+        for parent, block in core.blocks[layer]:
+            factors = getattr(block, "factors", None)
+            if factors is None:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}) "
+                                    f"has an explicit connectivity block (no Kronecker rule)")
+            try:
+                row.append((parent, [Factor.of(f) for f in factors]))
+            except KroneckerError as err:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}): {err}") from None
+        out.append(row)
+    return out
+
+
+def _checked_axes(core, blocks: list) -> list:
+    """Axes per layer, and the blocks regrouped onto them (in place)."""
+    axes = layer_axes(core)
+    for layer in range(1, core.n_layers):
+        regrouped = []
+        for parent, factors in blocks[layer]:
+            try:
+                term = regroup(factors, axes[layer], axes[parent])
+            except KroneckerError as err:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}): "
+                                    f"its block from layer {parent} ({core.names[parent]!r}) has no form on "
+                                    f"axes {axes[layer]} x {axes[parent]}: {err}") from None
+            if term is not None:
+                regrouped.append((parent, term))
+        blocks[layer] = regrouped
+    return axes
+
+
+# --- mode products -------------------------------------------------------------------------
+
+class _Backend:
+    """The few array operations the transforms need, on NumPy or on a torch device."""
+
+    def __init__(self, device=None):
+        self.torch = device is not None
+        self.device = torch.device(device) if self.torch else None
+        self._matrices: dict = {}
+
+    def asarray(self, values: np.ndarray):
+        return torch.from_numpy(values).to(self.device) if self.torch else values
+
+    def tonumpy(self, values) -> np.ndarray:
+        return values.cpu().numpy() if self.torch else values
+
+    def empty(self, shape):
+        return torch.empty(shape, dtype=torch.float64, device=self.device) if self.torch else np.empty(shape)
+
+    def matrix(self, factor: Factor):
+        """The float64 matrix of a dense factor, converted once."""
+        key = factor.key
+        if key not in self._matrices:
+            self._matrices[key] = self.asarray(factor.array.astype(np.float64))
+        return self._matrices[key]
+
+    def moveaxis(self, x, source: int, target: int):
+        return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
+
+
+def _apply_term(backend: _Backend, x, term: tuple, reduced: dict):
+    """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
+
+    ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
+    """
+    sums = tuple(a + 1 for a, f in enumerate(term) if f.kind == "ones" and f.shape[1] > 1)
+    if sums not in reduced:
+        reduced[sums] = x.sum(axis=sums, keepdims=True) if sums else x
+    y = reduced[sums]
+    for a, f in enumerate(term):
+        if f.kind != "dense":
+            continue
+        if a == len(term) - 1:
+            y = y @ backend.matrix(f).T
+        else:
+            y = backend.moveaxis(backend.moveaxis(y, a + 1, -1) @ backend.matrix(f).T, -1, a + 1)
+    return y
+
+
+def _broadcast_shape(term: tuple, batch: int) -> tuple:
+    return (batch,) + tuple(1 if f.kind == "ones" else f.shape[0] for f in term)
+
+
+def run(closure: FactoredClosure, values, forward: bool, device=None, what: str = "signals") -> np.ndarray:
+    """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a batch, from the factors."""
+    x, single = as_batch(values, int(closure.offsets[-1]), what)
+    backend = _Backend(device)
+    batch = x.shape[0]
+    out = backend.empty(x.shape)
+    source = out if forward else backend.asarray(x)
+    given = backend.asarray(x)
+    layers = [source[:, closure.offsets[i]:closure.offsets[i + 1]].reshape((batch,) + closure.axes[i])
+              for i in range(closure.n_layers)]
+    reduced = [dict() for _ in range(closure.n_layers)]
+    sign = -1.0 if forward else 1.0
+    for L in range(closure.n_layers):
+        target = out[:, closure.offsets[L]:closure.offsets[L + 1]].reshape((batch,) + closure.axes[L])
+        target[...] = given[:, closure.offsets[L]:closure.offsets[L + 1]].reshape(target.shape)
+        partial: dict = {}                  # broadcast shape -> sum of the terms of that shape
+        for l, terms in closure.signed[L]:
+            for coef, term in terms:
+                y = _apply_term(backend, layers[l], term, reduced[l])
+                shape = _broadcast_shape(term, batch)
+                y = y * (sign * coef) if coef != 1 or sign != 1.0 else y
+                partial[shape] = y if shape not in partial else partial[shape] + y
+        for y in partial.values():
+            target += y
+    result = backend.tonumpy(out)
+    return result[0] if single else result
