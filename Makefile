@@ -23,17 +23,20 @@ test-slurm: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_TEST_SLURM=1 $(BIN)/python -m pytest -q -s -rs tests/test_slurm.py
 
 CORES ?= $(shell nproc)
+CONFIG ?= config/config.yaml
 
 # The main job: the pipeline on the embedded default config (config/config.yaml) -> results/.
+# Another experiment: make run CONFIG=config/scale.yaml (million-neuron nets -> results-scale/).
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_CONFIG=$(CONFIG) $(BIN)/snakemake --cores $(CORES)
 
 report: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report results/report.html
+	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_CONFIG=$(CONFIG) $(BIN)/snakemake --report results/report.html
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py
 	$(BIN)/python bench/bench_transforms.py
+	$(BIN)/python bench/bench_factored.py
 	$(BIN)/python bench/bench_storage.py
 	$(BIN)/python bench/bench_visualize.py
 	$(BIN)/python bench/bench_pipeline.py

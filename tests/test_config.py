@@ -39,11 +39,41 @@ def test_defaults_are_filled():
      "config key models.m.dataset: 'mnist' is not a dataset of this config (defined: digits)"),
     (with_model(architecture="resnet"), "config key models.m.architecture: 'resnet' is neither a zoo architecture"),
     (with_model(architecture="mymodule:Net"), "config key models.m: a user model (mymodule:Net) needs weights and input_shape"),
+    (with_model(transforms=["laplacian"]),
+     "config key models.m.transforms: 'laplacian' is not configured under transforms (configured: standard)"),
+    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['standard', 'laplacian']"),
+    (with_model(transforms=[]), "config key models.m.transforms: [] should be non-empty"),
+    ({**BASE, "transforms": {"standard": {"method": "fast"}}},
+     "config key transforms.standard.method: 'fast' is not one of ['auto', 'explicit', 'factored']"),
 ])
 def test_bad_configs_name_the_key(cfg, message):
     with pytest.raises(config.ConfigError) as err:
         config.validate(cfg)
     assert message in str(err.value)
+
+
+def test_per_model_transforms_and_options():
+    cfg = config.validate({**BASE, "transforms": {"standard": {}, "laplacian": {"k": 4}},
+                           "models": {"a": {"architecture": "digits_mlp", "dataset": "digits"},
+                                      "b": {"architecture": "vgg_cifar", "dataset": "digits",
+                                            "options": {"width": 2}, "transforms": ["standard"]}}})
+    assert config.transforms_of(cfg) == {"a": ["standard", "laplacian"], "b": ["standard"]}
+    assert cfg["transforms"]["standard"]["method"] == "auto" and cfg["models"]["a"]["options"] == {}
+    assert zoo.build("vgg_cifar", {"width": 2}).conv1_1.out_channels == 2
+    with pytest.raises(ValueError, match=r"architecture vgg_cifar does not take the options \{'depth': 3\}"):
+        zoo.build("vgg_cifar", {"depth": 3})
+
+
+def test_photo_tiles():
+    inputs, labels = datasets.photo_tiles()
+    assert inputs.shape == (520, 3, 32, 32) and labels[:4].tolist() == [0, 1, 0, 1] and labels.sum() == 260
+    from sklearn.datasets import load_sample_images
+    china, flower = load_sample_images().images
+    assert np.array_equal(inputs[0], china[:32, :32].transpose(2, 0, 1))
+    assert np.array_equal(inputs[3], flower[:32, 32:64].transpose(2, 0, 1))
+    cfg = config.validate({**BASE, "datasets": {"p": {"source": "sklearn-photos", "limit": 10}},
+                           "models": {"v": {"architecture": "vgg_cifar", "dataset": "p"}}})
+    assert datasets.load(cfg["datasets"]["p"])[0].shape == (10, 3, 32, 32)
 
 
 def test_load_reports_missing_and_broken_files(tmp_path):

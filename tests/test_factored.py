@@ -118,7 +118,7 @@ OPS_NETS = {
     "grouped-dilated-strided": (GroupedDilatedStrided, (1, 2, 9, 9)),
     "two-paths": (TwoPaths, (1, 2, 9)),
     "residual_cnn": (zoo.ResidualCNN, (1, 1, 8, 8)),
-    "resnet": (lambda: zoo.ResNet(2, blocks=2), (1, 3, 8, 8)),
+    "resnet": (lambda: zoo.ResNet(2, blocks=1), (1, 3, 8, 8)),
     "vgg-ops": (lambda: zoo.VGGNet(1, stages=3), (1, 3, 32, 32)),
 }
 

@@ -20,10 +20,13 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TINY = {
     "results": "results",
     "shard_size": 25,
-    "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625, "limit": 60}},
+    "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625, "limit": 60},
+                 "photos": {"source": "sklearn-photos", "scale": 0.004, "limit": 30}},
     "models": {
         "mlp": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1},
         "res": {"architecture": "residual_cnn", "dataset": "digits", "trace": "ops", "epochs": 1},
+        "vgg": {"architecture": "vgg_cifar", "dataset": "photos", "options": {"width": 1, "stages": 2},
+                "trace": "ops", "epochs": 1, "transforms": ["standard"]},
     },
     "transforms": {"standard": {}, "laplacian": {"k": 20}},
     "figures": ["compaction", "energy"],
@@ -87,9 +90,22 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
             assert (r / "figures" / model / "digits" / name).stat().st_size > 1000
         summary = (r / "summary" / model / "digits" / "summary.json").read_text()
         assert '"test_accuracy"' in summary and '"compaction_share"' in summary
-    for name in ("compaction", "energy_mlp", "energy_res"):
+    for name in ("compaction", "energy_mlp", "energy_res", "energy_vgg"):
         assert (r / "figures" / "paper" / f"{name}.pdf").is_file() and (r / "figures" / "paper" / f"{name}.png").is_file()
     assert (r / "benchmarks" / "collect_activations" / "mlp_digits_0.tsv").is_file()
+    # the CIFAR-sized net runs only its configured transform, on the factored path
+    vgg = r / "models" / "vgg"
+    assert not (vgg / "transformer_laplacian.h5").exists() and not (r / "spectra" / "vgg" / "photos" / "laplacian").exists()
+    with storage.open_file(vgg / "transformer_standard.h5", "transformer") as f:
+        assert f["transform"].attrs["encoding-type"] == "nsp.factored-transform"
+    assert "factored:" in (r / "logs" / "compute_transformer" / "vgg_standard.log").read_text()
+    acts = storage.read_signals(r / "activations" / "vgg" / "photos" / "shard_1.h5")
+    assert acts.values.shape == (5, storage.read_graph(vgg / "graph.h5", networkx=False).n_nodes)
+    assert acts.labels.tolist() == [1, 0, 1, 0, 1]                        # tiles 25..29 alternate photographs
+    assert (r / "figures" / "vgg" / "photos" / "spectrum_standard.pdf").is_file()
+    assert not (r / "figures" / "vgg" / "photos" / "spectrum_laplacian.pdf").exists()
+    assert sorted(p.name for p in (r / "summary" / "vgg" / "photos" / "class_means").glob("*.h5")) == \
+        ["class_means_activations.h5", "class_means_standard.h5"]
 
 
 def test_outputs_equal_the_library_called_directly(tiny_runs):
@@ -136,9 +152,10 @@ def test_lint_and_default_dry_run(tmp_path):
     dry = run(folder, "-n", "--quiet", "rules")
     counts = dict(line.split()[:2] for line in (dry.stdout + dry.stderr).splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    # 4 models x 4 shards of the 1,797 digits; 2 transforms
-    assert counts["collect_activations"] == "16" and counts["transform"] == "32"
-    assert counts["compute_transformer"] == "8" and counts["train"] == "4" and counts["figures"] == "1"
+    # 4 models x 4 shards of the 1,797 digits, 2 transforms; 2 models x 1 shard of 200 photo tiles, standard only
+    assert counts["collect_activations"] == "18" and counts["transform"] == "34"
+    assert counts["compute_transformer"] == "10" and counts["train"] == "6" and counts["figures"] == "1"
+    assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "10"
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):

@@ -20,6 +20,7 @@ from . import __version__, analysis, datasets, plotting, storage, training, zoo
 from . import config as configuration
 from .activations import Activations
 from .files import atomic_output
+from .graph import GraphCore
 from .nngraph import NNGraph
 from .outputloader import from_batch
 from .storage import LayerTable, SignalWriter
@@ -54,7 +55,7 @@ def _model(cfg: dict, name: str, weights):
     if name not in cfg["models"]:
         raise configuration.ConfigError(f"config key models.{name}: no such model (defined: {', '.join(cfg['models'])})")
     spec = cfg["models"][name]
-    net = zoo.build(spec["architecture"])
+    net = zoo.build(spec["architecture"], spec["options"])
     shape = spec["input_shape"] or zoo.ARCHITECTURES[spec["architecture"]][1]
     if weights is not None:
         zoo.load_weights(net, weights)
@@ -81,17 +82,10 @@ def _device(cfg: dict) -> torch.device:
 
 
 def _on_device(transform, values: np.ndarray, device: torch.device) -> np.ndarray:
-    """The transform's matrix product on a torch device (float64; bits may differ from the CPU path)."""
-    x = torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
+    """The transform on a torch device (float64; bits may differ from the CPU path)."""
     if transform.type == "standard":
-        m = transform.mobius.tocsr().astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)          # "sparse CSR support is in beta"
-            matrix = torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                             torch.from_numpy(m.indices.astype(np.int64)),
-                                             torch.from_numpy(m.data), size=m.shape, device=device,
-                                             check_invariants=True)
-            return (matrix @ x.T).T.cpu().numpy()
+        return transform.transform(values, device=device)
+    x = torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
     return (x @ torch.from_numpy(transform.eigenvectors).to(device)).cpu().numpy()
 
 
@@ -123,19 +117,25 @@ def cmd_train(args, cfg) -> None:
 
 def cmd_extract_graph(args, cfg) -> None:
     net, shape, spec = _model(cfg, args.model, args.weights)
-    graph = NNGraph(_example(net, shape, spec["trace"]))
-    storage.write_graph(args.out, graph, producer=_producer(args), parameters={"model": spec})
-    _log(args, f"{args.model}: {graph.core.n_nodes:,} nodes, {graph.core.n_edges:,} edges")
+    example = _example(net, shape, spec["trace"])
+    core = GraphCore.from_layers(example._layers, example.layershapes)     # no networkx graph: any size
+    core.weights_sha256 = example.weights_sha256
+    storage.write_graph(args.out, core, producer=_producer(args), parameters={"model": spec})
+    _log(args, f"{args.model}: {core.n_nodes:,} nodes, {core.n_edges:,} edges")
 
 
 def cmd_compute_transformer(args, cfg) -> None:
-    graph = storage.read_graph(args.graph)
+    core = storage.read_graph(args.graph, networkx=False)
     options = dict(cfg["transforms"][args.transform])
     start = time.perf_counter()
-    transform = make_transform(args.transform, **options).fit(graph.core)
+    transform = make_transform(args.transform, **options).fit(core)
     storage.write_transformer(args.out, transform, producer=_producer(args), parameters=options,
-                              weights=graph.weights_sha256)
-    _log(args, f"{args.transform}: {transform.n_coefficients:,} coefficients ({time.perf_counter() - start:.1f} s)")
+                              weights=core.weights_sha256)
+    how = ""
+    if args.transform == "standard":
+        how = (f", factored: {transform.closure.n_terms:,} Kronecker terms" if transform.factored
+               else f", explicit: {transform.reason}")
+    _log(args, f"{args.transform}: {transform.n_coefficients:,} coefficients{how} ({time.perf_counter() - start:.1f} s)")
 
 
 def cmd_collect_activations(args, cfg) -> None:
@@ -179,11 +179,14 @@ def cmd_visualize(args, cfg) -> None:
     batch = storage.read_signals(args.activations, "activations")
     hits = np.flatnonzero(batch.labels == options["label"]) if batch.labels is not None else np.array([0])
     index = int(hits[0]) if hits.size else 0
-    pattern = from_batch(batch, index)
-    Visualizer.visualize_pattern(pattern, args.out, scale=options["scale"], cmap_style=options["cmap"])
+    if not args.out and not args.spectra:
+        raise ValueError("nothing to draw: give --out (the pattern) and/or --spectra")
+    if args.out:
+        Visualizer.visualize_pattern(from_batch(batch, index), args.out, scale=options["scale"], cmap_style=options["cmap"])
+    folder = Path(args.spectra_dir or Path(args.out or ".").parent)
     for path in args.spectra or []:
         spectra = storage.read_signals(path, "spectra")
-        out = Path(args.out).with_name(f"spectrum_{spectra.transform_type}.pdf")
+        out = folder / f"spectrum_{spectra.transform_type}.pdf"
         if spectra.values.shape[1] == batch.values.shape[1]:
             Visualizer.visualize_spectrum(from_batch(spectra, index), out)
         else:                      # a partial Laplacian basis: coefficients have no layer layout
@@ -216,7 +219,7 @@ def cmd_summarize(args, cfg) -> None:
     summary["layers"] = first.layers.names
     summary["samples"] = int(sum(b.values.shape[0] for b in series["activations"]))
     offsets = first.layers.offsets
-    out_dir = Path(args.out).parent
+    out_dir = Path(args.class_means_dir or Path(args.out).parent)
     for name, batches in series.items():
         values = np.concatenate([b.values for b in batches]).astype(np.float64)
         labels = np.concatenate([b.labels for b in batches]) if batches[0].labels is not None else None
@@ -254,16 +257,30 @@ def cmd_figures(args, cfg) -> None:
                 fig = plotting.sparsity_figure(shares, s["layers"], s["sparsity_threshold"], f"{title}: {s['model']}")
             written += plotting.save_figure(fig, out / f"{kind}_{s['model']}")
     if "class_means" in wanted:
-        for path in args.class_means or []:
+        for model, path in _class_means_files(args.class_means or []):
             batch = storage.read_signals(path)
             name = batch.transform_type or "activations"
             offsets, names = batch.layers.offsets, batch.layers.names
             if batch.values.shape[1] != offsets[-1]:          # partial Laplacian basis
                 offsets, names = [0, batch.values.shape[1]], ["coefficients by ascending eigenvalue"]
             fig = plotting.class_means_figure(batch.sample_ids, batch.values, offsets, names,
-                                              f"Mean {name} per class: {Path(path).parent.parent.name}")
-            written += plotting.save_figure(fig, out / f"class_means_{Path(path).parent.parent.name}_{name}")
+                                              f"Mean {name} per class: {model}")
+            written += plotting.save_figure(fig, out / f"class_means_{model}_{name}")
     _log(args, f"{len(written)} files")
+
+
+def _class_means_files(paths) -> list[tuple[str, Path]]:
+    """(model, file) of class-means files given directly (<model>/<dataset>/class_means_<series>.h5) or as
+    folders (<model>/<dataset>/class_means/), activations first, then the transforms."""
+    order = ["activations", *TRANSFORM_TYPES]
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = {p.stem.removeprefix("class_means_"): p for p in path.glob("class_means_*.h5")}
+            files += [(path.parent.parent.name, found[name]) for name in order if name in found]
+        else:
+            files.append((path.parent.parent.name, path))
+    return files
 
 
 def _series(summary: dict) -> list[str]:
@@ -333,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("visualize", cmd_visualize, "draw the configured sample's pattern and spectra (PDF, layer layout)")
     p.add_argument("--activations", required=True, help="first activations shard")
     p.add_argument("--spectra", nargs="*", help="spectra shards of the same samples")
-    p.add_argument("--out", required=True, help="pattern PDF; spectra go beside it as spectrum_<type>.pdf")
+    p.add_argument("--out", help="pattern PDF")
+    p.add_argument("--spectra-dir", dest="spectra_dir",
+                   help="folder of the spectrum_<type>.pdf files (default: the folder of --out)")
 
     p = stage("summarize", cmd_summarize, "statistics over all shards of one model (JSON + class means HDF5)")
     p.add_argument("--model", required=True)
@@ -341,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spectra", nargs="*")
     p.add_argument("--metrics", help="training metrics (JSON)")
     p.add_argument("--out", required=True)
+    p.add_argument("--class-means-dir", dest="class_means_dir",
+                   help="folder of the class_means_<series>.h5 files (default: the folder of --out)")
 
     p = stage("figures", cmd_figures, "the paper figures named in the config (PDF + PNG)")
     p.add_argument("--summaries", nargs="+", required=True)

@@ -67,6 +67,10 @@ def validate(config: dict) -> dict:
                               f"({', '.join(ARCHITECTURES)}) nor module:Class")
         if ":" in arch and (model["weights"] is None or model["input_shape"] is None):
             raise ConfigError(f"config key models.{name}: a user model ({arch}) needs weights and input_shape")
+        for transform in model["transforms"] or []:
+            if transform not in config["transforms"]:
+                raise ConfigError(f"config key models.{name}.transforms: {transform!r} is not configured under "
+                                  f"transforms (configured: {', '.join(config['transforms'])})")
     return config
 
 
@@ -87,6 +91,12 @@ def dump(config: dict, path) -> None:
     from .files import atomic_output
     with atomic_output(path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(config, sort_keys=True))
+
+
+def transforms_of(config: dict) -> dict:
+    """The transforms each model runs, in the order of the config's transforms section."""
+    return {model: [t for t in config["transforms"] if spec["transforms"] is None or t in spec["transforms"]]
+            for model, spec in config["models"].items()}
 
 
 def shard_counts(config: dict) -> dict:

@@ -1,6 +1,7 @@
-"""Datasets for the pipeline: bundled digits, user arrays, local torchvision datasets.
+"""Datasets for the pipeline: bundled digits and photographs, user arrays, local torchvision datasets.
 
-Nothing is downloaded: scikit-learn ships the 1,797 digits; user arrays and
+Nothing is downloaded: scikit-learn ships the 1,797 digits and two photographs
+(cut into 32x32 RGB tiles for the CIFAR-sized networks); user arrays and
 torchvision files must be on disk.
 """
 
@@ -22,6 +23,8 @@ def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | No
         from sklearn.datasets import load_digits
         digits = load_digits()
         inputs, labels = digits.images.astype(np.float32), digits.target.astype(np.int64)
+    elif source == "sklearn-photos":
+        inputs, labels = photo_tiles()
     elif source.startswith("torchvision:"):
         inputs, labels = _torchvision(source.split(":", 1)[1], spec.get("root", "data"), name)
     else:
@@ -33,9 +36,25 @@ def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | No
     return inputs.astype(np.float32), labels
 
 
+def photo_tiles(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping ``size`` x ``size`` RGB tiles (N, 3, size, size; values 0..255) of the two
+    photographs scikit-learn ships (china.jpg, flower.jpg; the label is the photograph), taken row by
+    row and interleaved (china, flower, china, ...) so that any first N tiles hold both classes."""
+    from sklearn.datasets import load_sample_images
+    tiles, labels = [], []
+    for label, image in enumerate(load_sample_images().images):
+        rows, cols = image.shape[0] // size, image.shape[1] // size
+        grid = image[:rows * size, :cols * size].reshape(rows, size, cols, size, 3)
+        tiles.append(grid.transpose(0, 2, 4, 1, 3).reshape(rows * cols, 3, size, size))
+        labels.append(np.full(rows * cols, label, dtype=np.int64))
+    count = min(len(t) for t in tiles)
+    inputs = np.stack([t[:count] for t in tiles], axis=1).reshape(-1, 3, size, size)
+    return inputs.astype(np.float32), np.stack([l[:count] for l in labels], axis=1).reshape(-1)
+
+
 def _arrays(path: Path, inputs_key: str, labels_key: str, name: str):
     if not path.is_file():
-        raise FileNotFoundError(f"dataset {name}: {path} does not exist (sources: sklearn-digits, "
+        raise FileNotFoundError(f"dataset {name}: {path} does not exist (sources: sklearn-digits, sklearn-photos, "
                                 f"a .npz or .h5 file, torchvision:MNIST|FashionMNIST|CIFAR10)")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as arrays:

@@ -186,10 +186,12 @@ ARCHITECTURES = {
 }
 
 
-def build(architecture: str) -> nn.Module:
-    """A zoo network by name, or a user network ``module:Class`` (importable from the working folder)."""
+def build(architecture: str, options: dict | None = None) -> nn.Module:
+    """A zoo network by name, or a user network ``module:Class`` (importable from the working folder),
+    constructed with the keyword arguments ``options``."""
+    options = options or {}
     if architecture in ARCHITECTURES:
-        return ARCHITECTURES[architecture][0]()
+        return _construct(ARCHITECTURES[architecture][0], architecture, options)
     module_name, _, class_name = architecture.partition(":")
     import importlib
     import sys
@@ -199,7 +201,14 @@ def build(architecture: str) -> nn.Module:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"cannot import model {architecture!r}: {err}") from None
-    return cls()
+    return _construct(cls, architecture, options)
+
+
+def _construct(cls, architecture: str, options: dict) -> nn.Module:
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise ValueError(f"architecture {architecture} does not take the options {options}: {err}") from None
 
 
 def load_weights(module: nn.Module, path: str | Path) -> nn.Module:

@@ -4,6 +4,7 @@ CONFIG = f"{R}/config.resolved.yaml"
 ENV = "../../environment.yml"
 MODELS = list(config["models"])
 TRANSFORMS = list(config["transforms"])
+TRANSFORMS_OF = nsp_config.transforms_of(config)           # model -> the transforms it runs
 SHARDS = nsp_config.shard_counts(config)
 DATASET = {m: spec["dataset"] for m, spec in config["models"].items()}
 

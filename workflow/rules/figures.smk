@@ -2,7 +2,7 @@ rule figures:
     input:
         config=CONFIG,
         summaries=[f"{R}/summary/{m}/{DATASET[m]}/summary.json" for m in MODELS],
-        class_means=[f"{R}/summary/{m}/{DATASET[m]}/class_means_{t}.h5" for m in MODELS for t in TRANSFORMS],
+        class_means=[f"{R}/summary/{m}/{DATASET[m]}/class_means" for m in MODELS],
     output:
         report(directory(f"{R}/figures/paper"), caption="../report/figures.rst", category="Figures",
                patterns=["{name}.png"]),

@@ -3,12 +3,11 @@ rule summarize:
         config=CONFIG,
         activations=lambda w: shards(f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5", w.model),
         spectra=lambda w: shards(f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5", w.model,
-                                 transform=TRANSFORMS),
+                                 transform=TRANSFORMS_OF[w.model]),
         metrics=training_metrics,
     output:
         summary=f"{R}/summary/{{model}}/{{dataset}}/summary.json",
-        class_means=expand(f"{R}/summary/{{{{model}}}}/{{{{dataset}}}}/class_means_{{series}}.h5",
-                           series=["activations"] + TRANSFORMS),
+        class_means=directory(f"{R}/summary/{{model}}/{{dataset}}/class_means"),
     params:
         metrics=metrics_option,
     log:
@@ -23,4 +22,5 @@ rule summarize:
         runtime=30,
     shell:
         "nsp summarize --config {input.config} --model {wildcards.model} --activations {input.activations} "
-        "--spectra {input.spectra} {params.metrics} --out {output.summary} --threads {threads} 2> {log}"
+        "--spectra {input.spectra} {params.metrics} --out {output.summary} --class-means-dir {output.class_means} "
+        "--threads {threads} 2> {log}"
