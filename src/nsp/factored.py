@@ -266,9 +266,21 @@ def run(closure: FactoredClosure, values, forward: bool, device=None, what: str 
         for l, terms in closure.signed[L]:
             for coef, term in terms:
                 y = _apply_term(backend, layers[l], term, reduced[l])
+                weight = sign * coef
                 shape = _broadcast_shape(term, batch)
-                y = y * (sign * coef) if coef != 1 or sign != 1.0 else y
-                partial[shape] = y if shape not in partial else partial[shape] + y
+                if shape == tuple(target.shape):
+                    acc = target                # full size: straight into the result, no temporary
+                elif shape in partial:
+                    acc = partial[shape]
+                else:
+                    partial[shape] = y * weight
+                    continue
+                if weight == 1:
+                    acc += y
+                elif weight == -1:
+                    acc -= y
+                else:
+                    acc += y * weight
         for y in partial.values():
             target += y
     result = backend.tonumpy(out)
