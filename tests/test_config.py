@@ -165,3 +165,16 @@ def test_device_option():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="config key device: 'cuda' requested but no CUDA device"):
             cli._device({"device": "cuda"})
+
+
+def test_sigterm_leaves_no_partial_file(tmp_path):
+    import subprocess
+    import sys
+    code = ("import os, signal\n"
+            "from nsp import cli, files\n"
+            "cli._exit_on_sigterm()\n"
+            "with files.atomic_output('out.h5') as tmp:\n"
+            "    open(tmp, 'w').write('half')\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path)
+    assert done.returncode == 143 and list(tmp_path.iterdir()) == []

@@ -106,6 +106,16 @@ def test_wide_layer_stays_one_readable_page(tmp_path):
     assert nsp.Visualizer.visualize_pattern(acts, tmp_path / "wide.pdf") == 3
 
 
+def test_very_wide_layer_shows_the_first_channels():
+    layer = np.arange(100 * 2 * 2, dtype=float).reshape(100, 2, 2)
+    (fig,) = plotting.pattern_figures([layer], ["conv"])
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == plotting.MAX_PANELS == 64
+    assert drawn[-1].get_title() == "channel 63" and np.array_equal(drawn[-1].images[0].get_array(), layer[63])
+    assert "(channels 0-63 of 100)" in fig._suptitle.get_text()
+    plotting.plt.close(fig)
+
+
 def test_bad_scale_colormap_and_path(tmp_path, toy):
     acts, _ = toy
     with pytest.raises(ValueError, match="unknown scale 'log'; accepted: layerscale, layernorm, globalscale, globalnorm"):

@@ -34,6 +34,8 @@ PDF_METADATA = {"Creator": "nsp", "Producer": "nsp (matplotlib)", "CreationDate"
 PNG_METADATA = {"Software": None}
 PANEL_INCHES = 1.9
 MAX_COLUMNS = 4
+#: most channels drawn per layer page (the first ones; the title says how many the layer has)
+MAX_PANELS = 64
 
 
 @contextmanager
@@ -88,12 +90,17 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
     """One figure per layer: channels in a grid of at most four columns, one horizontal colour bar.
 
     Pages grow with the number of channels (a 64-channel layer is 16 rows of
-    four panels), so every channel keeps a readable size.
+    four panels), so every channel keeps a readable size; layers with more
+    than ``MAX_PANELS`` channels show the first ``MAX_PANELS``.
     """
     cm = colormap(cmap)
     bounds = limits(layers, scale)
     for index, (name, layer) in enumerate(zip(names, layers)):
         images = panels(layer)
+        shown = ""
+        if len(images) > MAX_PANELS:
+            shown = f"  (channels 0-{MAX_PANELS - 1} of {len(images)})"
+            images = images[:MAX_PANELS]
         vector = np.ndim(layer) <= 1
         cols = 1 if vector else min(MAX_COLUMNS, len(images))
         rows = ceil(len(images) / cols)
@@ -112,7 +119,7 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
                 if len(images) > 1:
                     ax.set_title(f"channel {k}", fontsize=7, pad=2)
             wrapped = textwrap.fill(note, width=int(width * 11)) if note else ""
-            fig.suptitle(f"Layer {index}: {name}  {tuple(np.shape(layer))}" + (f"\n{wrapped}" if note else ""))
+            fig.suptitle(f"Layer {index}: {name}  {tuple(np.shape(layer))}{shown}" + (f"\n{wrapped}" if note else ""))
             fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05 if rows < 4 else 0.02,
                          aspect=40, label=scale)
         yield fig
