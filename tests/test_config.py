@@ -41,7 +41,7 @@ def test_defaults_are_filled():
     (with_model(architecture="mymodule:Net"), "config key models.m: a user model (mymodule:Net) needs weights and input_shape"),
     (with_model(transforms=["laplacian"]),
      "config key models.m.transforms: 'laplacian' is not configured under transforms (configured: standard)"),
-    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['standard', 'laplacian']"),
+    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['standard', 'laplacian', 'sem']"),
     (with_model(transforms=[]), "config key models.m.transforms: [] should be non-empty"),
     ({**BASE, "transforms": {"standard": {"method": "fast"}}},
      "config key transforms.standard.method: 'fast' is not one of ['auto', 'explicit', 'factored']"),

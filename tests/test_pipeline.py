@@ -26,9 +26,9 @@ TINY = {
         "mlp": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1},
         "res": {"architecture": "residual_cnn", "dataset": "digits", "trace": "ops", "epochs": 1},
         "vgg": {"architecture": "vgg_cifar", "dataset": "photos", "options": {"width": 1, "stages": 2},
-                "trace": "ops", "epochs": 1, "transforms": ["standard"]},
+                "trace": "ops", "epochs": 1, "transforms": ["standard", "sem"]},
     },
-    "transforms": {"standard": {}, "laplacian": {"k": 20}},
+    "transforms": {"standard": {}, "laplacian": {"k": 20}, "sem": {}},
     "figures": ["compaction", "energy"],
 }
 
@@ -105,7 +105,14 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
     assert (r / "figures" / "vgg" / "photos" / "spectrum_standard.pdf").is_file()
     assert not (r / "figures" / "vgg" / "photos" / "spectrum_laplacian.pdf").exists()
     assert sorted(p.name for p in (r / "summary" / "vgg" / "photos" / "class_means").glob("*.h5")) == \
-        ["class_means_activations.h5", "class_means_standard.h5"]
+        ["class_means_activations.h5", "class_means_sem.h5", "class_means_standard.h5"]
+    # sem: c = (I - A) s from the network's weights; on the first linear layer of the MLP, its bias
+    sem = storage.read_signals(r / "spectra" / "mlp" / "digits" / "sem" / "shard_0.h5")
+    mlp_graph = storage.read_graph(r / "models" / "mlp" / "graph.h5", networkx=False)
+    bias = np.load(r / "models" / "mlp" / "weights.npz")["fc1.bias"]
+    first = mlp_graph.kinds.index("linear")
+    assert np.allclose(sem.values[:, mlp_graph.offsets[first]:mlp_graph.offsets[first + 1]], bias[None, :], atol=1e-5)
+    assert (r / "figures" / "vgg" / "photos" / "spectrum_sem.pdf").is_file()
 
 
 def test_outputs_equal_the_library_called_directly(tiny_runs):
@@ -152,10 +159,10 @@ def test_lint_and_default_dry_run(tmp_path):
     dry = run(folder, "-n", "--quiet", "rules")
     counts = dict(line.split()[:2] for line in (dry.stdout + dry.stderr).splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    # 4 models x 4 shards of the 1,797 digits, 2 transforms; 2 models x 1 shard of 200 photo tiles, standard only
-    assert counts["collect_activations"] == "18" and counts["transform"] == "34"
-    assert counts["compute_transformer"] == "10" and counts["train"] == "6" and counts["figures"] == "1"
-    assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "10"
+    # 4 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
+    assert counts["collect_activations"] == "18" and counts["transform"] == "52"
+    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["figures"] == "1"
+    assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):

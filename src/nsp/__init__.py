@@ -7,6 +7,7 @@ from .causal import StandardTransform
 from .connectivity import ConnectivityError
 from .graph import GraphCore
 from .laplacian import LaplacianTransform
+from .sem import SemTransform
 from .nngraph import NNGraph
 from .outputloader import OutputLoader
 from .storage import LayerTable, SignalBatch, SignalWriter, StorageError
@@ -21,6 +22,6 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "Activations", "NNGraph", "GraphCore", "TraceError", "ConnectivityError", "TRACE_MODES",
-    "StandardTransform", "LaplacianTransform", "Transformer", "Spectrum", "make_transform", "TRANSFORM_TYPES",
+    "StandardTransform", "LaplacianTransform", "SemTransform", "Transformer", "Spectrum", "make_transform", "TRANSFORM_TYPES",
     "OutputLoader", "LayerTable", "SignalBatch", "SignalWriter", "StorageError", "Visualizer",
 ]

@@ -83,9 +83,11 @@ def _device(cfg: dict) -> torch.device:
 
 
 def _on_device(transform, values: np.ndarray, device: torch.device) -> np.ndarray:
-    """The transform on a torch device (float64; bits may differ from the CPU path)."""
+    """The transform on a torch device (float64; bits may differ from the CPU path); sem runs on the CPU."""
     if transform.type == "standard":
         return transform.transform(values, device=device)
+    if transform.type == "sem":
+        return transform.transform(values)
     x = torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
     return (x @ torch.from_numpy(transform.eigenvectors).to(device)).cpu().numpy()
 

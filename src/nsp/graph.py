@@ -32,6 +32,7 @@ class GraphCore:
     incl: bool = True
     csr: sp.csr_matrix | None = field(default=None, repr=False)     # the adjacency, once assembled
     weights_sha256: str | None = None                               # provenance of the network's weights
+    linear: list | None = field(default=None, repr=False)   # per layer: [(LinearPart, in shape, out shape)]
 
     def __post_init__(self):
         self.sizes = np.array([prod(s) for s in self.shapes], dtype=np.int64)
@@ -50,7 +51,8 @@ class GraphCore:
     def from_layers(cls, layers: Sequence, shapes: Sequence[tuple], incl: bool = True,
                     jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
         """Build the core from traced layers (``nsp.tracing.Layer``) and their batch-free shapes."""
-        blocks = [[]]
+        from .weights import linear_parts
+        blocks, linear = [[]], [[]]
         for index, layer in enumerate(layers[1:], start=1):
             op = layer.op
             inputs = list(layer.received) or [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
@@ -59,6 +61,9 @@ class GraphCore:
             except ConnectivityError as err:
                 raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
             blocks.append(list(zip(layer.op_inputs, found)))
+            shapes_in = [tuple(s) for s in op.in_shapes]
+            linear.append([(part, shape, tuple(op.out_shape))
+                           for part, shape in zip(linear_parts(op, inputs, found), shapes_in)])
         return cls(
             names=[layer.name for layer in layers],
             kinds=["input"] + [layer.op.kind for layer in layers[1:]],
@@ -67,6 +72,7 @@ class GraphCore:
             parents=[tuple(layer.parents) for layer in layers],
             blocks=blocks,
             incl=incl,
+            linear=linear,
         )
 
     def _assemble(self) -> sp.csr_matrix:

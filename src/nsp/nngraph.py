@@ -77,13 +77,15 @@ class NNGraph(nx.DiGraph):
         Returns what the reference returned: the zeta matrix ``inv_F`` for
         ``'standard'``, the LU factorisation ``lu_piv`` of the eigenvector
         matrix for ``'laplacian'``. The fitted transform object itself is
-        ``self.transformers[type]``. ``options`` go to the transform class
+        ``self.transformers[type]``, and what other types return. ``options`` go to the transform class
         (``k=...`` for a partial Laplacian basis, which has no ``lu_piv``:
         then the call fits it and raises).
         """
         transform = self._transform(type, **options)
         if transform.type == "standard":
             return self.inv_F
+        if transform.type != "laplacian":
+            return transform
         if transform.truncation is not None:
             raise ValueError(f"the Laplacian basis was fitted with k={transform.k}: a partial basis has no "
                              f"lu_piv; use graph.transformers['laplacian'] on arrays")

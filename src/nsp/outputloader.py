@@ -10,11 +10,12 @@ from .activations import Activations
 from .causal import StandardTransform
 from .graph import GraphCore
 from .laplacian import LaplacianTransform
+from .sem import SemTransform
 from .nngraph import NNGraph
 from .storage import LayerTable, SignalBatch
 from .transformer import Spectrum
 
-_SAVABLE = "NNGraph, GraphCore, Activations, Spectrum, SignalBatch, StandardTransform, LaplacianTransform"
+_SAVABLE = "NNGraph, GraphCore, Activations, Spectrum, SignalBatch, StandardTransform, LaplacianTransform, SemTransform"
 
 
 def to_batch(activations: Activations) -> SignalBatch:
@@ -65,7 +66,7 @@ class OutputLoader:
                                   obj=type(obj).__name__)
         elif isinstance(obj, SignalBatch):
             storage.write_signals(path, obj, producer=producer, parameters=parameters)
-        elif isinstance(obj, (StandardTransform, LaplacianTransform)):
+        elif isinstance(obj, (StandardTransform, LaplacianTransform, SemTransform)):
             storage.write_transformer(path, obj, producer=producer, parameters=parameters)
         else:
             raise TypeError(f"cannot save a {type(obj).__name__}; accepted: {_SAVABLE}")

@@ -214,6 +214,8 @@ def write_transform(parent: h5py.Group, name: str, transform) -> None:
         group = _group(parent, name, "nsp.standard-transform", method=transform.method)
         _write_csr(group, "zeta", transform.zeta)
         _write_csr(group, "mobius", transform.mobius)
+    elif transform.type == "sem" and transform.core is not None:
+        _write_core(_group(parent, name, "nsp.sem-transform"), transform.core)
     elif transform.type == "laplacian":
         group = _group(parent, name, "nsp.laplacian-transform", k=-1 if transform.k is None else transform.k,
                        method=transform.method, symmetry=transform.symmetry,
@@ -278,6 +280,9 @@ def read_transform(group: h5py.Group):
     from .causal import StandardTransform
     from .laplacian import LaplacianTransform
     encoding = group.attrs["encoding-type"]
+    if encoding == "nsp.sem-transform":
+        from .sem import SemTransform
+        return SemTransform().fit(_read_core(group))
     if encoding == "nsp.factored-transform":
         return StandardTransform.from_closure(_read_closure(group), str(group.attrs["method"]))
     if encoding == "nsp.standard-transform":
@@ -309,9 +314,8 @@ def read_transformer(path):
 # --- graphs -------------------------------------------------------------------------------------------
 
 def write_graph(path, graph, *, producer=None, parameters=None) -> None:
-    """An NNGraph (or GraphCore): layer table, connectivity blocks, fitted transforms, and the CSR
-    adjacency where the graph has at most ``ADJACENCY_IN_FILE`` edges (bounded from the blocks)."""
-    from .connectivity import Kron
+    """An NNGraph (or GraphCore): layer table, connectivity blocks with edge weights, fitted transforms,
+    and the CSR adjacency where the graph has at most ``ADJACENCY_IN_FILE`` edges (bounded from the blocks)."""
     core = getattr(graph, "core", graph)
     transformers = getattr(graph, "transformers", {})
     weights = getattr(graph, "weights_sha256", None) or core.weights_sha256
@@ -320,48 +324,85 @@ def write_graph(path, graph, *, producer=None, parameters=None) -> None:
         LayerTable.of(core).write(f)
         if sum(block.nnz for blocks in core.blocks for _, block in blocks) <= ADJACENCY_IN_FILE:
             _write_csr(f, "adjacency", core.adjacency)
-        blocks = _group(f, "blocks", "nsp.connectivity-blocks")
-        for layer, items in enumerate(core.blocks):
-            group = _group(blocks, str(layer), "list")
-            for i, (parent, block) in enumerate(items):
-                if isinstance(block, Kron):
-                    entry = _group(group, str(i), "kron", parent=parent, factors=len(block.factors))
-                    for j, factor in enumerate(block.factors):
-                        _write_csr(entry, f"factor_{j}", factor)
-                else:
-                    entry = _group(group, str(i), "coo", parent=parent,
-                                   shape=np.asarray(block.shape, dtype=np.int64))
-                    _array(entry, "rows", block.rows)
-                    _array(entry, "cols", block.cols)
+        _write_blocks(f, core)
         group = _group(f, "transformers", "dict")
         for name, transform in transformers.items():
             write_transform(group, name, transform)
 
 
+def _write_blocks(where: h5py.Group, core) -> None:
+    """The connectivity blocks, each with its linear part (edge weights) where the core has them."""
+    from .connectivity import Kron
+    blocks = _group(where, "blocks", "nsp.connectivity-blocks")
+    for layer, items in enumerate(core.blocks):
+        group = _group(blocks, str(layer), "list")
+        for i, (parent, block) in enumerate(items):
+            if isinstance(block, Kron):
+                entry = _group(group, str(i), "kron", parent=parent, factors=len(block.factors))
+                for j, factor in enumerate(block.factors):
+                    _write_csr(entry, f"factor_{j}", factor)
+            else:
+                entry = _group(group, str(i), "coo", parent=parent, shape=np.asarray(block.shape, dtype=np.int64))
+                _array(entry, "rows", block.rows)
+                _array(entry, "cols", block.cols)
+            if core.linear is not None:
+                part, in_shape, out_shape = core.linear[layer][i]
+                linear = _group(entry, "linear", "nsp.linear-part", kind=part.kind, params=part.to_json(),
+                                **{"in-shape": np.asarray(in_shape, dtype=np.int64),
+                                   "out-shape": np.asarray(out_shape, dtype=np.int64)})
+                for name, values in sorted(part.arrays.items()):
+                    _array(linear, name, values, **(COMPRESSION if values.size > 4096 else {}))
+
+
+def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
+    from .connectivity import Coo, Kron
+    from .weights import LinearPart
+    blocks, linear = [], []
+    for layer in range(layers):
+        items, parts = [], []
+        for entry in where["blocks"][str(layer)].values():
+            parent = int(entry.attrs["parent"])
+            if entry.attrs["encoding-type"] == "kron":
+                factors = tuple(_read_csr(entry[f"factor_{j}"]) for j in range(int(entry.attrs["factors"])))
+                items.append((parent, Kron(factors)))
+            else:
+                shape = tuple(int(v) for v in entry.attrs["shape"])
+                items.append((parent, Coo(entry["rows"][()], entry["cols"][()], shape)))
+            if "linear" in entry:
+                g = entry["linear"]
+                part = LinearPart(str(g.attrs["kind"]), {name: g[name][()] for name in g},
+                                  json.loads(g.attrs["params"]))
+                parts.append((part, tuple(int(v) for v in g.attrs["in-shape"]),
+                              tuple(int(v) for v in g.attrs["out-shape"])))
+        blocks.append(items)
+        linear.append(parts)
+    complete = all(len(p) == len(b) for p, b in zip(linear, blocks))
+    return blocks, linear if complete else None
+
+
+def _write_core(where: h5py.Group, core) -> None:
+    """A graph core inside a group (the sem transformer carries its graph)."""
+    where.attrs["INCL"] = bool(core.incl)
+    LayerTable.of(core).write(where)
+    _write_blocks(where, core)
+
+
+def _read_core(where: h5py.Group, csr=None, weights=None):
+    from .graph import GraphCore
+    table = LayerTable.read(where["layers"])
+    blocks, linear = _read_blocks(where, len(table.names))
+    return GraphCore(names=table.names, kinds=table.kinds, paths=table.paths, shapes=table.shapes,
+                     parents=table.parents, blocks=blocks, incl=bool(where.attrs["INCL"]), csr=csr,
+                     weights_sha256=weights, linear=linear)
+
+
 def read_graph(path, networkx: bool = True):
     """The NNGraph stored at ``path`` (with its fitted transforms); ``networkx=False``: its GraphCore only
     (no networkx graph, no transforms), for graphs too large for networkx."""
-    from .connectivity import Coo, Kron
-    from .graph import GraphCore
     from .nngraph import NNGraph
     with open_file(path, "graph") as f:
-        table = LayerTable.read(f["layers"])
-        blocks = []
-        for layer in range(len(table.names)):
-            items = []
-            for entry in f["blocks"][str(layer)].values():
-                parent = int(entry.attrs["parent"])
-                if entry.attrs["encoding-type"] == "kron":
-                    factors = tuple(_read_csr(entry[f"factor_{j}"]) for j in range(int(entry.attrs["factors"])))
-                    items.append((parent, Kron(factors)))
-                else:
-                    shape = tuple(int(v) for v in entry.attrs["shape"])
-                    items.append((parent, Coo(entry["rows"][()], entry["cols"][()], shape)))
-            blocks.append(items)
-        core = GraphCore(names=table.names, kinds=table.kinds, paths=table.paths, shapes=table.shapes,
-                         parents=table.parents, blocks=blocks, incl=bool(f.attrs["INCL"]),
-                         csr=sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8) if "adjacency" in f else None,
-                         weights_sha256=str(f.attrs["weights-sha256"]) or None)
+        csr = sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8) if "adjacency" in f else None
+        core = _read_core(f, csr, str(f.attrs["weights-sha256"]) or None)
         if not networkx:
             return core
         graph = NNGraph.from_core(core)

@@ -1,7 +1,7 @@
 """Transform registry and the seed package's ``Transformer`` facade.
 
-The array-level transforms live in :mod:`nsp.causal` (``standard``) and
-:mod:`nsp.laplacian` (``laplacian``); each has ``fit(graph)``,
+The array-level transforms live in :mod:`nsp.causal` (``standard``),
+:mod:`nsp.laplacian` (``laplacian``) and :mod:`nsp.sem` (``sem``); each has ``fit(graph)``,
 ``transform(signals)`` and ``inverse_transform(spectra)`` on
 (samples, nodes) arrays. This module names them, and wraps them in the
 reference package's API, which speaks in ``Activations`` and matrices.
@@ -17,9 +17,10 @@ from scipy.sparse.linalg import spsolve_triangular
 from .activations import Activations
 from .causal import StandardTransform, mobius_of_zeta
 from .laplacian import LaplacianTransform, laplacian
+from .sem import SemTransform
 
 #: transform type name -> class
-TRANSFORM_TYPES = {"standard": StandardTransform, "laplacian": LaplacianTransform}
+TRANSFORM_TYPES = {"standard": StandardTransform, "laplacian": LaplacianTransform, "sem": SemTransform}
 
 
 def check_type(type: str) -> str:

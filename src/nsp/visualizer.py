@@ -46,7 +46,9 @@ class Visualizer:
         plotting.check_scale(scale)
         plotting.colormap(cmap_style)
         kind = getattr(spectrum, "transform_type", None)
-        note = _LAPLACIAN_NOTE if kind == "laplacian" else f"{kind or 'standard'} spectrum: coefficient at its node"
+        note = {"laplacian": _LAPLACIAN_NOTE,
+                "sem": "sem spectrum: what each neuron adds to the weighted sum of its inputs (c = s - A s)"}.get(
+            kind, f"{kind or 'standard'} spectrum: coefficient at its node")
         figures = list(plotting.pattern_figures(_layers(spectrum), spectrum.layernames, scale, cmap_style, note))
         if kind == "laplacian" and getattr(spectrum, "eigenvalues", None) is not None:
             figures.append(plotting.eigenvalue_figure(spectrum.eigenvalues, spectrum.to_array(np.float64),
