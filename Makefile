@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_graph.py
 	$(BIN)/python bench/bench_transforms.py
 	$(BIN)/python bench/bench_factored.py
+	$(BIN)/python bench/bench_sem.py
 	$(BIN)/python bench/bench_storage.py
 	$(BIN)/python bench/bench_visualize.py
 	$(BIN)/python bench/bench_pipeline.py
