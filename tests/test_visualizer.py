@@ -175,3 +175,12 @@ def test_summary_figures_are_deterministic(tmp_path):
     assert isinstance(fig.axes[0].images[0].norm, LogNorm)
     assert [b.get_height() for b in plotting.energy_figure(shares, names).axes[0].patches[:3]] == \
         pytest.approx(shares["activations"].tolist())
+
+
+def test_compaction_grid_legend_lists_every_series():
+    ks, share = np.array([1, 10]), np.array([0.5, 1.0])
+    fig = plotting.compaction_grid({"a": {"activations": (ks, share), "laplacian": (ks, share)},
+                                    "b": {"activations": (ks, share), "sem": (ks, share)}})
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels == ["activations", "laplacian", "sem"]
+    plotting.plt.close(fig)

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .files import atomic_output  # noqa: E402
 
@@ -218,7 +219,8 @@ def compaction_grid(panels: dict, title: str = "Energy compaction") -> plt.Figur
             ax.set_xlabel("k largest coefficients")
             ax.grid(True, which="major", linewidth=0.3)
         axes[0][0].set_ylabel("share of energy")
-        axes[0][-1].legend(frameon=False, loc="lower right")
+        handles = [Line2D([], [], color=colour[name], linewidth=1.5, label=name) for name in series]
+        axes[0][-1].legend(handles=handles, frameon=False, loc="lower right")     # every series, not the last panel's
         fig.suptitle(title)
     return fig
 
