@@ -78,6 +78,6 @@ def test_failed_job_is_reported_and_rerun_completes_only_the_missing_work(tmp_pa
     print("rerun: " + ", ".join(f"{rule} ({jobid})" for rule, jobid in second))
     assert sorted(rule for rule, _ in second) == sorted(                 # the jobs of ext, and the figures
         ["collect_activations", "compute_transformer", "extract_graph", "figures", "summarize", "transform",
-         "visualize"])
+         "visualize", "visualize_spectrum"])
     after = digests(folder)
     assert all(after[k] == v for k, v in before.items() if "/mlp/" in k or k.startswith("models/mlp"))
