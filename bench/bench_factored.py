@@ -4,7 +4,8 @@ A scale series of the zoo's CIFAR-sized networks (3x32x32 inputs, traced in
 ops mode, random weights) from ~10k to ~1M neurons. For each: set-up time
 (trace + graph core + factored closure), nonzeros the closure would have as
 a matrix, forward and inverse ms per sample at batch 64 (NumPy backend, and
-torch on the CPU; best of two calls after a first one, which is printed too), peak memory of a fresh process (fit + forward + inverse),
+torch on the CPU; best of two calls after a first one, which is printed
+too), peak memory of a fresh process (fit + forward + inverse),
 and, where the explicit zeta/Möbius path still fits, its set-up and forward
 time in the same run with the ratio explicit / factored (the spectra are
 compared too). Each size runs in its own process so that peaks don't mix.
@@ -25,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from common import timed
 
 #: (label, architecture, options); neurons grow with the width
 SERIES = [
@@ -39,16 +41,6 @@ SERIES = [
 ]
 #: the explicit path runs up to this many closure nonzeros (~24 bytes each at its peak)
 EXPLICIT_LIMIT = 1.5e8
-
-
-def best(fn, repeats: int = 2) -> float:
-    """Best wall time of ``repeats`` calls (the first calls of a process also pay for fresh huge pages)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def one(architecture: str, options: dict, batch: int) -> dict:
@@ -69,13 +61,13 @@ def one(architecture: str, options: dict, batch: int) -> dict:
     t = time.perf_counter()
     spectra = transform.transform(signals)
     out["first_forward_ms"] = (time.perf_counter() - t) / batch * 1e3
-    out["forward_ms"] = min(out["first_forward_ms"], best(lambda: transform.transform(signals)) / batch * 1e3)
+    out["forward_ms"] = min(out["first_forward_ms"], timed(lambda: transform.transform(signals), 2)[0] / batch * 1e3)
     back = transform.inverse_transform(spectra)
-    out["inverse_ms"] = best(lambda: transform.inverse_transform(spectra)) / batch * 1e3
+    out["inverse_ms"] = timed(lambda: transform.inverse_transform(spectra), 2)[0] / batch * 1e3
     out["growth"] = float(np.abs(spectra).max() / np.abs(signals).max())
     out["roundtrip"] = float(np.abs(back - signals).max() / np.abs(signals).max())
     del back
-    out["torch_forward_ms"] = best(lambda: transform.transform(signals, device="cpu")) / batch * 1e3
+    out["torch_forward_ms"] = timed(lambda: transform.transform(signals, device="cpu"), 2)[0] / batch * 1e3
     torch_spectra = transform.transform(signals, device="cpu")
     out["torch_vs_numpy"] = float(np.abs(torch_spectra - spectra).max() / np.abs(spectra).max())
     del torch_spectra
@@ -85,7 +77,7 @@ def one(architecture: str, options: dict, batch: int) -> dict:
         explicit = StandardTransform("explicit").fit(core)
         out["explicit_setup_s"] = time.perf_counter() - t
         reference = explicit.transform(signals)
-        out["explicit_forward_ms"] = best(lambda: explicit.transform(signals)) / batch * 1e3
+        out["explicit_forward_ms"] = timed(lambda: explicit.transform(signals), 2)[0] / batch * 1e3
         out["explicit_vs_factored"] = float(np.abs(reference - spectra).max() / np.abs(reference).max())
     return out
 

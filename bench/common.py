@@ -19,6 +19,7 @@ def timed(fn, repeats: int = 1):
     """Best wall time of ``repeats`` calls, and the last result."""
     best, result = float("inf"), None
     for _ in range(repeats):
+        result = None                      # the previous result is not held while the next call runs
         start = time.perf_counter()
         result = fn()
         best = min(best, time.perf_counter() - start)

@@ -196,7 +196,7 @@ def _checked_axes(core, blocks: list) -> list:
 
 # --- mode products -------------------------------------------------------------------------
 
-class _Backend:
+class Backend:
     """The few array operations the transforms need, on NumPy or on a torch device."""
 
     def __init__(self, device=None):
@@ -224,7 +224,7 @@ class _Backend:
         return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
 
 
-def _apply_term(backend: _Backend, x, term: tuple, reduced: dict):
+def apply_term(backend: Backend, x, term: tuple, reduced: dict):
     """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
 
     ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
@@ -250,7 +250,7 @@ def _broadcast_shape(term: tuple, batch: int) -> tuple:
 def run(closure: FactoredClosure, values, forward: bool, device=None, what: str = "signals") -> np.ndarray:
     """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a batch, from the factors."""
     x, single = as_batch(values, int(closure.offsets[-1]), what)
-    backend = _Backend(device)
+    backend = Backend(device)
     batch = x.shape[0]
     out = backend.empty(x.shape)
     source = out if forward else backend.asarray(x)
@@ -265,7 +265,7 @@ def run(closure: FactoredClosure, values, forward: bool, device=None, what: str 
         partial: dict = {}                  # broadcast shape -> sum of the terms of that shape
         for l, terms in closure.signed[L]:
             for coef, term in terms:
-                y = _apply_term(backend, layers[l], term, reduced[l])
+                y = apply_term(backend, layers[l], term, reduced[l])
                 weight = sign * coef
                 shape = _broadcast_shape(term, batch)
                 if shape == tuple(target.shape):

@@ -193,10 +193,10 @@ def _block_product(block, x: np.ndarray, in_shape: tuple, out_shape: tuple) -> n
     """``B x`` for the 0/1 block ``B`` (Kronecker factors by mode products, else a sparse product)."""
     batch = x.shape[0]
     if isinstance(block, Kron):
-        from .factored import _apply_term, _Backend
+        from .factored import apply_term, Backend
         from .kronecker import Factor
         factors = [Factor.of(f) for f in block.factors]
-        y = _apply_term(_Backend(), np.ascontiguousarray(x).reshape((batch,) + tuple(in_shape)), tuple(factors), {})
+        y = apply_term(Backend(), np.ascontiguousarray(x).reshape((batch,) + tuple(in_shape)), tuple(factors), {})
         rows = tuple(f.shape[0] for f in factors)         # the block's row axes (a reshape keeps its input's)
         return np.broadcast_to(y, (batch,) + rows).reshape(batch, -1)
     rows, cols = block.coo()
