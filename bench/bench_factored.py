@@ -46,8 +46,8 @@ EXPLICIT_LIMIT = 1.5e8
 def one(architecture: str, options: dict, batch: int) -> dict:
     """Measure one network (run in a child process)."""
     from nsp import Activations, zoo
-    from nsp.causal import StandardTransform
-    from nsp.graph import GraphCore
+    from nsp.transforms.standard import StandardTransform
+    from nsp.graph.core import GraphCore
     torch.manual_seed(0)
     start = time.perf_counter()
     net = zoo.build(architecture, options).eval()

@@ -22,8 +22,8 @@ import torch
 from common import ConvStack, mnist_net, timed
 
 import nsp
-from nsp import connectivity
-from nsp.graph import GraphCore
+from nsp.operations import connectivity
+from nsp.graph.core import GraphCore
 
 
 def jacobian_core(acts: nsp.Activations) -> GraphCore:

@@ -23,11 +23,11 @@ import torch
 from common import mnist_net, synthetic_images, timed
 
 import nsp
-from nsp.causal import StandardTransform
-from nsp.graph import GraphCore
-from nsp.sem import SemTransform
-from nsp.tracing import record
-from nsp.weights import weighted_adjacency
+from nsp.transforms.standard import StandardTransform
+from nsp.graph.core import GraphCore
+from nsp.transforms.sem import SemTransform
+from nsp.tracing.recording import record
+from nsp.graph.weights import weighted_adjacency
 from nsp.zoo import VGGNet
 
 

@@ -21,7 +21,7 @@ from common import mnist_net, synthetic_images
 
 import nsp
 from nsp import storage, tracing
-from nsp.storage import LayerTable, SignalWriter
+from nsp.storage.hdf5 import LayerTable, SignalWriter
 FILTERS = {
     "none": {},
     "gzip-1 + shuffle": {"compression": "gzip", "compression_opts": 1, "shuffle": True},

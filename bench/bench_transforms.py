@@ -24,8 +24,8 @@ import torch
 from common import ConvStack, mnist_core, timed
 
 import nsp
-from nsp.causal import StandardTransform
-from nsp.laplacian import LaplacianTransform, laplacian
+from nsp.transforms.standard import StandardTransform
+from nsp.transforms.laplacian import LaplacianTransform, laplacian
 
 
 def standard(core, quick: bool) -> None:

@@ -21,7 +21,8 @@ from common import mnist_net, synthetic_images, timed
 from matplotlib.backends.backend_pdf import PdfPages
 
 import nsp
-from nsp import analysis, plotting, tracing
+from nsp import tracing
+from nsp.plotting import figures as plotting, statistics as analysis
 
 
 def bare_pdf(acts, path):

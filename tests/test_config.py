@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from nsp import cli, config, datasets, zoo
+from nsp import zoo
+from nsp.pipeline import cli, config, datasets
 
 BASE = {
     "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625}},
@@ -152,8 +153,8 @@ def test_cli_help_and_errors(tmp_path, capsys):
 
 def test_device_option():
     import scipy.sparse as sp
-    from nsp.causal import StandardTransform
-    from nsp.laplacian import LaplacianTransform
+    from nsp.transforms.standard import StandardTransform
+    from nsp.transforms.laplacian import LaplacianTransform
     assert config.validate(BASE)["device"] == "cpu"
     with pytest.raises(config.ConfigError, match="config key device: 'gpu' does not match"):
         config.validate({**BASE, "device": "gpu"})
@@ -171,7 +172,7 @@ def test_sigterm_leaves_no_partial_file(tmp_path):
     import subprocess
     import sys
     code = ("import os, signal\n"
-            "from nsp import cli, files\n"
+            "from nsp.pipeline import cli\nfrom nsp.storage import files\n"
             "cli._exit_on_sigterm()\n"
             "with files.atomic_output('out.h5') as tmp:\n"
             "    open(tmp, 'w').write('half')\n"

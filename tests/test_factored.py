@@ -8,11 +8,11 @@ import torch.nn.functional as F
 
 import nsp
 from nsp import storage, zoo
-from nsp.causal import StandardTransform
-from nsp.connectivity import Kron
-from nsp.factored import FactoredClosure, NotFactorable, run
-from nsp.graph import GraphCore
-from nsp.kronecker import Factor, KroneckerError, regroup, signed_terms, term_dense, union_add
+from nsp.transforms.standard import StandardTransform
+from nsp.operations.connectivity import Kron
+from nsp.transforms.factored import FactoredClosure, NotFactorable, run
+from nsp.graph.core import GraphCore
+from nsp.graph.kronecker import Factor, KroneckerError, regroup, signed_terms, term_dense, union_add
 
 from test_connectivity import (CONV_CASES, LINEAR_CASES, OTHER_CASES, POOL_CASES, CatNet, ChunkNet,
                                FunctionalNet, InplaceNet, ModulesNet, ResidualNet, SoftmaxNet, SplitNet)
@@ -237,7 +237,7 @@ def test_lazy_matrices_and_storage_round_trip(tmp_path):
 def test_graph_file_without_csr_round_trips(tmp_path, monkeypatch):
     torch.manual_seed(0)
     core = core_of(zoo.ResNet(2), torch.randn(1, 3, 32, 32), trace="ops")
-    monkeypatch.setattr(storage, "ADJACENCY_IN_FILE", 10)
+    monkeypatch.setattr(storage.hdf5, "ADJACENCY_IN_FILE", 10)
     storage.write_graph(tmp_path / "g.h5", core)
     with storage.open_file(tmp_path / "g.h5", "graph") as f:
         assert "adjacency" not in f

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 import nsp
-from nsp import config as nsp_config, datasets, storage, zoo
-from nsp.tracing import record
+from nsp import storage, zoo
+from nsp.pipeline import config as nsp_config, datasets
+from nsp.tracing.recording import record
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")

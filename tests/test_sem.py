@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import nsp
 from nsp import storage, zoo
-from nsp.graph import GraphCore
-from nsp.sem import SemTransform
-from nsp.weights import weighted_adjacency
+from nsp.graph.core import GraphCore
+from nsp.transforms.sem import SemTransform
+from nsp.graph.weights import weighted_adjacency
 
 from test_connectivity import CONV_CASES, LINEAR_CASES, OTHER_CASES, POOL_CASES
 

@@ -14,7 +14,7 @@ import torch
 
 import nsp
 from nsp import storage
-from nsp.storage import LayerTable, SignalBatch, SignalWriter, StorageError
+from nsp.storage.hdf5 import LayerTable, SignalBatch, SignalWriter, StorageError
 from nsp.zoo import ToyNet
 
 README_INPUT = torch.tensor([[[[-6, -1, -2, 5], [-3, -6, 5, 4], [2, 5, -6, 3], [5, 0, 1, -6]]]], dtype=torch.float)

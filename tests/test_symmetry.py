@@ -7,8 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
-from nsp.laplacian import LaplacianTransform, laplacian
-from nsp.symmetry import channel_groups, helmert
+from nsp.transforms.laplacian import LaplacianTransform, laplacian
+from nsp.graph.symmetry import channel_groups, helmert
 from nsp.zoo import MnistNet, ToyNet
 
 

@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
-from nsp.causal import StandardTransform, generations, zeta_mobius
-from nsp.laplacian import LaplacianTransform, laplacian
+from nsp.transforms.standard import StandardTransform, generations, zeta_mobius
+from nsp.transforms.laplacian import LaplacianTransform, laplacian
 from nsp.zoo import MnistNet, ToyNet, load_state_npz
 
 README_INPUT = torch.tensor([[[[-6, -1, -2, 5], [-3, -6, 5, 4], [2, 5, -6, 3], [5, 0, 1, -6]]]], dtype=torch.float)

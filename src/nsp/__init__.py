@@ -2,18 +2,18 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .activations import Activations
-from .causal import StandardTransform
-from .connectivity import ConnectivityError
-from .graph import GraphCore
-from .laplacian import LaplacianTransform
-from .sem import SemTransform
-from .nngraph import NNGraph
-from .outputloader import OutputLoader
-from .storage import LayerTable, SignalBatch, SignalWriter, StorageError
-from .tracing import TRACE_MODES, TraceError
-from .transformer import TRANSFORM_TYPES, Spectrum, Transformer, make_transform
-from .visualizer import Visualizer
+from nsp.activations import Activations
+from nsp.transforms.standard import StandardTransform
+from nsp.operations.connectivity import ConnectivityError
+from nsp.graph.core import GraphCore
+from nsp.transforms.laplacian import LaplacianTransform
+from nsp.transforms.sem import SemTransform
+from nsp.nngraph import NNGraph
+from nsp.outputloader import OutputLoader
+from nsp.storage.hdf5 import LayerTable, SignalBatch, SignalWriter, StorageError
+from nsp.tracing.recording import TRACE_MODES, TraceError
+from nsp.transformer import TRANSFORM_TYPES, Spectrum, Transformer, make_transform
+from nsp.visualizer import Visualizer
 
 try:
     __version__ = version("nsp")

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import tracing
-from .provenance import weights_sha256
+from nsp.tracing import recording as tracing
+from nsp.storage.provenance import weights_sha256
 
 
 def _drop_batch(value: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,11 @@ import networkx as nx
 import numpy as np
 import scipy.linalg as la
 
-from .activations import Activations
-from .causal import StandardTransform, mobius_of_zeta
-from .connectivity import JACOBIAN_LIMIT
-from .graph import GraphCore
-from .transformer import Spectrum, make_transform
+from nsp.activations import Activations
+from nsp.transforms.standard import StandardTransform, mobius_of_zeta
+from nsp.operations.connectivity import JACOBIAN_LIMIT
+from nsp.graph.core import GraphCore
+from nsp.transformer import Spectrum, make_transform
 
 
 class NNGraph(nx.DiGraph):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import storage
-from .activations import Activations
-from .causal import StandardTransform
-from .graph import GraphCore
-from .laplacian import LaplacianTransform
-from .sem import SemTransform
-from .nngraph import NNGraph
-from .storage import LayerTable, SignalBatch
-from .transformer import Spectrum
+from nsp.storage import hdf5 as storage
+from nsp.activations import Activations
+from nsp.transforms.standard import StandardTransform
+from nsp.graph.core import GraphCore
+from nsp.transforms.laplacian import LaplacianTransform
+from nsp.transforms.sem import SemTransform
+from nsp.nngraph import NNGraph
+from nsp.storage.hdf5 import LayerTable, SignalBatch
+from nsp.transformer import Spectrum
 
 _SAVABLE = "NNGraph, GraphCore, Activations, Spectrum, SignalBatch, StandardTransform, LaplacianTransform, SemTransform"
 

@@ -14,10 +14,10 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
-from .activations import Activations
-from .causal import StandardTransform, mobius_of_zeta
-from .laplacian import LaplacianTransform, laplacian
-from .sem import SemTransform
+from nsp.activations import Activations
+from nsp.transforms.standard import StandardTransform, mobius_of_zeta
+from nsp.transforms.laplacian import LaplacianTransform, laplacian
+from nsp.transforms.sem import SemTransform
 
 #: transform type name -> class
 TRANSFORM_TYPES = {"standard": StandardTransform, "laplacian": LaplacianTransform, "sem": SemTransform}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import plotting
-from .activations import Activations
+from nsp.plotting import figures as plotting
+from nsp.activations import Activations
 
 _LAPLACIAN_NOTE = ("Laplacian coefficients drawn in the layer layout (a convention: "
                    "coefficient k belongs to eigenvalue λ_k, not to a node)")

@@ -229,7 +229,7 @@ def save_state_npz(module: nn.Module, path: str | Path) -> None:
     import io
     import zipfile
 
-    from .files import atomic_output
+    from nsp.storage.files import atomic_output
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for name, tensor in sorted(module.state_dict().items()):
             buffer = io.BytesIO()

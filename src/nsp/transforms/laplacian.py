@@ -22,8 +22,8 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
 
-from .signals import as_batch
-from .symmetry import SplitLaplacian, channel_groups
+from nsp.transforms.signals import as_batch
+from nsp.graph.symmetry import SplitLaplacian, channel_groups
 
 #: eigenvalues closer than this (relative to the largest) count as equal
 EIGEN_TOL = 1e-9
@@ -134,7 +134,7 @@ class LaplacianTransform:
         return {"k": self.k, "method": self.method, "symmetry": self.symmetry}
 
     def fit(self, graph) -> "LaplacianTransform":
-        from .graph import GraphCore
+        from nsp.graph.core import GraphCore
         adjacency = graph.adjacency if isinstance(graph, GraphCore) else graph
         lap = laplacian(adjacency)
         n = lap.shape[0]
@@ -164,7 +164,7 @@ class LaplacianTransform:
     def _split(self, graph, lap):
         """The Laplacian split by channel symmetry, where the graph has verified channel groups
         and the split blocks fit the dense solver; else None."""
-        from .graph import GraphCore
+        from nsp.graph.core import GraphCore
         self.channel_groups = []
         if not self.symmetry or self.method == "sparse" or not isinstance(graph, GraphCore):
             return None

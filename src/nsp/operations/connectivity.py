@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from .ops import Op
+from nsp.operations.ops import Op
 
 #: Largest Jacobian (output neurons x input neurons) the fallback may form.
 JACOBIAN_LIMIT = 1 << 24

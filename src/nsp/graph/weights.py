@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from .connectivity import Kron, _ceil_mode, _resolved_padding
+from nsp.operations.connectivity import Kron, _ceil_mode, _resolved_padding
 
 #: relative tolerance of the affinity test of elementwise operations
 AFFINE_RTOL = 1e-5
@@ -193,8 +193,8 @@ def _block_product(block, x: np.ndarray, in_shape: tuple, out_shape: tuple) -> n
     """``B x`` for the 0/1 block ``B`` (Kronecker factors by mode products, else a sparse product)."""
     batch = x.shape[0]
     if isinstance(block, Kron):
-        from .factored import apply_term, Backend
-        from .kronecker import Factor
+        from nsp.transforms.factored import apply_term, Backend
+        from nsp.graph.kronecker import Factor
         factors = [Factor.of(f) for f in block.factors]
         y = apply_term(Backend(), np.ascontiguousarray(x).reshape((batch,) + tuple(in_shape)), tuple(factors), {})
         rows = tuple(f.shape[0] for f in factors)         # the block's row axes (a reshape keeps its input's)
@@ -229,7 +229,7 @@ def edge_values(part: LinearPart, block, in_shape: tuple, out_shape: tuple) -> t
 
 def _conv_edges(part: LinearPart, in_shape: tuple, out_shape: tuple) -> tuple:
     """Kernel entries as edge weights, one Kronecker product per kernel offset."""
-    from .connectivity import window_offsets
+    from nsp.operations.connectivity import window_offsets
     p, weight = part.params, part.arrays["weight"]
     nd = p["nd"]
     lead = prod(in_shape[:-nd - 1])

@@ -17,17 +17,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, analysis, datasets, plotting, storage, training, zoo
-from . import config as configuration
-from .activations import Activations
-from .files import atomic_output
-from .graph import GraphCore
-from .nngraph import NNGraph
-from .outputloader import from_batch
-from .storage import LayerTable, SignalWriter
-from .tracing import TRACE_MODES
-from .transformer import TRANSFORM_TYPES, make_transform
-from .visualizer import Visualizer
+from nsp import __version__
+
+from nsp.plotting import statistics as analysis
+
+from nsp.pipeline import datasets
+
+from nsp.plotting import figures as plotting
+
+from nsp.storage import hdf5 as storage
+
+from nsp.pipeline import training
+
+from nsp import zoo
+from nsp.pipeline import config as configuration
+from nsp.activations import Activations
+from nsp.storage.files import atomic_output
+from nsp.graph.core import GraphCore
+from nsp.nngraph import NNGraph
+from nsp.outputloader import from_batch
+from nsp.storage.hdf5 import LayerTable, SignalWriter
+from nsp.tracing.recording import TRACE_MODES
+from nsp.transformer import TRANSFORM_TYPES, make_transform
+from nsp.visualizer import Visualizer
 
 BATCH = 256
 
@@ -151,7 +163,7 @@ def cmd_collect_activations(args, cfg) -> None:
     example = _example(net, shape, spec["trace"])
     device = _device(cfg)
     net = net.to(device)
-    from .tracing import record
+    from nsp.tracing.recording import record
     with SignalWriter(args.out, "activations", LayerTable.of(example), example.n_neurons,
                       trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
                       weights=example.weights_sha256) as writer:

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .files import atomic_output  # noqa: E402
+from nsp.storage.files import atomic_output  # noqa: E402
 
 SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
 STYLE = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(str(files("nsp") / "data" / "config.schema.yaml"))
+SCHEMA_PATH = Path(str(files("nsp.pipeline") / "data" / "config.schema.yaml"))
 
 
 class ConfigError(ValueError):
@@ -55,7 +55,7 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"config key {_key(error.path)}: {error.message}")
     # the schema fills defaults of entries that exist; fill the nested ones of each dict entry too
     _Validator(schema()).validate(config)
-    from .zoo import ARCHITECTURES
+    from nsp.zoo import ARCHITECTURES
     for name, model in config["models"].items():
         if model["dataset"] not in config["datasets"]:
             raise ConfigError(f"config key models.{name}.dataset: {model['dataset']!r} is not a dataset of "
@@ -88,7 +88,7 @@ def load(path) -> dict:
 
 def dump(config: dict, path) -> None:
     """Write a (validated) config as YAML with sorted keys, atomically."""
-    from .files import atomic_output
+    from nsp.storage.files import atomic_output
     with atomic_output(path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(config, sort_keys=True))
 
@@ -101,7 +101,7 @@ def transforms_of(config: dict) -> dict:
 
 def shard_counts(config: dict) -> dict:
     """Number of shards of each model's dataset."""
-    from . import datasets
+    from nsp.pipeline import datasets
     sizes = {name: datasets.count(spec, name) for name, spec in config["datasets"].items()}
     return {model: len(datasets.shard_bounds(sizes[spec["dataset"]], config["shard_size"]))
             for model, spec in config["models"].items()}

@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from . import connectivity
-from .connectivity import JACOBIAN_LIMIT, ConnectivityError, Kron
+from nsp.operations import connectivity
+from nsp.operations.connectivity import JACOBIAN_LIMIT, ConnectivityError, Kron
 
 
 @dataclass(eq=False)
@@ -51,7 +51,7 @@ class GraphCore:
     def from_layers(cls, layers: Sequence, shapes: Sequence[tuple], incl: bool = True,
                     jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
         """Build the core from traced layers (``nsp.tracing.Layer``) and their batch-free shapes."""
-        from .weights import linear_parts
+        from nsp.graph.weights import linear_parts
         blocks, linear = [[]], [[]]
         for index, layer in enumerate(layers[1:], start=1):
             op = layer.op

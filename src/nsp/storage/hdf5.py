@@ -22,8 +22,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from .files import atomic_output  # noqa: E402
-from .provenance import versions  # noqa: E402
+from nsp.storage.files import atomic_output  # noqa: E402
+from nsp.storage.provenance import versions  # noqa: E402
 
 FORMAT = "nsp-hdf5"
 FORMAT_VERSION = 1
@@ -253,8 +253,8 @@ def _write_closure(group: h5py.Group, closure) -> None:
 
 
 def _read_closure(group: h5py.Group):
-    from .factored import FactoredClosure
-    from .kronecker import Factor
+    from nsp.transforms.factored import FactoredClosure
+    from nsp.graph.kronecker import Factor
     kinds, shapes, data = group["factor_kind"][()], group["factor_shape"][()], group["factor_data"][()]
     factors, position = [], 0
     for kind, (m, n) in zip(kinds, shapes):
@@ -277,11 +277,11 @@ def _read_closure(group: h5py.Group):
 
 
 def read_transform(group: h5py.Group):
-    from .causal import StandardTransform
-    from .laplacian import LaplacianTransform
+    from nsp.transforms.standard import StandardTransform
+    from nsp.transforms.laplacian import LaplacianTransform
     encoding = group.attrs["encoding-type"]
     if encoding == "nsp.sem-transform":
-        from .sem import SemTransform
+        from nsp.transforms.sem import SemTransform
         return SemTransform().fit(_read_core(group))
     if encoding == "nsp.factored-transform":
         return StandardTransform.from_closure(_read_closure(group), str(group.attrs["method"]))
@@ -332,7 +332,7 @@ def write_graph(path, graph, *, producer=None, parameters=None) -> None:
 
 def _write_blocks(where: h5py.Group, core) -> None:
     """The connectivity blocks, each with its linear part (edge weights) where the core has them."""
-    from .connectivity import Kron
+    from nsp.operations.connectivity import Kron
     blocks = _group(where, "blocks", "nsp.connectivity-blocks")
     for layer, items in enumerate(core.blocks):
         group = _group(blocks, str(layer), "list")
@@ -355,8 +355,8 @@ def _write_blocks(where: h5py.Group, core) -> None:
 
 
 def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
-    from .connectivity import Coo, Kron
-    from .weights import LinearPart
+    from nsp.operations.connectivity import Coo, Kron
+    from nsp.graph.weights import LinearPart
     blocks, linear = [], []
     for layer in range(layers):
         items, parts = [], []
@@ -388,7 +388,7 @@ def _write_core(where: h5py.Group, core) -> None:
 
 
 def _read_core(where: h5py.Group, csr=None, weights=None):
-    from .graph import GraphCore
+    from nsp.graph.core import GraphCore
     table = LayerTable.read(where["layers"])
     blocks, linear = _read_blocks(where, len(table.names))
     return GraphCore(names=table.names, kinds=table.kinds, paths=table.paths, shapes=table.shapes,
@@ -399,7 +399,7 @@ def _read_core(where: h5py.Group, csr=None, weights=None):
 def read_graph(path, networkx: bool = True):
     """The NNGraph stored at ``path`` (with its fitted transforms); ``networkx=False``: its GraphCore only
     (no networkx graph, no transforms), for graphs too large for networkx."""
-    from .nngraph import NNGraph
+    from nsp.nngraph import NNGraph
     with open_file(path, "graph") as f:
         csr = sp.csr_matrix(_read_csr(f["adjacency"]), dtype=np.int8) if "adjacency" in f else None
         core = _read_core(f, csr, str(f.attrs["weights-sha256"]) or None)

@@ -28,10 +28,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .connectivity import Kron
-from .kronecker import (Factor, KroneckerError, regroup, signed_terms, term_dense, term_matmul, term_nnz,
+from nsp.operations.connectivity import Kron
+from nsp.graph.kronecker import (Factor, KroneckerError, regroup, signed_terms, term_dense, term_matmul, term_nnz,
                         union_add)
-from .signals import as_batch
+from nsp.transforms.signals import as_batch
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
 TERM_LIMIT = 64

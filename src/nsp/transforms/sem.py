@@ -26,8 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
-from .signals import as_batch
-from .weights import apply
+from nsp.transforms.signals import as_batch
+from nsp.graph.weights import apply
 
 
 class SemTransform:
@@ -44,7 +44,7 @@ class SemTransform:
         return {}
 
     def fit(self, graph) -> "SemTransform":
-        from .graph import GraphCore
+        from nsp.graph.core import GraphCore
         self.core, self.adjacency = None, None
         if isinstance(graph, GraphCore):
             if graph.linear is None:

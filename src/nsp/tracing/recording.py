@@ -28,8 +28,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
-from . import ops as _ops
-from .ops import Op
+from nsp.operations import ops as _ops
+from nsp.operations.ops import Op
 
 TRACE_MODES = ("children", "ops")
 

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from .signals import as_batch
+from nsp.transforms.signals import as_batch
 
 #: Möbius entries at or above this magnitude are not exact in float64.
 FLOAT64_EXACT = 2**53
@@ -204,8 +204,8 @@ class StandardTransform:
         return self.closure is not None
 
     def fit(self, graph) -> "StandardTransform":
-        from .factored import FactoredClosure, NotFactorable
-        from .graph import GraphCore
+        from nsp.transforms.factored import FactoredClosure, NotFactorable
+        from nsp.graph.core import GraphCore
         self.closure, self.reason, self._zeta, self._mobius = None, None, None, None
         if not isinstance(graph, GraphCore):
             if self.method == "factored":
@@ -292,7 +292,7 @@ class StandardTransform:
         """
         self._fitted()
         if self.closure is not None:
-            from .factored import run
+            from nsp.transforms.factored import run
             return run(self.closure, signals, True, device, "signals")
         return _apply(self._mobius_f, signals, "signals", device)
 
@@ -300,7 +300,7 @@ class StandardTransform:
         """Signals ``s = Z c`` from spectra of shape (samples, nodes) or (nodes,)."""
         self._fitted()
         if self.closure is not None:
-            from .factored import run
+            from nsp.transforms.factored import run
             return run(self.closure, spectra, False, device, "spectra")
         return _apply(self._zeta_f, spectra, "spectra", device)
 
