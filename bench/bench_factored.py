@@ -52,7 +52,7 @@ def one(architecture: str, options: dict, batch: int) -> dict:
     start = time.perf_counter()
     net = zoo.build(architecture, options).eval()
     acts = Activations(net, torch.rand(1, 3, 32, 32), trace="ops")
-    core = GraphCore.from_layers(acts._layers, acts.layershapes)
+    core = GraphCore.from_activations(acts)
     transform = StandardTransform("factored").fit(core)
     setup = time.perf_counter() - start
     signals = np.random.default_rng(0).random((batch, core.n_nodes)).astype(np.float32)

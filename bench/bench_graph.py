@@ -22,26 +22,25 @@ import torch
 from common import ConvStack, mnist_net, timed
 
 import nsp
-from nsp.operations import connectivity
 from nsp.graph.core import GraphCore
+from nsp.operations import OPERATIONS
 
 
 def jacobian_core(acts: nsp.Activations) -> GraphCore:
     """Brute force: every block from the nonzero pattern of the layer's Jacobian."""
-    layers = acts._layers
-    rules = connectivity.RULES
-    connectivity.RULES = {}
+    saved = dict(OPERATIONS)
+    OPERATIONS.update({name: saved["jacobian"] for name in saved})
     try:
-        return GraphCore.from_layers(layers, acts.layershapes, jacobian_limit=1 << 30)
+        return GraphCore.from_activations(acts, jacobian_limit=1 << 30)
     finally:
-        connectivity.RULES = rules
+        OPERATIONS.update(saved)
 
 
 def mnist(repeats: int) -> None:
     net, source = mnist_net()
     x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     t_acts, acts = timed(lambda: nsp.Activations(net, x), repeats)
-    t_core, core = timed(lambda: GraphCore.from_layers(acts._layers, acts.layershapes), repeats)
+    t_core, core = timed(lambda: GraphCore.from_activations(acts), repeats)
     t_nx, graph = timed(lambda: nsp.NNGraph(acts), repeats)
     t_ref, ref = timed(lambda: jacobian_core(acts), 1)
     same = (ref.adjacency != core.adjacency).nnz == 0
@@ -69,7 +68,7 @@ def scale(quick: bool) -> None:
         acts = nsp.Activations(net, x, trace="ops")
         tracemalloc.start()
         start = time.perf_counter()
-        core = GraphCore.from_layers(acts._layers, acts.layershapes)
+        core = GraphCore.from_activations(acts)
         seconds = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

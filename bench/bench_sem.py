@@ -40,7 +40,7 @@ def mnist(batch: int) -> None:
     net, weights = mnist_net()
     x = synthetic_images(batch)
     acts = nsp.Activations(net, x[:1], trace="ops")
-    core = GraphCore.from_layers(acts._layers, acts.layershapes)
+    core = GraphCore.from_activations(acts)
     s = patterns(net, x, "ops")
     sem = SemTransform().fit(core)
     t_fwd, c = timed(lambda: sem.transform(s), 3)
@@ -63,7 +63,7 @@ def large(batch: int) -> None:
     x = torch.rand(batch, 3, 32, 32)
     start = time.perf_counter()
     acts = nsp.Activations(net, x[:1], trace="ops")
-    core = GraphCore.from_layers(acts._layers, acts.layershapes)
+    core = GraphCore.from_activations(acts)
     sem = SemTransform().fit(core)
     setup = time.perf_counter() - start
     s = patterns(net, x, "ops")

@@ -21,7 +21,9 @@ from common import mnist_net, synthetic_images
 
 import nsp
 from nsp import storage, tracing
-from nsp.storage.hdf5 import LayerTable, SignalWriter
+from nsp.storage import h5
+from nsp.storage import SignalWriter
+from nsp.tracing import LayerTable
 FILTERS = {
     "none": {},
     "gzip-1 + shuffle": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
@@ -41,7 +43,7 @@ def data(samples: int):
     acts = nsp.Activations(net, images[:1])
     graph = nsp.NNGraph(acts)
     spectra = graph._transform("standard").transform(values)
-    return values.astype(np.float32), spectra, LayerTable.of(acts)
+    return values.astype(np.float32), spectra, acts.table
 
 
 def rate(nbytes: int, seconds: float) -> str:
@@ -90,8 +92,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(2)
     values, spectra, table = data(args.samples)
-    print(f"default filters: {storage.SAMPLE_COMPRESSION}; chunks {storage._chunks(values.shape[1], 4)} (float32), "
-          f"{storage._chunks(spectra.shape[1], 8)} (float64)")
+    print(f"default filters: {storage.SAMPLE_COMPRESSION}; chunks {h5.chunks(values.shape[1], 4)} (float32), "
+          f"{h5.chunks(spectra.shape[1], 8)} (float64)")
     with tempfile.TemporaryDirectory() as folder:
         bench("activations", values, table, Path(folder))
         bench("standard spectra", spectra, table, Path(folder))

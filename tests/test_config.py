@@ -3,6 +3,7 @@
 import hashlib
 
 import numpy as np
+import nsp
 import pytest
 import torch
 import yaml
@@ -160,8 +161,9 @@ def test_device_option():
         config.validate({**BASE, "device": "gpu"})
     adjacency = sp.csr_matrix(np.tril(np.random.default_rng(0).random((30, 30)) < 0.2, -1).astype(np.int8))
     x = np.random.default_rng(1).random((4, 30))
-    for transform in (StandardTransform().fit(adjacency), LaplacianTransform().fit(adjacency)):
-        on_device = cli._on_device(transform, x, torch.device("cpu"))       # the torch path, here on the CPU
+    for transform in (StandardTransform().fit(adjacency), LaplacianTransform().fit(adjacency),
+                      nsp.SemTransform().fit(adjacency.astype(float) * 0.5)):
+        on_device = transform.transform(x, device=torch.device("cpu"))       # the torch path, here on the CPU
         assert np.allclose(on_device, transform.transform(x), rtol=1e-13, atol=1e-13)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="config key device: 'cuda' requested but no CUDA device"):

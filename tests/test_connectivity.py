@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
-from nsp.operations.connectivity import Kron
+from nsp.operations.blocks import Kron
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 POOLS = (

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 import nsp
 from nsp import storage, zoo
 from nsp.transforms.standard import StandardTransform
-from nsp.operations.connectivity import Kron
+from nsp.operations.blocks import Kron
 from nsp.transforms.factored import FactoredClosure, NotFactorable, run
 from nsp.graph.core import GraphCore
-from nsp.graph.kronecker import Factor, KroneckerError, regroup, signed_terms, term_dense, union_add
+from nsp.operations.kronecker import Factor, KroneckerError, regroup, signed_terms, term_dense, union_add
 
 from test_connectivity import (CONV_CASES, LINEAR_CASES, OTHER_CASES, POOL_CASES, CatNet, ChunkNet,
                                FunctionalNet, InplaceNet, ModulesNet, ResidualNet, SoftmaxNet, SplitNet)
@@ -22,7 +22,7 @@ RTOL = 1e-12
 
 def core_of(net, x, trace="children", incl=True) -> GraphCore:
     acts = nsp.Activations(net.eval(), x, trace=trace)
-    return GraphCore.from_layers(acts._layers, acts.layershapes, incl)
+    return GraphCore.from_activations(acts, incl)
 
 
 def rel(a, b) -> float:
@@ -237,11 +237,11 @@ def test_lazy_matrices_and_storage_round_trip(tmp_path):
 def test_graph_file_without_csr_round_trips(tmp_path, monkeypatch):
     torch.manual_seed(0)
     core = core_of(zoo.ResNet(2), torch.randn(1, 3, 32, 32), trace="ops")
-    monkeypatch.setattr(storage.hdf5, "ADJACENCY_IN_FILE", 10)
+    monkeypatch.setattr(storage.graphs, "ADJACENCY_IN_FILE", 10)
     storage.write_graph(tmp_path / "g.h5", core)
     with storage.open_file(tmp_path / "g.h5", "graph") as f:
         assert "adjacency" not in f
-    loaded = storage.read_graph(tmp_path / "g.h5", networkx=False)
+    loaded = storage.read_graph(tmp_path / "g.h5")
     assert loaded.csr is None and loaded.n_edges == core.n_edges
     assert (loaded.adjacency != core.adjacency).nnz == 0
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
-from nsp.operations.connectivity import Kron
+from nsp.operations.blocks import Kron
 from nsp.zoo import MnistNet, ToyNet, load_state_npz
 
 

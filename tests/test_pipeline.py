@@ -75,7 +75,7 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
     for model in ("mlp", "res"):
         for name in ("weights.npz", "training.json", "graph.h5", "transformer_standard.h5", "transformer_laplacian.h5"):
             assert (r / "models" / model / name).is_file()
-        graph = storage.read_graph(r / "models" / model / "graph.h5")
+        graph = nsp.OutputLoader.load(r / "models" / model / "graph.h5")
         n = graph.core.n_nodes
         sizes = []
         for shard in range(3):
@@ -101,7 +101,7 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
         assert f["transform"].attrs["encoding-type"] == "nsp.factored-transform"
     assert "factored:" in (r / "logs" / "compute_transformer" / "vgg_standard.log").read_text()
     acts = storage.read_signals(r / "activations" / "vgg" / "photos" / "shard_1.h5")
-    assert acts.values.shape == (5, storage.read_graph(vgg / "graph.h5", networkx=False).n_nodes)
+    assert acts.values.shape == (5, storage.read_graph(vgg / "graph.h5").n_nodes)
     assert acts.labels.tolist() == [1, 0, 1, 0, 1]                        # tiles 25..29 alternate photographs
     assert (r / "figures" / "vgg" / "photos" / "spectrum_standard.pdf").is_file()
     assert not (r / "figures" / "vgg" / "photos" / "spectrum_laplacian.pdf").exists()
@@ -109,7 +109,7 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
         ["class_means_activations.h5", "class_means_sem.h5", "class_means_standard.h5"]
     # sem: c = (I - A) s from the network's weights; on the first linear layer of the MLP, its bias
     sem = storage.read_signals(r / "spectra" / "mlp" / "digits" / "sem" / "shard_0.h5")
-    mlp_graph = storage.read_graph(r / "models" / "mlp" / "graph.h5", networkx=False)
+    mlp_graph = storage.read_graph(r / "models" / "mlp" / "graph.h5")
     bias = np.load(r / "models" / "mlp" / "weights.npz")["fc1.bias"]
     first = mlp_graph.kinds.index("linear")
     assert np.allclose(sem.values[:, mlp_graph.offsets[first]:mlp_graph.offsets[first + 1]], bias[None, :], atol=1e-5)
@@ -126,7 +126,7 @@ def test_outputs_equal_the_library_called_directly(tiny_runs):
     direct = np.concatenate([l.value.reshape(25, -1).numpy() for l in record(net, x, "ops")], axis=1)
     shard = storage.read_signals(r / "activations" / "res" / "digits" / "shard_1.h5")
     assert np.array_equal(shard.values, direct) and shard.labels.tolist() == labels[25:50].tolist()
-    graph = storage.read_graph(r / "models" / "res" / "graph.h5")
+    graph = nsp.OutputLoader.load(r / "models" / "res" / "graph.h5")
     for kind in ("standard", "laplacian"):
         transformer = storage.read_transformer(r / "models" / "res" / f"transformer_{kind}.h5")
         spectra = storage.read_signals(r / "spectra" / "res" / "digits" / kind / "shard_1.h5")

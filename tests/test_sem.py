@@ -20,7 +20,7 @@ def recorded(net, x, trace="ops"):
     """Core and float64 pattern of a double-precision copy of ``net``."""
     net = net.double().eval()
     acts = nsp.Activations(net, x.double(), trace=trace)
-    return GraphCore.from_layers(acts._layers, acts.layershapes), acts.to_array(np.float64).reshape(1, -1)
+    return GraphCore.from_activations(acts), acts.to_array(np.float64).reshape(1, -1)
 
 
 def layer(core, values, index):
@@ -169,7 +169,7 @@ def test_storage_round_trips_edge_weights(tmp_path):
     torch.manual_seed(5)
     core, s = recorded(Mixed(), torch.randn(1, 2, 6, 6))
     storage.write_graph(tmp_path / "g.h5", core)
-    loaded = storage.read_graph(tmp_path / "g.h5", networkx=False)
+    loaded = storage.read_graph(tmp_path / "g.h5")
     assert (weighted_adjacency(loaded) != weighted_adjacency(core)).nnz == 0
     sem = SemTransform().fit(core)
     storage.write_transformer(tmp_path / "t.h5", sem)

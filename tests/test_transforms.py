@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nsp
-from nsp.transforms.standard import StandardTransform, generations, zeta_mobius
+from nsp.transforms.standard import StandardTransform
+from nsp.transforms.zeta import generations, zeta_mobius
 from nsp.transforms.laplacian import LaplacianTransform, laplacian
 from nsp.zoo import MnistNet, ToyNet, load_state_npz
 

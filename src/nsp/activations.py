@@ -1,4 +1,4 @@
-"""``Activations``: the activation pattern one input produces in a network."""
+"""``Activations``: the activation pattern one input produces in a network (seed facade over tracing)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nsp.tracing import recording as tracing
 from nsp.storage.provenance import weights_sha256
-
-
-def _drop_batch(value: torch.Tensor) -> torch.Tensor:
-    return value.squeeze(0) if value.dim() > 0 else value
+from nsp.tracing import recording as tracing
+from nsp.tracing.table import LayerTable
 
 
 class Activations:
@@ -34,21 +31,21 @@ class Activations:
 
     Attributes
     ----------
-    layernames : list of str
-        ``'input'``, then the child module names (children mode) or the
-        torch.fx node names (ops mode).
-    layerdescriptions : list
-        ``'Input[...]'`` with the input shape, then the module of each layer,
-        or for functional operations a string such as ``'relu(conv1)'``.
+    table : nsp.LayerTable
+        The layers (names, operation kinds, shapes, offsets, parents).
+    recording : nsp.tracing.Recording or None
+        What the run recorded, from which :meth:`nsp.GraphCore.from_activations`
+        builds the graph; None for patterns read from a file or built from values.
     layeractivations : list of torch.Tensor
         The recorded values, batch axis removed.
-    layerparents : list of tuple of int
-        Indices of the layers each layer is computed from.
+    layernames, layerdescriptions, layerparents
+        The reference package's per-layer lists: ``'input'`` then the child
+        module names (children mode) or torch.fx node names (ops mode); the
+        module of each layer (or a string such as ``'relu(conv1)'``; strings
+        only for stored patterns); the indices of each layer's parents.
     weights_sha256 : str
         Checksum of the network's state dict (provenance of stored results).
     """
-
-    _table = None        # the stored layer table of activations read from a file
 
     def __init__(self, network: nn.Module, input: torch.Tensor, trace: str = "children"):
         tracing.check_network(network)
@@ -60,14 +57,47 @@ class Activations:
             raise ValueError(
                 f"input must be a single sample with a leading batch axis of size 1; got shape "
                 f"{tuple(input.shape)}. Pass x[:1] (or x.unsqueeze(0) for an unbatched sample)")
-        layers = tracing.record(network, input, trace)
+        recorded = tracing.record(network, input, trace)
+        self._init(recorded.table, [l.value.reshape(s) for l, s in zip(recorded.layers, recorded.table.shapes)],
+                   trace, weights_sha256(network), recorded)
+
+    @classmethod
+    def from_values(cls, table: LayerTable, values, trace: str = "children", weights_sha256: str | None = None,
+                    recording=None) -> "Activations":
+        """A pattern (or spectrum, for subclasses) from its layer table and a flat vector in node order."""
+        if isinstance(values, torch.Tensor):
+            flat = values.detach().reshape(-1)
+        elif isinstance(values, np.ndarray):
+            flat = torch.from_numpy(np.ascontiguousarray(values).reshape(-1))
+        else:
+            flat = torch.tensor(list(values))
+        if flat.numel() != table.n_nodes:
+            raise ValueError(f"signal has {flat.numel()} values; this pattern has {table.n_nodes} neurons "
+                             f"in {len(table)} layers")
+        out = cls.__new__(cls)
+        out._init(table, [part.clone() for part in table.split(flat)], trace, weights_sha256, recording)
+        return out
+
+    def _init(self, table, layer_values, trace, sha, recording) -> None:
+        self.table = table
+        self.layeractivations = list(layer_values)
         self.trace = trace
-        self.weights_sha256 = weights_sha256(network)
-        self.layernames = [layer.name for layer in layers]
-        self.layerdescriptions = [layer.description for layer in layers]
-        self.layeractivations = [_drop_batch(layer.value) for layer in layers]
-        self.layerparents = [tuple(layer.parents) for layer in layers]
-        self._layers = layers
+        self.weights_sha256 = sha
+        self.recording = recording
+
+    @property
+    def layernames(self) -> list:
+        return self.table.names
+
+    @property
+    def layerdescriptions(self) -> list:
+        if self.recording is not None:
+            return [l.description for l in self.recording.layers]
+        return self.table.descriptions
+
+    @property
+    def layerparents(self) -> list:
+        return self.table.parents
 
     @property
     def layershapes(self) -> list[tuple]:
@@ -75,7 +105,7 @@ class Activations:
 
     @property
     def n_neurons(self) -> int:
-        return sum(a.numel() for a in self.layeractivations)
+        return self.table.n_nodes
 
     def to_array(self, dtype=np.float32) -> np.ndarray:
         """The pattern as one flat array in node order."""
@@ -95,24 +125,4 @@ class Activations:
 
     def with_values(self, signal, cls: type | None = None) -> "Activations":
         """Like :meth:`to_activations`, returning an instance of ``cls`` (default: Activations)."""
-        if isinstance(signal, torch.Tensor):
-            flat = signal.detach().reshape(-1)
-        elif isinstance(signal, np.ndarray):
-            flat = torch.from_numpy(np.ascontiguousarray(signal).reshape(-1))
-        else:
-            flat = torch.tensor(list(signal))
-        if flat.numel() != self.n_neurons:
-            raise ValueError(f"signal has {flat.numel()} values; this pattern has {self.n_neurons} neurons "
-                             f"in {len(self.layeractivations)} layers")
-        cls = cls or Activations
-        other = cls.__new__(cls)
-        for name in ("trace", "weights_sha256", "layernames", "layerdescriptions", "layerparents", "_layers",
-                     "_table"):
-            setattr(other, name, getattr(self, name))
-        other.layeractivations = []
-        start = 0
-        for layer in self.layeractivations:
-            n = layer.numel()
-            other.layeractivations.append(flat[start:start + n].clone().reshape(layer.shape))
-            start += n
-        return other
+        return (cls or Activations).from_values(self.table, signal, self.trace, self.weights_sha256, self.recording)

@@ -9,8 +9,9 @@ import numpy as np
 import scipy.linalg as la
 
 from nsp.activations import Activations
-from nsp.transforms.standard import StandardTransform, mobius_of_zeta
-from nsp.operations.connectivity import JACOBIAN_LIMIT
+from nsp.transforms.standard import StandardTransform
+from nsp.transforms.zeta import mobius_of_zeta
+from nsp.operations import JACOBIAN_LIMIT
 from nsp.graph.core import GraphCore
 from nsp.transformer import Spectrum, make_transform
 
@@ -42,25 +43,27 @@ class NNGraph(nx.DiGraph):
         super().__init__(**attr)
         self.INCL = INCL
         self.core = None
-        self.weights_sha256 = None
         self.transformers = {}           # type -> fitted transform object
         self._lu_piv = None
         if activations is None:          # networkx builds empty graphs of this class
             return
         if not isinstance(activations, Activations):
             raise TypeError(f"activations must be an nsp.Activations, got {type(activations).__name__}")
-        if activations._layers is None:
-            raise ValueError("these activations were loaded from a file and carry no operations: build the "
-                             "graph from the network, or load the stored graph")
-        self.weights_sha256 = activations.weights_sha256
-        self._build(GraphCore.from_layers(activations._layers, activations.layershapes, bool(INCL), jacobian_limit))
+        self._build(GraphCore.from_activations(activations, bool(INCL), jacobian_limit))
 
     @classmethod
-    def from_core(cls, core: GraphCore) -> "NNGraph":
-        """The networkx facade over an existing graph core (e.g. one read from a file)."""
+    def from_core(cls, core: GraphCore, transformers: dict | None = None) -> "NNGraph":
+        """The networkx facade over an existing graph core (e.g. one read from a file) and its fitted
+        transforms by type."""
         graph = cls(INCL=core.incl)
         graph._build(core)
+        graph.transformers.update(transformers or {})
         return graph
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """Checksum of the network's weights the graph was built from."""
+        return None if self.core is None else self.core.weights_sha256
 
     def _build(self, core: GraphCore) -> None:
         self.core = core

@@ -1,10 +1,9 @@
-"""Transform registry and the seed package's ``Transformer`` facade.
+"""The seed package's ``Transformer`` facade and ``Spectrum``.
 
-The array-level transforms live in :mod:`nsp.causal` (``standard``),
-:mod:`nsp.laplacian` (``laplacian``) and :mod:`nsp.sem` (``sem``); each has ``fit(graph)``,
-``transform(signals)`` and ``inverse_transform(spectra)`` on
-(samples, nodes) arrays. This module names them, and wraps them in the
-reference package's API, which speaks in ``Activations`` and matrices.
+The transforms themselves live in :mod:`nsp.transforms` (registered by type
+name, each with ``fit(graph)``, ``transform`` and ``inverse_transform`` on
+(samples, nodes) arrays). This module wraps them in the reference package's
+API, which speaks in ``Activations`` and matrices.
 """
 
 from __future__ import annotations
@@ -15,23 +14,14 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
 from nsp.activations import Activations
-from nsp.transforms.standard import StandardTransform, mobius_of_zeta
-from nsp.transforms.laplacian import LaplacianTransform, laplacian
-from nsp.transforms.sem import SemTransform
+from nsp.transforms import TRANSFORMS, make_transform, transform_class
+from nsp.transforms.laplacian import laplacian
+from nsp.transforms.zeta import mobius_of_zeta
 
-#: transform type name -> class
-TRANSFORM_TYPES = {"standard": StandardTransform, "laplacian": LaplacianTransform, "sem": SemTransform}
+#: transform type name -> class (the registry of :mod:`nsp.transforms`)
+TRANSFORM_TYPES = TRANSFORMS
 
-
-def check_type(type: str) -> str:
-    if type not in TRANSFORM_TYPES:
-        raise ValueError(f"unknown transform type {type!r}; accepted: {', '.join(TRANSFORM_TYPES)}")
-    return type
-
-
-def make_transform(type: str = "standard", **options):
-    """An unfitted transform object of the given type."""
-    return TRANSFORM_TYPES[check_type(type)](**options)
+__all__ = ["Spectrum", "Transformer", "TRANSFORM_TYPES", "make_transform"]
 
 
 class Spectrum(Activations):
@@ -48,7 +38,15 @@ class Spectrum(Activations):
     @classmethod
     def from_coefficients(cls, activations: Activations, coefficients, transform_type: str,
                           eigenvalues=None) -> "Spectrum":
-        spectrum = activations.with_values(np.asarray(coefficients, dtype=np.float64), cls)
+        """The spectrum of ``activations`` (same layer table and provenance)."""
+        return cls.from_table(activations.table, coefficients, transform_type, eigenvalues, activations.trace,
+                              activations.weights_sha256)
+
+    @classmethod
+    def from_table(cls, table, coefficients, transform_type: str, eigenvalues=None, trace: str = "children",
+                   weights_sha256: str | None = None) -> "Spectrum":
+        """A spectrum from its layer table and a flat coefficient vector in node order (float64)."""
+        spectrum = cls.from_values(table, np.asarray(coefficients, dtype=np.float64), trace, weights_sha256)
         spectrum.transform_type = transform_type
         spectrum.eigenvalues = None if eigenvalues is None else np.asarray(eigenvalues)
         return spectrum
@@ -75,7 +73,7 @@ class Transformer:
         """``standard``: the zeta matrix (sparse CSR, lower triangular); ``laplacian``: the LU
         factorisation ``(lu, piv)`` of the eigenvector matrix, as the reference returned. The fit is
         the graph's own (fitted once, kept in ``graph.transformers``)."""
-        check_type(type)
+        transform_class(type)
         _core(graph)
         return graph.get_transformer(type)
 
@@ -103,7 +101,7 @@ class Transformer:
     def get_fourier_coefficients(activations: Activations, inv_F=None, type: str = "standard",
                                  lu_piv=None) -> Spectrum:
         """Spectrum of ``activations`` by solving with ``inv_F`` (standard) or ``lu_piv`` (laplacian)."""
-        check_type(type)
+        transform_class(type)
         signal = activations.to_array(np.float64)
         if type == "standard":
             if inv_F is None:

@@ -6,9 +6,7 @@ import numpy as np
 
 from nsp.plotting import figures as plotting
 from nsp.activations import Activations
-
-_LAPLACIAN_NOTE = ("Laplacian coefficients drawn in the layer layout (a convention: "
-                   "coefficient k belongs to eigenvalue λ_k, not to a node)")
+from nsp.transforms import TRANSFORMS
 
 
 def _layers(activations: Activations) -> list[np.ndarray]:
@@ -35,7 +33,8 @@ class Visualizer:
         """
         plotting.check_scale(scale)
         plotting.colormap(cmap_style)
-        note = _LAPLACIAN_NOTE if getattr(activations, "transform_type", None) == "laplacian" else ""
+        kind = getattr(activations, "transform_type", None)
+        note = TRANSFORMS[kind].description if kind in TRANSFORMS and not TRANSFORMS[kind].coefficients_at_nodes else ""
         figures = plotting.pattern_figures(_layers(activations), activations.layernames, scale, cmap_style, note)
         return plotting.write_pdf(figures, pdf_filepath)
 
@@ -46,11 +45,9 @@ class Visualizer:
         plotting.check_scale(scale)
         plotting.colormap(cmap_style)
         kind = getattr(spectrum, "transform_type", None)
-        note = {"laplacian": _LAPLACIAN_NOTE,
-                "sem": "sem spectrum: what each neuron adds to the weighted sum of its inputs (c = s - A s)"}.get(
-            kind, f"{kind or 'standard'} spectrum: coefficient at its node")
+        note = TRANSFORMS[kind].description if kind in TRANSFORMS else f"{kind or 'standard'} spectrum: coefficient at its node"
         figures = list(plotting.pattern_figures(_layers(spectrum), spectrum.layernames, scale, cmap_style, note))
-        if kind == "laplacian" and getattr(spectrum, "eigenvalues", None) is not None:
+        if getattr(spectrum, "eigenvalues", None) is not None:
             figures.append(plotting.eigenvalue_figure(spectrum.eigenvalues, spectrum.to_array(np.float64),
-                                                      "Laplacian spectrum: |coefficient| against eigenvalue"))
+                                                      f"{TRANSFORMS[kind].label if kind in TRANSFORMS else kind} spectrum: |coefficient| against eigenvalue"))
         return plotting.write_pdf(figures, pdf_filepath)

@@ -10,6 +10,7 @@ algorithms that must not form the CSR of large networks.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from math import prod
 from typing import Sequence
@@ -17,26 +18,30 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations import connectivity
-from nsp.operations.connectivity import JACOBIAN_LIMIT, ConnectivityError, Kron
+from nsp.operations import JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, blocks_for, linear_parts
+from nsp.operations.base import unit_parts
+from nsp.operations.blocks import Kron
+from nsp.tracing.table import LayerTable
+
+
+class EdgeWeightWarning(UserWarning):
+    """Edge weights of a layer could not be derived; unit weights stand in (``GraphCore.weight_fallbacks``)."""
 
 
 @dataclass(eq=False)
 class GraphCore:
-    names: list
-    kinds: list
-    paths: list
-    shapes: list
-    parents: list
+    """The neuron DAG of a network as arrays: its :class:`LayerTable`, one connectivity block per
+    (layer, parent) pair, the edge weights of each block, and the CSR adjacency once assembled.
+
+    Build it with :meth:`from_activations` (or :meth:`from_recording` for a recorded batch).
+    """
+
+    table: LayerTable
     blocks: list = field(repr=False)        # per layer: list of (parent layer, Kron | Coo)
     incl: bool = True
     csr: sp.csr_matrix | None = field(default=None, repr=False)     # the adjacency, once assembled
     weights_sha256: str | None = None                               # provenance of the network's weights
     linear: list | None = field(default=None, repr=False)   # per layer: [(LinearPart, in shape, out shape)]
-
-    def __post_init__(self):
-        self.sizes = np.array([prod(s) for s in self.shapes], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
 
     @property
     def adjacency(self) -> sp.csr_matrix:
@@ -48,32 +53,78 @@ class GraphCore:
     # -- construction ---------------------------------------------------------
 
     @classmethod
-    def from_layers(cls, layers: Sequence, shapes: Sequence[tuple], incl: bool = True,
-                    jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
-        """Build the core from traced layers (``nsp.tracing.Layer``) and their batch-free shapes."""
-        from nsp.graph.weights import linear_parts
+    def from_activations(cls, activations, incl: bool = True, jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
+        """The graph of the network that recorded ``activations`` (an :class:`nsp.Activations`).
+
+        ``incl=True``: every structural edge; ``False``: only edges with a nonzero weight for this input
+        (see :class:`nsp.NNGraph`). ``jacobian_limit``: the largest Jacobian the fallback may form.
+        """
+        recording = getattr(activations, "recording", None)
+        if recording is None:
+            raise ValueError("these activations carry no operations (loaded from a file or built from values): "
+                             "build the graph from activations of the network, or load "
+                             "the stored graph")
+        core = cls.from_recording(recording, incl, jacobian_limit)
+        core.weights_sha256 = activations.weights_sha256
+        return core
+
+    @classmethod
+    def from_recording(cls, recording, incl: bool = True, jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
+        """The graph from a :class:`nsp.tracing.Recording` of one sample."""
+        if recording.batch != 1:
+            raise ValueError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
+                             f"(record inputs[:1])")
+        layers = recording.layers
         blocks, linear = [[]], [[]]
         for index, layer in enumerate(layers[1:], start=1):
             op = layer.op
             inputs = list(layer.received) or [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
             try:
-                found = connectivity.blocks_for(op, inputs, incl, jacobian_limit)
+                found = blocks_for(op, inputs, incl, jacobian_limit)
             except ConnectivityError as err:
                 raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
             blocks.append(list(zip(layer.op_inputs, found)))
-            shapes_in = [tuple(s) for s in op.in_shapes]
-            linear.append([(part, shape, tuple(op.out_shape))
-                           for part, shape in zip(linear_parts(op, inputs, found), shapes_in)])
-        return cls(
-            names=[layer.name for layer in layers],
-            kinds=["input"] + [layer.op.kind for layer in layers[1:]],
-            paths=[""] + [layer.op.path for layer in layers[1:]],
-            shapes=[tuple(s) for s in shapes],
-            parents=[tuple(layer.parents) for layer in layers],
-            blocks=blocks,
-            incl=incl,
-            linear=linear,
-        )
+            try:
+                parts = linear_parts(op, inputs, found)
+            except EdgeWeightError as err:
+                reason = f"layer {index} ({layer.name!r}, operation {op.kind} {op.path!r}): edge weights could not " \
+                         f"be derived ({err}); unit weights are used, so its sem coefficients are s - sum of inputs"
+                warnings.warn(reason, EdgeWeightWarning, stacklevel=2)
+                parts = unit_parts(op, fallback=reason)
+            linear.append([(part, tuple(shape), tuple(op.out_shape)) for part, shape in zip(parts, op.in_shapes)])
+        return cls(table=recording.table, blocks=blocks, incl=incl, linear=linear)
+
+    def weight_fallbacks(self) -> list[str]:
+        """Why unit weights stand in for the linear part of some blocks (empty when all were derived)."""
+        reasons = [part.params["fallback"] for parts in self.linear or [] for part, _, _ in parts
+                   if "fallback" in part.params]
+        return list(dict.fromkeys(reasons))
+
+    # -- the layer table ----------------------------------------------------------
+
+    @property
+    def names(self) -> list:
+        return self.table.names
+
+    @property
+    def kinds(self) -> list:
+        return self.table.kinds
+
+    @property
+    def shapes(self) -> list:
+        return self.table.shapes
+
+    @property
+    def parents(self) -> list:
+        return self.table.parents
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.table.offsets
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.table.sizes
 
     def _assemble(self) -> sp.csr_matrix:
         """CSR of the whole graph, assembled one layer (block row) at a time.
@@ -129,7 +180,7 @@ class GraphCore:
 
     @property
     def n_layers(self) -> int:
-        return len(self.names)
+        return len(self.table)
 
     def node_index(self, layer: int, index: Sequence[int] = ()) -> int:
         """Position of neuron ``index`` of ``layer`` in the node order."""
@@ -145,12 +196,3 @@ class GraphCore:
     def is_factored(self, layer: int) -> bool:
         """Whether every incoming block of ``layer`` is Kronecker-factored."""
         return all(isinstance(b, Kron) for _, b in self.blocks[layer])
-
-    def layer_table(self) -> list[dict]:
-        """One dict per layer: name, kind, operation path, shape, offset, size, parents."""
-        return [
-            {"index": i, "name": self.names[i], "kind": self.kinds[i], "path": self.paths[i],
-             "shape": self.shapes[i], "offset": int(self.offsets[i]), "size": int(self.sizes[i]),
-             "parents": self.parents[i]}
-            for i in range(self.n_layers)
-        ]

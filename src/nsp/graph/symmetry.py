@@ -26,7 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as la
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 
 @dataclass
@@ -62,27 +64,25 @@ def _block_is_channel_diagonal(block: sp.csr_matrix, channels: int) -> bool:
 def channel_groups(core) -> list[ChannelGroup]:
     """The verified channel groups of a graph core (possibly none)."""
     channels = _candidate_channels(core)
-    parent_of = list(range(core.n_layers))
-
-    def find(x):
-        while parent_of[x] != x:
-            parent_of[x] = parent_of[parent_of[x]]
-            x = parent_of[x]
-        return x
-
     adjacency = core.adjacency
     off = core.offsets
+    # layer-level graph: an edge where a layer reads its parent channel by channel
+    edges = []
     for layer in range(core.n_layers):
         for parent in core.parents[layer]:
             c = channels[layer]
             if c > 1 and channels[parent] == c:
                 block = adjacency[off[layer]:off[layer + 1], off[parent]:off[parent + 1]]
                 if _block_is_channel_diagonal(block, c):
-                    parent_of[find(layer)] = find(parent)
+                    edges.append((layer, parent))
+    edges = np.array(edges, dtype=np.int64).reshape(-1, 2)
+    links = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(core.n_layers, core.n_layers))
+    _, component = connected_components(links, directed=False)
+    # groups in the order of their smallest multi-channel layer, layers ascending
     members = {}
     for layer in range(core.n_layers):
         if channels[layer] > 1:
-            members.setdefault(find(layer), []).append(layer)
+            members.setdefault(int(component[layer]), []).append(layer)
     symmetric = sp.csr_matrix(adjacency + adjacency.T, dtype=bool)
     groups = []
     for layers in members.values():
@@ -116,13 +116,12 @@ def _verify(symmetric: sp.csr_matrix, nodes: np.ndarray) -> bool:
 
 
 def helmert(c: int) -> np.ndarray:
-    """(c, c - 1) orthonormal columns orthogonal to the all-ones vector."""
-    h = np.zeros((c, c - 1))
-    for j in range(1, c):
-        h[:j, j - 1] = 1.0
-        h[j, j - 1] = -float(j)
-        h[:, j - 1] /= np.sqrt(j * (j + 1.0))
-    return h
+    """(c, c - 1) orthonormal columns orthogonal to the all-ones vector.
+
+    Column ``j - 1`` is ``(1, ..., 1, -j, 0, ..., 0) / sqrt(j (j + 1))`` (``j``
+    ones): the transpose of scipy's (c - 1, c) Helmert matrix.
+    """
+    return np.ascontiguousarray(la.helmert(c).T)
 
 
 @dataclass

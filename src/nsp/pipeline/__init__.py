@@ -1,0 +1,1 @@
+"""The command line (one subcommand per pipeline stage) and what it needs: config, datasets, training."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -17,28 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nsp import __version__
-
-from nsp.plotting import statistics as analysis
-
-from nsp.pipeline import datasets
-
-from nsp.plotting import figures as plotting
-
-from nsp.storage import hdf5 as storage
-
-from nsp.pipeline import training
-
-from nsp import zoo
-from nsp.pipeline import config as configuration
+from nsp import __version__, storage, zoo
 from nsp.activations import Activations
-from nsp.storage.files import atomic_output
 from nsp.graph.core import GraphCore
 from nsp.nngraph import NNGraph
 from nsp.outputloader import from_batch
-from nsp.storage.hdf5 import LayerTable, SignalWriter
-from nsp.tracing.recording import TRACE_MODES
-from nsp.transformer import TRANSFORM_TYPES, make_transform
+from nsp.pipeline import config as configuration
+from nsp.pipeline import datasets, training
+from nsp.plotting import figures as plotting
+from nsp.plotting import statistics as analysis
+from nsp.storage.files import atomic_output
+from nsp.storage import SignalWriter
+from nsp.tracing import TRACE_MODES, TraceError, record
+from nsp.transforms import TRANSFORMS, make_transform
 from nsp.visualizer import Visualizer
 
 BATCH = 256
@@ -94,16 +86,6 @@ def _device(cfg: dict) -> torch.device:
     return device
 
 
-def _on_device(transform, values: np.ndarray, device: torch.device) -> np.ndarray:
-    """The transform on a torch device (float64; bits may differ from the CPU path); sem runs on the CPU."""
-    if transform.type == "standard":
-        return transform.transform(values, device=device)
-    if transform.type == "sem":
-        return transform.transform(values)
-    x = torch.from_numpy(np.asarray(values, dtype=np.float64)).to(device)
-    return (x @ torch.from_numpy(transform.eigenvectors).to(device)).cpu().numpy()
-
-
 def _producer(args, **extra) -> dict:
     keys = {k: v for k, v in vars(args).items() if k not in ("func", "quiet") and v is not None}
     return {"command": f"nsp {args.command}", **{k: str(v) for k, v in keys.items()}, **extra}
@@ -133,9 +115,10 @@ def cmd_train(args, cfg) -> None:
 def cmd_extract_graph(args, cfg) -> None:
     net, shape, spec = _model(cfg, args.model, args.weights)
     example = _example(net, shape, spec["trace"])
-    core = GraphCore.from_layers(example._layers, example.layershapes)     # no networkx graph: any size
-    core.weights_sha256 = example.weights_sha256
+    core = GraphCore.from_activations(example)     # no networkx graph: any size
     storage.write_graph(args.out, core, producer=_producer(args), parameters={"model": spec})
+    for reason in core.weight_fallbacks():
+        _log(args, f"warning: {reason}")
     _log(args, f"{args.model}: {core.n_nodes:,} nodes, {core.n_edges:,} edges")
 
 
@@ -146,11 +129,7 @@ def cmd_compute_transformer(args, cfg) -> None:
     transform = make_transform(args.transform, **options).fit(core)
     storage.write_transformer(args.out, transform, producer=_producer(args), parameters=options,
                               weights=core.weights_sha256)
-    how = ""
-    if args.transform == "standard":
-        how = (f", factored: {transform.closure.n_terms:,} Kronecker terms" if transform.factored
-               else f", explicit: {transform.reason}")
-    _log(args, f"{args.transform}: {transform.n_coefficients:,} coefficients{how} ({time.perf_counter() - start:.1f} s)")
+    _log(args, f"{args.transform}: {transform.summary()} ({time.perf_counter() - start:.1f} s)")
 
 
 def cmd_collect_activations(args, cfg) -> None:
@@ -163,15 +142,13 @@ def cmd_collect_activations(args, cfg) -> None:
     example = _example(net, shape, spec["trace"])
     device = _device(cfg)
     net = net.to(device)
-    from nsp.tracing.recording import record
-    with SignalWriter(args.out, "activations", LayerTable.of(example), example.n_neurons,
+    with SignalWriter(args.out, "activations", example.table, example.n_neurons,
                       trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
                       weights=example.weights_sha256) as writer:
         batches = range(start, stop, BATCH)
         for first in _progress(args, batches, len(batches), f"{args.model} shard {args.shard}"):
             last = min(stop, first + BATCH)
-            layers = record(net, inputs[first:last].to(device), spec["trace"])
-            values = np.concatenate([l.value.reshape(last - first, -1).cpu().numpy() for l in layers], axis=1)
+            values = record(net, inputs[first:last].to(device), spec["trace"]).values()
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
     _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
 
@@ -180,7 +157,7 @@ def cmd_transform(args, cfg) -> None:
     batch = storage.read_signals(args.activations, "activations")
     transform = storage.read_transformer(args.transformer)
     device = _device(cfg)
-    coefficients = transform.transform(batch.values) if device.type == "cpu" else _on_device(transform, batch.values, device)
+    coefficients = transform.transform(batch.values, device=None if device.type == "cpu" else device)
     with SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1], transform_type=transform.type,
                       eigenvalues=getattr(transform, "eigenvalues", None), trace=batch.trace,
                       with_labels=batch.labels is not None, producer=_producer(args),
@@ -287,7 +264,7 @@ def cmd_figures(args, cfg) -> None:
 def _class_means_files(paths) -> list[tuple[str, Path]]:
     """(model, file) of class-means files given directly (<model>/<dataset>/class_means_<series>.h5) or as
     folders (<model>/<dataset>/class_means/), activations first, then the transforms."""
-    order = ["activations", *TRANSFORM_TYPES]
+    order = ["activations", *TRANSFORMS]
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -299,7 +276,7 @@ def _class_means_files(paths) -> list[tuple[str, Path]]:
 
 
 def _series(summary: dict) -> list[str]:
-    return [k for k in ("activations", *TRANSFORM_TYPES) if k in summary]
+    return [k for k in ("activations", *TRANSFORMS) if k in summary]
 
 
 def cmd_demo(args, cfg) -> None:
@@ -314,9 +291,8 @@ def cmd_demo(args, cfg) -> None:
             print(f"{name} ({trace} mode): {core.n_nodes:,} nodes, {core.n_edges:,} edges, {core.n_layers} layers, "
                   f"built in {time.perf_counter() - start:.2f} s")
             if not args.quiet:
-                for row in core.layer_table():
-                    print(f"  {row['index']:>3}  {row['name']:<12} {row['kind']:<18} {str(row['shape']):<16} "
-                          f"offset {row['offset']:>6}  parents {row['parents']}")
+                for layer in core.table:
+                    print(f"  {layer}")
 
 
 # --- parser ----------------------------------------------------------------------------------------
@@ -348,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("compute-transformer", cmd_compute_transformer, "fit one transform on a stored graph")
     p.add_argument("--graph", required=True)
-    p.add_argument("--transform", required=True, choices=list(TRANSFORM_TYPES))
+    p.add_argument("--transform", required=True, choices=list(TRANSFORMS))
     p.add_argument("--out", required=True)
 
     p = stage("collect-activations", cmd_collect_activations, "record the activations of one dataset shard")
@@ -395,7 +371,13 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+#: errors that mean bad input (config, files, models): one line, exit code 2. Anything else is a bug and
+#: keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, OSError, TraceError)
+
+
 def main(argv=None) -> int:
+    os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")   # jobs on cluster file systems (NFS, Lustre)
     _exit_on_sigterm()
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -403,7 +385,7 @@ def main(argv=None) -> int:
         cfg = configuration.load(args.config) if getattr(args, "config", None) else None
         torch.manual_seed(cfg["seed"] if cfg else 0)        # initial weights of models to train
         args.func(args, cfg)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, OSError) as err:
+    except USER_ERRORS as err:
         print(f"nsp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

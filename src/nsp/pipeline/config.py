@@ -27,6 +27,14 @@ def schema() -> dict:
 
 
 def _with_defaults(cls):
+    """``cls`` extended to fill in defaults while it validates.
+
+    A missing property gets a copy of its default *before* the object's
+    properties are checked, so the check descends into the new entry and fills
+    its own nested defaults in the same pass (e.g. ``visualize: {}`` gets
+    ``label``, ``scale`` and ``cmap``); entries of ``additionalProperties``
+    maps (each model, each dataset) are filled when the check reaches them.
+    """
     validate_properties = cls.VALIDATORS["properties"]
 
     def fill(validator, properties, instance, schema):
@@ -49,12 +57,11 @@ def _key(path) -> str:
 def validate(config: dict) -> dict:
     """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
     config = copy.deepcopy(config or {})
+    # one pass: checks the config and fills every default, nested ones included
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (list(map(str, e.path)), e.message))
     if errors:
         error = errors[0]
         raise ConfigError(f"config key {_key(error.path)}: {error.message}")
-    # the schema fills defaults of entries that exist; fill the nested ones of each dict entry too
-    _Validator(schema()).validate(config)
     from nsp.zoo import ARCHITECTURES
     for name, model in config["models"].items():
         if model["dataset"] not in config["datasets"]:

@@ -1,0 +1,1 @@
+"""Figures (``figures``) and the statistics they draw (``statistics``)."""

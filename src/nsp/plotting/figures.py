@@ -1,8 +1,9 @@
 """Figures: activation patterns and spectra page by page, and summary plots of many samples.
 
-All drawing goes through a fixed style (bundled DejaVu fonts, Agg backend)
-and files are written without creation dates, so the same data gives the
-same bytes in PDF and PNG.
+All drawing goes through a fixed style (bundled DejaVu fonts) on figures with
+their own Agg canvas, never through pyplot, so importing this module leaves
+matplotlib's backend alone; files are written without creation dates, so the
+same data gives the same bytes in PDF and PNG.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ import textwrap
 from contextlib import contextmanager
 from math import ceil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from nsp.storage.files import atomic_output  # noqa: E402
+from nsp.storage.files import atomic_output
 
 SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
 STYLE = {
@@ -43,6 +43,21 @@ MAX_PANELS = 64
 def style():
     with matplotlib.rc_context(STYLE):
         yield
+
+
+def new_figure(**kwargs) -> Figure:
+    """A figure on its own Agg canvas (``Figure`` keyword arguments); pyplot never sees it."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def close(fig=None) -> None:
+    """Nothing to release: these figures are not registered with pyplot; dropping them frees them."""
+
+
+#: what remains of the former ``plotting.plt`` (pyplot) attribute: ``close``, for callers written against it
+plt = SimpleNamespace(close=close)
 
 
 def colormap(name: str):
@@ -87,7 +102,7 @@ def limits(layers: Sequence[np.ndarray], scale: str) -> list[tuple[float, float]
 
 
 def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: str = "layerscale",
-                    cmap: str = "viridis", note: str = "") -> Iterator[plt.Figure]:
+                    cmap: str = "viridis", note: str = "") -> Iterator[Figure]:
     """One figure per layer: channels in a grid of at most four columns, one horizontal colour bar.
 
     Pages grow with the number of channels (a 64-channel layer is 16 rows of
@@ -108,7 +123,8 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
         width = 8.0 if vector else max(4.0, PANEL_INCHES * cols + 0.4)
         height = 2.2 if vector else PANEL_INCHES * rows + 1.3
         with style():
-            fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, layout="constrained")
+            fig = new_figure(figsize=(width, height), layout="constrained")
+            axes = fig.subplots(rows, cols, squeeze=False)
             norm = Normalize(*bounds[index])
             for k, ax in enumerate(axes.flat):
                 if k >= len(images):
@@ -126,10 +142,11 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
         yield fig
 
 
-def eigenvalue_figure(eigenvalues: np.ndarray, coefficients: np.ndarray, title: str) -> plt.Figure:
+def eigenvalue_figure(eigenvalues: np.ndarray, coefficients: np.ndarray, title: str) -> Figure:
     """|coefficient| against its eigenvalue (Laplacian spectra)."""
     with style():
-        fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+        fig = new_figure(figsize=(7, 3.6), layout="constrained")
+        ax = fig.subplots()
         magnitude = np.abs(coefficients)
         positive = magnitude > 0
         ax.scatter(eigenvalues[positive], magnitude[positive], s=4, linewidths=0, color="#1f4e79")
@@ -146,12 +163,11 @@ def write_pdf(figures, path) -> int:
     with atomic_output(path) as tmp, style(), PdfPages(tmp, metadata=PDF_METADATA) as pdf:
         for fig in figures:
             pdf.savefig(fig)
-            plt.close(fig)
             count += 1
     return count
 
 
-def save_figure(fig: plt.Figure, path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+def save_figure(fig: Figure, path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
     """Save one figure as ``path`` with each suffix in ``formats`` (for papers and for the README)."""
     path = Path(path)
     written = []
@@ -161,7 +177,6 @@ def save_figure(fig: plt.Figure, path, formats: Sequence[str] = ("pdf", "png")) 
         with atomic_output(target) as tmp, style():
             fig.savefig(tmp, format=fmt, metadata=metadata)
         written.append(target)
-    plt.close(fig)
     return written
 
 
@@ -170,10 +185,11 @@ def save_figure(fig: plt.Figure, path, formats: Sequence[str] = ("pdf", "png")) 
 _COLOURS = ["#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000", "#2e75b6", "#a50021"]
 
 
-def energy_figure(shares: dict, layer_names: Sequence[str], title: str = "Energy per layer") -> plt.Figure:
+def energy_figure(shares: dict, layer_names: Sequence[str], title: str = "Energy per layer") -> Figure:
     """Grouped bars: mean share of the energy in each layer, one bar per series (e.g. transform)."""
     with style():
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(layer_names) + 2), 3.6), layout="constrained")
+        fig = new_figure(figsize=(max(6.0, 0.9 * len(layer_names) + 2), 3.6), layout="constrained")
+        ax = fig.subplots()
         width = 0.8 / max(1, len(shares))
         x = np.arange(len(layer_names))
         for i, (label, share) in enumerate(shares.items()):
@@ -187,10 +203,11 @@ def energy_figure(shares: dict, layer_names: Sequence[str], title: str = "Energy
     return fig
 
 
-def compaction_figure(curves: dict, title: str = "Energy compaction") -> plt.Figure:
+def compaction_figure(curves: dict, title: str = "Energy compaction") -> Figure:
     """Share of energy in the k largest coefficients against k (log axis), one line per series."""
     with style():
-        fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+        fig = new_figure(figsize=(6, 3.8), layout="constrained")
+        ax = fig.subplots()
         for i, (label, (ks, share)) in enumerate(curves.items()):
             ax.plot(ks, share, label=label, color=_COLOURS[i % len(_COLOURS)], linewidth=1.5)
         ax.set_xscale("log")
@@ -203,13 +220,13 @@ def compaction_figure(curves: dict, title: str = "Energy compaction") -> plt.Fig
     return fig
 
 
-def compaction_grid(panels: dict, title: str = "Energy compaction") -> plt.Figure:
+def compaction_grid(panels: dict, title: str = "Energy compaction") -> Figure:
     """One compaction panel per model (``{model: {series: (ks, share)}}``), series coloured alike."""
     series = list(dict.fromkeys(name for curves in panels.values() for name in curves))
     colour = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(series)}
     with style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.4), sharey=True,
-                                 squeeze=False, layout="constrained")
+        fig = new_figure(figsize=(3.2 * len(panels) + 0.6, 3.4), layout="constrained")
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)
         for ax, (model, curves) in zip(axes[0], panels.items()):
             for name, (ks, share) in curves.items():
                 ax.plot(ks, share, label=name, color=colour[name], linewidth=1.5)
@@ -226,7 +243,7 @@ def compaction_grid(panels: dict, title: str = "Energy compaction") -> plt.Figur
 
 
 def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: float,
-                    title: str = "Sparsity per layer") -> plt.Figure:
+                    title: str = "Sparsity per layer") -> Figure:
     """Share of coefficients below ``threshold`` x the largest magnitude, per layer and series."""
     fig = energy_figure(per_layer, layer_names, title)
     fig.axes[0].set_ylabel(f"share below {threshold:g} x max")
@@ -234,14 +251,15 @@ def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: floa
 
 
 def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
-                       title: str = "Mean spectrum per class") -> plt.Figure:
+                       title: str = "Mean spectrum per class") -> Figure:
     """|class mean| as an image: one row per class, nodes along x, layer boundaries marked."""
     magnitude = np.abs(np.asarray(means, dtype=np.float64))
     positive = magnitude[magnitude > 0]
     lo = float(positive.min()) if positive.size else 1e-12
     hi = float(positive.max()) if positive.size else 1.0
     with style():
-        fig, ax = plt.subplots(figsize=(9, 0.3 * len(classes) + 1.8), layout="constrained")
+        fig = new_figure(figsize=(9, 0.3 * len(classes) + 1.8), layout="constrained")
+        ax = fig.subplots()
         im = ax.imshow(np.maximum(magnitude, lo), aspect="auto", cmap="magma",
                        norm=LogNorm(max(lo, hi * 1e-8), hi))
         ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])

@@ -14,8 +14,10 @@ Two modes:
     a layer: modules, functional activations, views, residual additions,
     concatenations. Each layer knows its parent layers.
 
-Both produce a list of :class:`Layer` with the full tensors (batch axis
-included); :class:`nsp.Activations` drops the batch axis.
+Both produce a :class:`Recording`: the plain-data :class:`LayerTable` plus,
+per layer, the recorded tensor (batch axis included) and the operation that
+made it (which the graph builder needs). :func:`record` takes one sample or
+a batch; :class:`nsp.Activations` is the one-sample facade over it.
 """
 
 from __future__ import annotations
@@ -23,19 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
-from nsp.operations import ops as _ops
-from nsp.operations.ops import Op
+from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
+from nsp.tracing.table import LayerTable, plain
 
 TRACE_MODES = ("children", "ops")
-
-#: kinds whose rule reads only the first tensor argument
-_SINGLE_INPUT_KINDS = {"reshape", "conv", "maxpool", "avgpool", "adaptive_avgpool",
-                       "adaptive_maxpool", "linear", "reduce"}
 
 
 class TraceError(RuntimeError):
@@ -53,22 +52,61 @@ class Layer:
     received: tuple = ()    # children mode: the tensor the child received (after functional ops)
 
 
+class Recording:
+    """What one run of a network recorded: the layer table and, per layer, its values and operation.
+
+    ``table`` is the :class:`LayerTable` (shapes without the batch axis);
+    ``layers`` the runtime records (tensors with the batch axis, operations
+    with their evaluators) that :meth:`nsp.GraphCore.from_recording` reads;
+    ``batch`` the number of samples.
+    """
+
+    def __init__(self, layers: list, trace: str, batch: int):
+        self.layers = layers
+        self.trace = trace
+        self.batch = batch
+        self.table = LayerTable.build(
+            names=[l.name for l in layers],
+            kinds=["input"] + [l.op.kind for l in layers[1:]],
+            paths=[""] + [l.op.path for l in layers[1:]],
+            descriptions=[str(l.description) for l in layers],
+            shapes=[_sample_shape(l.value, batch) for l in layers],
+            parents=[l.parents for l in layers],
+            params=[{}] + [plain(l.op.params) for l in layers[1:]])
+
+    def values(self, dtype=np.float32) -> np.ndarray:
+        """The recorded activations as a (samples, nodes) array in node order."""
+        return np.concatenate([l.value.detach().reshape(self.batch, -1).cpu().numpy().astype(dtype, copy=False)
+                               for l in self.layers], axis=1)
+
+
+def _sample_shape(value: torch.Tensor, batch: int) -> tuple:
+    """Shape of one sample's part of a recorded tensor (the leading batch axis dropped)."""
+    if value.dim() > 0 and value.shape[0] == batch:
+        return tuple(value.shape[1:])
+    return tuple(value.shape)
+
+
 def check_network(network) -> None:
     if not isinstance(network, nn.Module):
         raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
 
 
-def record(network: nn.Module, input: torch.Tensor, trace: str = "children") -> list[Layer]:
-    """Run ``network`` on ``input`` and record its layers in the given mode."""
+def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") -> Recording:
+    """Run ``network`` on a batch ``inputs`` (leading batch axis) and record its layers in the given mode."""
     check_network(network)
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if isinstance(inputs, np.ndarray):
+        inputs = torch.from_numpy(inputs)
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() == 0 or inputs.shape[0] < 1:
+        raise ValueError(f"input must have a leading batch axis with at least one sample; got shape "
+                         f"{tuple(inputs.shape)}")
     if trace not in TRACE_MODES:
         raise ValueError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
     with torch.no_grad():
-        if trace == "children":
-            return _record_children(network, input)
-        return _record_ops(network, input)
+        layers = _record_children(network, inputs) if trace == "children" else _record_ops(network, inputs)
+    return Recording(layers, trace, int(inputs.shape[0]))
 
 
 def _forward_failed(network, input, err) -> ValueError:
@@ -94,7 +132,7 @@ def _module_evaluator(module: nn.Module, shapes: tuple):
 
 
 def _module_op(module: nn.Module, path: str, in_shapes: tuple, out_shape: tuple) -> Op:
-    kind, params = _ops.module_params(module)
+    kind, params = classify_module(module)
     return Op(kind, path, params, in_shapes, out_shape, _module_evaluator(module, in_shapes))
 
 
@@ -260,20 +298,20 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
     values = fx.node.map_arg(n.args, lambda a: rec.snap[a])
     kwvalues = fx.node.map_arg(n.kwargs, lambda a: rec.snap[a])
     if n.op == "call_module":
-        kind, params = _ops.module_params(gm.get_submodule(n.target))
+        kind, params = classify_module(gm.get_submodule(n.target))
         path = n.target
     elif n.op == "call_function":
-        kind, params = _ops.function_params(n.target, values, kwvalues)
-        path = _ops.function_name(n.target)
+        kind, params = classify_function(n.target, values, kwvalues)
+        path = function_name(n.target)
     else:
-        kind, params = _ops.method_params(n.target, values, kwvalues)
+        kind, params = classify_method(n.target, values, kwvalues)
         path = n.target
     direct = _tensor_args(n, rec, depends)
     if any(a not in index for a in direct):
         kind, params = "jacobian", {}       # reads a tuple-valued node (split, chunk, ...)
-    elif kind in _SINGLE_INPUT_KINDS and (len(set(direct)) != 1 or direct[0] is not _first_arg(n, rec)):
+    elif OPERATIONS[kind].single_input and (len(set(direct)) != 1 or direct[0] is not _first_arg(n, rec)):
         kind, params = "jacobian", {}       # e.g. weights computed from the input
-    elif kind == "cat":
+    elif OPERATIONS[kind].sequence_input:
         seq = values[0] if values else kwvalues.get("tensors")
         items = n.args[0] if n.args else n.kwargs["tensors"]
         if any(not depends.get(rec.source(n, a)) for a in items):
@@ -281,7 +319,7 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
         else:
             in_shapes = tuple(tuple(t.shape) for t in seq)
             op_inputs = [rec.source(n, a) for a in items]
-            return Op("cat", path, params, in_shapes, tuple(rec.snap[n].shape)), op_inputs
+            return Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape)), op_inputs
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
     op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
             _fx_evaluator(gm, n, rec, depends, index, parents))
@@ -338,7 +376,7 @@ def _fx_evaluator(gm, target, rec, depends, index, parents):
 def _describe(gm, n) -> Any:
     if n.op == "call_module":
         return gm.get_submodule(n.target)
-    name = _ops.function_name(n.target) if n.op == "call_function" else n.target
+    name = function_name(n.target) if n.op == "call_function" else n.target
     args = []
     for a in n.args:
         args.append(a.name if isinstance(a, fx.Node) else repr(a))

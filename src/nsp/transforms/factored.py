@@ -26,12 +26,10 @@ from math import prod
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from nsp.operations.connectivity import Kron
-from nsp.graph.kronecker import (Factor, KroneckerError, regroup, signed_terms, term_dense, term_matmul, term_nnz,
-                        union_add)
-from nsp.transforms.signals import as_batch
+from nsp.operations.blocks import Kron
+from nsp.operations.kronecker import (Backend, KroneckerError, apply_term, regroup, signed_terms, term_dense,
+                                      term_matmul, term_nnz, union_add)
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
 TERM_LIMIT = 64
@@ -58,7 +56,7 @@ def _pick(core, layer: int, axes: list, candidates: list) -> tuple:
     for candidate in candidates:
         try:
             for parent, block in core.blocks[layer]:
-                regroup([Factor.of(f) for f in block.factors], candidate, axes[parent])
+                regroup(list(block.factors), candidate, axes[parent])
             return candidate
         except KroneckerError:
             continue
@@ -68,19 +66,26 @@ def _pick(core, layer: int, axes: list, candidates: list) -> tuple:
 class FactoredClosure:
     """Closure blocks ``Z[L, l]`` of a graph core as signed sums of Kronecker terms.
 
-    Attributes: ``offsets`` and ``names`` of the layers, ``axes`` (per
-    layer), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
+    Attributes: ``table`` (the graph's :class:`~nsp.tracing.table.LayerTable`;
+    ``offsets`` and ``names`` come from it), ``axes`` (per layer), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
     ancestor layer ``l`` of ``L``: the inclusion–exclusion form of the union
     of terms, which the transforms apply). Build it with :meth:`of`, which
     raises :class:`NotFactorable` naming the first layer that breaks the
     structure.
     """
 
-    def __init__(self, offsets, names: list, axes: list, signed: list):
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.names = list(names)
+    def __init__(self, table, axes: list, signed: list):
+        self.table = table
         self.axes = [tuple(int(n) for n in a) for a in axes]
         self.signed = signed
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.table.offsets
+
+    @property
+    def names(self) -> list:
+        return self.table.names
 
     @classmethod
     def of(cls, core, term_limit: int = TERM_LIMIT) -> "FactoredClosure":
@@ -103,7 +108,7 @@ class FactoredClosure:
                 except KroneckerError as err:
                     raise NotFactorable(f"closure block from layer {l} ({core.names[l]!r}) to layer {L} "
                                         f"({core.names[L]!r}): {err}") from None
-        return cls(core.offsets, core.names, axes, signed)
+        return cls(core.table, axes, signed)
 
     @property
     def n_layers(self) -> int:
@@ -142,7 +147,7 @@ class FactoredClosure:
             rows, cols, vals = [np.arange(stop - start)], [np.arange(start, stop)], [np.ones(stop - start, np.int64)]
             for l, terms in self.signed[L]:
                 for coef, term in terms:
-                    r, c = Kron(tuple(sp.csr_matrix(f.dense()) for f in term)).coo()
+                    r, c = Kron(term).coo()
                     rows.append(r)
                     cols.append(c + self.offsets[l])
                     vals.append(np.full(r.size, coef, dtype=np.int64))
@@ -168,10 +173,10 @@ def _factored_blocks(core) -> list:
             if factors is None:
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}) "
                                     f"has an explicit connectivity block (no Kronecker rule)")
-            try:
-                row.append((parent, [Factor.of(f) for f in factors]))
-            except KroneckerError as err:
-                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}): {err}") from None
+            if any(f.kind == "sparse" for f in factors):
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}): a factor of its block from layer "
+                                    f"{parent} is too large to handle densely")
+            row.append((parent, list(factors)))
         out.append(row)
     return out
 
@@ -194,62 +199,13 @@ def _checked_axes(core, blocks: list) -> list:
     return axes
 
 
-# --- mode products -------------------------------------------------------------------------
-
-class Backend:
-    """The few array operations the transforms need, on NumPy or on a torch device."""
-
-    def __init__(self, device=None):
-        self.torch = device is not None
-        self.device = torch.device(device) if self.torch else None
-        self._matrices: dict = {}
-
-    def asarray(self, values: np.ndarray):
-        return torch.from_numpy(values).to(self.device) if self.torch else values
-
-    def tonumpy(self, values) -> np.ndarray:
-        return values.cpu().numpy() if self.torch else values
-
-    def empty(self, shape):
-        return torch.empty(shape, dtype=torch.float64, device=self.device) if self.torch else np.empty(shape)
-
-    def matrix(self, factor: Factor):
-        """The float64 matrix of a dense factor, converted once."""
-        key = factor.key
-        if key not in self._matrices:
-            self._matrices[key] = self.asarray(factor.array.astype(np.float64))
-        return self._matrices[key]
-
-    def moveaxis(self, x, source: int, target: int):
-        return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
-
-
-def apply_term(backend: Backend, x, term: tuple, reduced: dict):
-    """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
-
-    ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
-    """
-    sums = tuple(a + 1 for a, f in enumerate(term) if f.kind == "ones" and f.shape[1] > 1)
-    if sums not in reduced:
-        reduced[sums] = x.sum(axis=sums, keepdims=True) if sums else x
-    y = reduced[sums]
-    for a, f in enumerate(term):
-        if f.kind != "dense":
-            continue
-        if a == len(term) - 1:
-            y = y @ backend.matrix(f).T
-        else:
-            y = backend.moveaxis(backend.moveaxis(y, a + 1, -1) @ backend.matrix(f).T, -1, a + 1)
-    return y
-
-
 def _broadcast_shape(term: tuple, batch: int) -> tuple:
     return (batch,) + tuple(1 if f.kind == "ones" else f.shape[0] for f in term)
 
 
-def run(closure: FactoredClosure, values, forward: bool, device=None, what: str = "signals") -> np.ndarray:
-    """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a batch, from the factors."""
-    x, single = as_batch(values, int(closure.offsets[-1]), what)
+def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None) -> np.ndarray:
+    """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a (samples, nodes) float64 batch,
+    from the factors."""
     backend = Backend(device)
     batch = x.shape[0]
     out = backend.empty(x.shape)
@@ -283,5 +239,4 @@ def run(closure: FactoredClosure, values, forward: bool, device=None, what: str 
                     acc += y * weight
         for y in partial.values():
             target += y
-    result = backend.tonumpy(out)
-    return result[0] if single else result
+    return backend.tonumpy(out)

@@ -3,7 +3,7 @@
 Edge directions are dropped: ``L = D - W`` with ``W`` the symmetric 0/1
 adjacency and ``D`` the degrees. ``L = V diag(lambda) V^T`` with ascending
 eigenvalues and orthonormal ``V``; the spectrum of ``s`` is ``c = V^T s`` and
-``s = V c`` (``MATH.md`` section 3). Coefficient ``k`` belongs to the
+``s = V c`` (``docs/math.md``). Coefficient ``k`` belongs to the
 eigenvalue ``lambda_k``, not to a node.
 
 The full basis needs a dense eigensolver (memory n^2, time n^3). A partial
@@ -15,14 +15,19 @@ transform is the projection onto their span, and
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
+from scipy.sparse.csgraph import laplacian as csgraph_laplacian
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
+import torch
 
-from nsp.transforms.signals import as_batch
+from nsp.graph.core import GraphCore
+from nsp.storage import h5
+from nsp.transforms.base import Transform, register_transform
 from nsp.graph.symmetry import SplitLaplacian, channel_groups
 
 #: eigenvalues closer than this (relative to the largest) count as equal
@@ -37,8 +42,8 @@ def laplacian(adjacency: sp.spmatrix) -> sp.csr_matrix:
     w = sp.csr_matrix(a + a.T, dtype=np.float64)
     w.setdiag(0)
     w.eliminate_zeros()
-    degree = np.asarray(w.sum(axis=1)).ravel()
-    out = sp.csr_matrix(sp.diags(degree) - w)
+    out = sp.csr_matrix(csgraph_laplacian(w), dtype=np.float64)
+    out.eliminate_zeros()           # isolated nodes: no stored zero on the diagonal
     out.sort_indices()
     return out
 
@@ -103,7 +108,8 @@ def _lobpcg(lap: sp.csr_matrix, block: int, seed: int) -> tuple[np.ndarray, np.n
     return values, vectors
 
 
-class LaplacianTransform:
+@register_transform
+class LaplacianTransform(Transform):
     """Laplacian GFT of a graph; ``k=None`` for the full basis, else the ``k`` lowest.
 
     Fit on a :class:`nsp.graph.GraphCore` or a square adjacency matrix. After
@@ -115,6 +121,10 @@ class LaplacianTransform:
     """
 
     type = "laplacian"
+    label = "Laplacian"
+    coefficients_at_nodes = False
+    description = ("Laplacian coefficients drawn in the layer layout (a convention: "
+                   "coefficient k belongs to eigenvalue λ_k, not to a node)")
 
     def __init__(self, k: int | None = None, method: str = "auto", symmetry: bool = True):
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
@@ -129,12 +139,7 @@ class LaplacianTransform:
         self.eigenvectors = None
         self.truncation = None
 
-    @property
-    def options(self) -> dict:
-        return {"k": self.k, "method": self.method, "symmetry": self.symmetry}
-
     def fit(self, graph) -> "LaplacianTransform":
-        from nsp.graph.core import GraphCore
         adjacency = graph.adjacency if isinstance(graph, GraphCore) else graph
         lap = laplacian(adjacency)
         n = lap.shape[0]
@@ -164,7 +169,6 @@ class LaplacianTransform:
     def _split(self, graph, lap):
         """The Laplacian split by channel symmetry, where the graph has verified channel groups
         and the split blocks fit the dense solver; else None."""
-        from nsp.graph.core import GraphCore
         self.channel_groups = []
         if not self.symmetry or self.method == "sparse" or not isinstance(graph, GraphCore):
             return None
@@ -187,26 +191,55 @@ class LaplacianTransform:
         return out
 
     @property
+    def fitted(self) -> bool:
+        return self.eigenvectors is not None
+
+    @property
     def n(self) -> int:
-        return self._fitted().eigenvectors.shape[0]
+        return self._checked().eigenvectors.shape[0]
 
     @property
     def n_coefficients(self) -> int:
-        return self._fitted().eigenvectors.shape[1]
+        return self._checked().eigenvectors.shape[1]
 
-    def transform(self, signals) -> np.ndarray:
-        """Spectra ``c = V^T s`` (samples x k) of signals (samples x nodes) or one vector."""
-        x, single = as_batch(signals, self.n, "signals")
-        out = x @ self.eigenvectors
-        return out[0] if single else out
+    def summary(self) -> str:
+        cut = "full basis" if self.truncation is None else f"{self.k} lowest of {self.truncation['n']:,}"
+        return f"{self.n_coefficients:,} coefficients ({cut})"
 
-    def inverse_transform(self, spectra) -> np.ndarray:
-        """Signals ``s = V c``; for a partial basis, the projection onto its span."""
-        c, single = as_batch(spectra, self.n_coefficients, "spectra")
-        out = c @ self.eigenvectors.T
-        return out[0] if single else out
+    def _transform(self, x, device):
+        """``c = V^T s`` per sample."""
+        return _product(x, self.eigenvectors, device)
 
-    def _fitted(self) -> "LaplacianTransform":
-        if self.eigenvectors is None:
-            raise RuntimeError("the transform is not fitted: call fit(graph) first")
-        return self
+    def _inverse(self, c, device):
+        """``s = V c``; for a partial basis, the projection onto its span."""
+        return _product(c, self.eigenvectors.T, device)
+
+
+def _product(x: np.ndarray, matrix: np.ndarray, device) -> np.ndarray:
+    if device is None:
+        return x @ matrix
+    return (torch.from_numpy(x).to(device) @ torch.from_numpy(np.ascontiguousarray(matrix)).to(device)).cpu().numpy()
+
+
+@h5.writer(LaplacianTransform)
+def _write(parent, name: str, transform: LaplacianTransform):
+    group = h5.group(parent, name, "nsp.laplacian-transform", k=-1 if transform.k is None else transform.k,
+                     method=transform.method, symmetry=transform.symmetry,
+                     truncation=json.dumps(transform.truncation, sort_keys=True),
+                     **{"channel-groups": json.dumps(transform.channel_groups)})
+    h5.array(group, "eigenvalues", transform.eigenvalues)
+    h5.array(group, "eigenvectors", transform.eigenvectors, **h5.COMPRESSION,
+             chunks=h5.chunks(transform.eigenvectors.shape[1], 8, transform.eigenvectors.shape[0]))
+    return group
+
+
+@h5.reader("nsp.laplacian-transform", 1)
+def _read(group) -> LaplacianTransform:
+    truncation = json.loads(group.attrs["truncation"])
+    out = LaplacianTransform.from_basis(group["eigenvalues"][()], group["eigenvectors"][()], truncation)
+    k = int(group.attrs["k"])
+    out.k = None if k < 0 else k
+    out.method = str(group.attrs["method"])
+    out.symmetry = bool(group.attrs["symmetry"])
+    out.channel_groups = [(tuple(names), c) for names, c in json.loads(group.attrs["channel-groups"])]
+    return out

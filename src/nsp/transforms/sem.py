@@ -1,9 +1,8 @@
 """The sum-product ("sem") causal transform: what each neuron adds to the linear propagation.
 
 With the network's own weights on the edges (``A[y, x]``: the linear part of
-the operation, :mod:`nsp.weights`), the sum-product closure is
-``W = (I - A)^{-1}`` (the linear structural-equation model, ``MATH.md``
-section 2) and the spectrum is
+the operation, :mod:`nsp.graph.weights`), the sum-product closure is
+``W = (I - A)^{-1}`` (the linear structural-equation model, ``docs/math.md``) and the spectrum is
 
     c = (I - A) s,      i.e.  c_L = s_L - sum over parents p of A[L, p] s_p,
 
@@ -26,25 +25,34 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
-from nsp.transforms.signals import as_batch
-from nsp.graph.weights import apply
+from nsp.graph.core import GraphCore
+from nsp.graph.weights import incoming
+from nsp.storage import h5
+from nsp.storage.graphs import read_core, write_core
+from nsp.transforms.base import Transform, register_transform
 
 
-class SemTransform:
-    """The sum-product causal transform with the network's weights; type name ``'sem'``."""
+@register_transform
+class SemTransform(Transform):
+    """The sum-product causal transform with the network's weights; type name ``'sem'``.
+
+    Fit on a :class:`nsp.GraphCore` with edge weights (the layer-by-layer form above) or on a square
+    weighted adjacency (``c = s - A s`` and a triangular solve). ``device``: the convolutions, linear
+    maps and max pools of the layer-by-layer form run there (the Kronecker row weights on the CPU).
+    """
 
     type = "sem"
+    description = "sem spectrum: what each neuron adds to the weighted sum of its inputs (c = s - A s)"
 
     def __init__(self):
         self.core = None
         self.adjacency = None
 
     @property
-    def options(self) -> dict:
-        return {}
+    def fitted(self) -> bool:
+        return self.core is not None or self.adjacency is not None
 
     def fit(self, graph) -> "SemTransform":
-        from nsp.graph.core import GraphCore
         self.core, self.adjacency = None, None
         if isinstance(graph, GraphCore):
             if graph.linear is None:
@@ -63,48 +71,38 @@ class SemTransform:
 
     @property
     def n(self) -> int:
-        self._fitted()
+        self._checked()
         return self.core.n_nodes if self.core is not None else self.adjacency.shape[0]
 
-    @property
-    def n_coefficients(self) -> int:
-        return self.n
-
-    def transform(self, signals) -> np.ndarray:
-        """Spectra ``c = (I - A) s`` of signals of shape (samples, nodes) or (nodes,)."""
-        s, single = as_batch(signals, self.n, "signals")
+    def _transform(self, s, device):
         if self.adjacency is not None:
-            c = s - np.asarray((self.adjacency @ s.T).T)
-        else:
-            c = s.copy()
-            for layer in range(1, self.core.n_layers):
-                c[:, self._slice(layer)] -= self._incoming(layer, s)
-        return c[0] if single else c
+            return s - np.asarray((self.adjacency @ s.T).T)
+        c = s.copy()
+        for layer in range(1, self.core.n_layers):
+            c[:, self._slice(layer)] -= incoming(self.core, layer, s, device)
+        return c
 
-    def inverse_transform(self, spectra) -> np.ndarray:
-        """Signals ``s = (I - A)^{-1} c``, by forward substitution over the layers."""
-        c, single = as_batch(spectra, self.n, "spectra")
+    def _inverse(self, c, device):
         if self.adjacency is not None:
             system = sp.csr_matrix(sp.identity(self.n) - self.adjacency)
-            s = np.asarray(spsolve_triangular(system, c.T, lower=True)).T.reshape(c.shape)
-        else:
-            s = c.copy()
-            for layer in range(1, self.core.n_layers):
-                s[:, self._slice(layer)] += self._incoming(layer, s)
-        return s[0] if single else s
+            return np.asarray(spsolve_triangular(system, c.T, lower=True)).T.reshape(c.shape)
+        s = c.copy()
+        for layer in range(1, self.core.n_layers):
+            s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
+        return s
 
     def _slice(self, layer: int) -> slice:
         return slice(int(self.core.offsets[layer]), int(self.core.offsets[layer + 1]))
 
-    def _incoming(self, layer: int, s: np.ndarray) -> np.ndarray:
-        """``sum_p A[layer, p] s_p`` for the batch ``s``."""
-        core = self.core
-        total = np.zeros((s.shape[0], int(core.sizes[layer])))
-        for (parent, block), (part, in_shape, out_shape) in zip(core.blocks[layer], core.linear[layer]):
-            total += apply(part, block, s[:, self._slice(parent)], in_shape, out_shape)
-        return total
 
-    def _fitted(self) -> "SemTransform":
-        if self.core is None and self.adjacency is None:
-            raise RuntimeError("the transform is not fitted: call fit(graph) first")
-        return self
+@h5.writer(SemTransform)
+def _write(parent, name: str, transform: SemTransform):
+    if transform.core is None:
+        raise h5.StorageError("a sem transform fitted on a bare adjacency matrix cannot be stored; fit it on a "
+                              "graph core")
+    return write_core(parent, name, transform.core, encoding="nsp.sem-transform")
+
+
+@h5.reader("nsp.sem-transform", 1)
+def _read(group) -> SemTransform:
+    return SemTransform().fit(read_core(group))

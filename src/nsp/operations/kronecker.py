@@ -22,6 +22,7 @@ from math import prod
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 #: Largest dense factor (entries) that a split or merge may form.
 DENSE_LIMIT = 1 << 26
@@ -32,14 +33,21 @@ class KroneckerError(ValueError):
 
 
 class Factor:
-    """A boolean matrix that is all ones, an identity, or a small dense array."""
+    """A boolean matrix that is all ones, an identity, a small dense array, or a large sparse one.
+
+    Connectivity blocks (:class:`nsp.operations.blocks.Kron`) and closure terms
+    share this one representation. Large sparse factors (more than
+    :data:`DENSE_LIMIT` entries, e.g. the window of a very long axis) can be
+    assembled into a CSR but take no part in the closure algebra, which
+    raises :class:`KroneckerError` on them.
+    """
 
     __slots__ = ("kind", "shape", "array", "_key")
 
-    def __init__(self, kind: str, shape: tuple, array: np.ndarray | None = None):
+    def __init__(self, kind: str, shape: tuple, array=None):
         self.kind = kind
         self.shape = (int(shape[0]), int(shape[1]))
-        self.array = array
+        self.array = array          # dense: bool ndarray; sparse: bool CSR; else None
         self._key = None
 
     @classmethod
@@ -54,7 +62,8 @@ class Factor:
             if m == n and matrix.nnz == n and matrix.diagonal().all():
                 return cls("eye", (n, n))
             if m * n > DENSE_LIMIT:
-                raise KroneckerError(f"a {m} x {n} factor is too large to handle densely")
+                matrix.sort_indices()
+                return cls("sparse", (m, n), matrix)
             matrix = matrix.toarray()
         array = np.asarray(matrix, dtype=bool)
         if array.all():
@@ -67,12 +76,30 @@ class Factor:
     def ones(cls, m: int, n: int) -> "Factor":
         return cls("ones", (m, n))
 
+    @classmethod
+    def eye(cls, n: int) -> "Factor":
+        return cls("eye", (n, n))
+
     def dense(self) -> np.ndarray:
         if self.kind == "ones":
             return np.ones(self.shape, dtype=bool)
         if self.kind == "eye":
             return np.eye(self.shape[0], dtype=bool)
+        if self.kind == "sparse":
+            raise KroneckerError(f"a {self.shape[0]} x {self.shape[1]} factor is too large to handle densely")
         return self.array
+
+    def csr(self) -> sp.csr_matrix:
+        """The factor as a canonical boolean CSR matrix (sorted indices, no duplicates)."""
+        if self.kind == "ones":
+            m, n = self.shape
+            return sp.csr_matrix((np.ones(m * n, dtype=bool), np.tile(np.arange(n), m), np.arange(0, m * n + 1, n)),
+                                 shape=self.shape)
+        if self.kind == "eye":
+            return sp.identity(self.shape[0], dtype=bool, format="csr")
+        if self.kind == "sparse":
+            return self.array
+        return sp.csr_matrix(self.array)
 
     @property
     def nnz(self) -> int:
@@ -80,17 +107,19 @@ class Factor:
             return self.shape[0] * self.shape[1]
         if self.kind == "eye":
             return self.shape[0]
+        if self.kind == "sparse":
+            return int(self.array.nnz)
         return int(np.count_nonzero(self.array))
 
     @property
     def empty(self) -> bool:
-        return self.kind == "dense" and not self.array.any()
+        return self.kind in ("dense", "sparse") and self.nnz == 0
 
     @property
     def key(self) -> tuple:
         """Hashable identity (kind, shape, content)."""
         if self._key is None:
-            content = np.packbits(self.array).tobytes() if self.kind == "dense" else b""
+            content = np.packbits(self.dense()).tobytes() if self.kind == "dense" else b""
             self._key = (self.kind, self.shape, content)
         return self._key
 
@@ -118,7 +147,7 @@ def matmul(a: Factor, b: Factor) -> Factor:
         return Factor.of(np.broadcast_to(b.dense().any(axis=0), (a.shape[0], b.shape[1])))
     if b.kind == "ones":
         return Factor.of(np.broadcast_to(a.dense().any(axis=1)[:, None], (a.shape[0], b.shape[1])))
-    counts = a.array.astype(np.float32) @ b.array.astype(np.float32)       # exact below 2^24
+    counts = a.dense().astype(np.float32) @ b.dense().astype(np.float32)       # exact below 2^24
     return Factor.of(counts > 0)
 
 
@@ -148,7 +177,7 @@ def contains(big: Factor, small: Factor) -> bool:
         return False
     if small.kind == "eye":
         return bool(big.dense().diagonal().all())
-    return not (small.array & ~big.dense()).any()
+    return not (small.dense() & ~big.dense()).any()
 
 
 def kron(a: Factor, b: Factor) -> Factor:
@@ -290,3 +319,52 @@ def term_dense(term: tuple) -> np.ndarray:
     for f in term:
         out = np.kron(out, f.dense())
     return out
+
+
+# --- applying a term to numbers: mode products ----------------------------------------------
+
+class Backend:
+    """The few array operations the transforms need, on NumPy or on a torch device."""
+
+    def __init__(self, device=None):
+        self.torch = device is not None
+        self.device = torch.device(device) if self.torch else None
+        self._matrices: dict = {}
+
+    def asarray(self, values: np.ndarray):
+        return torch.from_numpy(values).to(self.device) if self.torch else values
+
+    def tonumpy(self, values) -> np.ndarray:
+        return values.cpu().numpy() if self.torch else values
+
+    def empty(self, shape):
+        return torch.empty(shape, dtype=torch.float64, device=self.device) if self.torch else np.empty(shape)
+
+    def matrix(self, factor: Factor):
+        """The float64 matrix of a dense factor, converted once."""
+        key = factor.key
+        if key not in self._matrices:
+            self._matrices[key] = self.asarray(factor.array.astype(np.float64))
+        return self._matrices[key]
+
+    def moveaxis(self, x, source: int, target: int):
+        return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
+
+
+def apply_term(backend: Backend, x, term: tuple, reduced: dict):
+    """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
+
+    ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
+    """
+    sums = tuple(a + 1 for a, f in enumerate(term) if f.kind == "ones" and f.shape[1] > 1)
+    if sums not in reduced:
+        reduced[sums] = x.sum(axis=sums, keepdims=True) if sums else x
+    y = reduced[sums]
+    for a, f in enumerate(term):
+        if f.kind != "dense":
+            continue
+        if a == len(term) - 1:
+            y = y @ backend.matrix(f).T
+        else:
+            y = backend.moveaxis(backend.moveaxis(y, a + 1, -1) @ backend.matrix(f).T, -1, a + 1)
+    return y

@@ -1,0 +1,289 @@
+"""The operation-kind registry: what nsp knows about each kind of operation, in one place per kind.
+
+Tracing meets operations as child modules, torch functions and tensor
+methods, and asks the registry which *kind* each one is
+(:func:`classify_module`, :func:`classify_function`, :func:`classify_method`):
+the first registered :class:`OperationKind` that claims it wins, and what
+no kind claims becomes ``"jacobian"`` (connectivity from the Jacobian's
+nonzero pattern). The graph builder then asks the kind for
+
+- its connectivity blocks (:meth:`OperationKind.blocks`: Kronecker-factored
+  where the operation is separable), and
+- its linear part, the edge weights (:meth:`OperationKind.linear_parts`),
+  which the sem transform applies (:func:`apply_part`) and the weighted
+  adjacency lists (:func:`part_edges`).
+
+Adding an operation is one module that subclasses :class:`OperationKind`
+and calls :func:`register` (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from nsp.operations.blocks import Kron
+from nsp.operations.kronecker import Backend, apply_term
+
+#: Largest Jacobian (output neurons x input neurons) the fallback may form.
+JACOBIAN_LIMIT = 1 << 24
+
+
+class ConnectivityError(ValueError):
+    """An operation whose connectivity nsp cannot determine."""
+
+
+class EdgeWeightError(RuntimeError):
+    """The linear part (edge weights) of an operation could not be derived."""
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One recorded operation as the graph builder sees it.
+
+    ``in_shapes`` and ``out_shape`` are the full tensor shapes (batch axis
+    included) of the operation's tensor inputs, one per parent layer, and of
+    its output. ``evaluate(inputs, randomize)`` recomputes the output from
+    input tensors of those shapes; with ``randomize`` the operation's
+    parameters are replaced by seeded random values (for structural Jacobian
+    patterns that must not depend on the trained weights). ``params`` may
+    hold tensors (weights); the layer table keeps only their plain part.
+    """
+
+    kind: str
+    path: str
+    params: dict = field(default_factory=dict)
+    in_shapes: tuple = ()
+    out_shape: tuple = ()
+    evaluate: Callable[[Sequence[torch.Tensor], bool], torch.Tensor] | None = None
+
+
+@dataclass
+class LinearPart:
+    """The coefficients with which a layer depends linearly on one parent: the edge weights of a block.
+
+    ``kind`` is ``"rows"`` (every structural edge into output ``o`` weighs
+    ``arrays['r'][o]``, ``r`` broadcastable to the output shape) or a part
+    kind an operation registered (``conv``, ``linear``, ``max``, ...).
+    ``params`` is JSON-able; a ``fallback`` entry says why unit weights
+    were used.
+    """
+
+    kind: str
+    arrays: dict = field(default_factory=dict)   # name -> numpy array
+    params: dict = field(default_factory=dict)   # JSON-able
+
+    def to_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+    @classmethod
+    def rows(cls, r, **params) -> "LinearPart":
+        """A ``rows`` part with ``r`` shrunk to its smallest broadcastable shape."""
+        r = np.asarray(r, dtype=np.float64)
+        for axis in range(r.ndim):
+            first = r.take([0], axis=axis)
+            if np.array_equal(r, np.broadcast_to(first, r.shape)):
+                r = first
+        if r.size == 1:
+            r = r.reshape(())
+        return cls("rows", {"r": np.array(r, dtype=np.float64, order="C")}, params)
+
+
+def unit_parts(op: Op, **params) -> list[LinearPart]:
+    """Weight 1 on every edge, one part per input."""
+    return [LinearPart.rows(1.0, **params) for _ in op.in_shapes]
+
+
+class OperationKind:
+    """Everything nsp knows about one kind of operation. Subclass, fill in, :func:`register`.
+
+    Class attributes: ``name`` (the kind, as stored in layer tables),
+    ``modules`` (module classes it claims), ``functions`` (torch functions),
+    ``methods`` (tensor method names), ``single_input`` (the rule reads only
+    the first tensor argument: a call whose other arguments depend on the
+    input goes to the Jacobian fallback), ``sequence_input`` (the tensors
+    come as one sequence argument, as for ``torch.cat``), ``part_kinds``
+    (the :class:`LinearPart` kinds its :meth:`apply_part` and
+    :meth:`part_edges` handle).
+    """
+
+    name: str = ""
+    modules: tuple = ()
+    functions: tuple = ()
+    methods: tuple = ()
+    single_input: bool = False
+    sequence_input: bool = False
+    part_kinds: tuple = ()
+
+    # -- recognising calls: parameters, or None when the call is not of this kind ------------
+
+    def module_params(self, module: torch.nn.Module) -> dict | None:
+        return {} if self.modules and isinstance(module, self.modules) else None
+
+    def function_params(self, target: Any, args: Sequence, kwargs: dict) -> dict | None:
+        return {} if target in self.functions else None
+
+    def method_params(self, name: str, args: Sequence, kwargs: dict) -> dict | None:
+        return {} if name in self.methods else None
+
+    # -- the graph ---------------------------------------------------------------------
+
+    def blocks(self, op: Op, inputs: Sequence[torch.Tensor], incl: bool, limit: int) -> list:
+        """One connectivity block per input (``Kron`` where separable); ``inputs`` are the recorded tensors."""
+        raise NotImplementedError
+
+    def linear_parts(self, op: Op, inputs: Sequence[torch.Tensor], blocks: list) -> list[LinearPart]:
+        """The linear part for each input (default: weight 1 on every edge)."""
+        return unit_parts(op)
+
+    # -- the kind's own linear parts ------------------------------------------------------
+
+    def apply_part(self, part: LinearPart, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for a part of one of ``part_kinds``; ``x``: float64, (batch, *input shape)."""
+        raise NotImplementedError
+
+    def part_edges(self, part: LinearPart, in_shape: tuple, out_shape: tuple) -> tuple:
+        """``(rows, cols, values)`` of a part of one of ``part_kinds`` (duplicates are summed)."""
+        raise NotImplementedError
+
+
+#: kind name -> OperationKind, in registration order (which decides who claims a call first)
+OPERATIONS: dict[str, OperationKind] = {}
+_PART_OWNERS: dict[str, OperationKind] = {}
+FALLBACK = "jacobian"
+
+
+def register(kind: OperationKind | type) -> OperationKind | type:
+    """Register an operation kind (an instance, or a class that is instantiated); usable as a decorator."""
+    instance = kind() if isinstance(kind, type) else kind
+    if not instance.name:
+        raise ValueError(f"{type(instance).__name__} has no name")
+    OPERATIONS[instance.name] = instance
+    for part_kind in instance.part_kinds:
+        _PART_OWNERS[part_kind] = instance
+    return kind
+
+
+def _classify(method: str, *args) -> tuple[str, dict]:
+    for kind in OPERATIONS.values():
+        params = getattr(kind, method)(*args)
+        if params is not None:
+            return kind.name, params
+    return FALLBACK, {}
+
+
+def classify_module(module) -> tuple[str, dict]:
+    """Kind and rule parameters of a module."""
+    return _classify("module_params", module)
+
+
+def classify_function(target, args: Sequence, kwargs: dict) -> tuple[str, dict]:
+    """Kind and rule parameters of a call_function target (``args`` hold values)."""
+    return _classify("function_params", target, args, kwargs)
+
+
+def classify_method(name: str, args: Sequence, kwargs: dict) -> tuple[str, dict]:
+    """Kind and rule parameters of a call_method (``args[0]`` is the tensor)."""
+    return _classify("method_params", name, args, kwargs)
+
+
+def kind(name: str) -> OperationKind:
+    try:
+        return OPERATIONS[name]
+    except KeyError:
+        raise ConnectivityError(f"unknown operation kind {name!r}; registered: {', '.join(OPERATIONS)}") from None
+
+
+def blocks_for(op: Op, inputs: Sequence[torch.Tensor], incl: bool = True, limit: int = JACOBIAN_LIMIT) -> list:
+    """Connectivity blocks of ``op``, one per parent, in the order of ``op.in_shapes``, shapes checked."""
+    blocks = kind(op.kind).blocks(op, inputs, incl, limit)
+    expected = prod(op.out_shape)
+    for block, shape in zip(blocks, op.in_shapes):
+        if block.shape != (expected, prod(shape)):
+            raise ConnectivityError(
+                f"operation {op.path!r} ({op.kind}): the rule gave a {block.shape} block for input shape "
+                f"{tuple(shape)} and output shape {tuple(op.out_shape)}; the layer's parameters do not match "
+                f"its recorded shapes")
+    return blocks
+
+
+def linear_parts(op: Op, inputs: Sequence[torch.Tensor], blocks: list) -> list[LinearPart]:
+    """The linear parts of ``op``; :class:`EdgeWeightError` (with the cause) where they cannot be derived."""
+    try:
+        return kind(op.kind).linear_parts(op, inputs, blocks)
+    except Exception as err:
+        raise EdgeWeightError(f"{type(err).__name__}: {err}") from err
+
+
+# --- applying linear parts ---------------------------------------------------------------------------
+
+def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shape: tuple, device=None) -> np.ndarray:
+    """The part's contribution ``A[L, p] x`` for a batch ``x`` of shape (B, size of the parent).
+
+    ``in_shape`` and ``out_shape`` are the operation's full shapes (batch axis of size 1 first);
+    ``device``: a torch device for the tensor work (None: the CPU). Returns (B, size of the layer), float64.
+    """
+    batch = x.shape[0]
+    if part.kind == "rows":
+        y = block_product(block, x, in_shape, device).reshape((batch,) + tuple(out_shape[1:]))
+        return (y * part.arrays["r"]).reshape(batch, -1)       # r: a scalar or of the full output shape
+    owner = _part_owner(part)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape((batch,) + tuple(in_shape[1:]))
+    with torch.no_grad():
+        y = owner.apply_part(part, t.to(device) if device is not None else t)
+    return y.reshape(batch, -1).cpu().numpy()
+
+
+def part_edges(part: LinearPart, block, in_shape: tuple, out_shape: tuple) -> tuple:
+    """``(rows, cols, values)`` of the part's weighted edges (duplicates are to be summed)."""
+    if part.kind == "rows":
+        rows, cols = block.coo()
+        r = np.broadcast_to(part.arrays["r"], tuple(out_shape)).reshape(-1)
+        return rows, cols, r[rows]
+    return _part_owner(part).part_edges(part, in_shape, out_shape)
+
+
+def _part_owner(part: LinearPart) -> OperationKind:
+    owner = _PART_OWNERS.get(part.kind)
+    if owner is None:
+        raise ValueError(f"unknown linear part {part.kind!r}; known: rows, {', '.join(_PART_OWNERS)}")
+    return owner
+
+
+def block_product(block, x: np.ndarray, in_shape: tuple, device=None) -> np.ndarray:
+    """``B x`` for the 0/1 block ``B`` (Kronecker factors by mode products, else a sparse product)."""
+    batch = x.shape[0]
+    if isinstance(block, Kron):
+        backend = Backend(device)
+        xs = backend.asarray(np.ascontiguousarray(x).reshape((batch,) + tuple(in_shape)))
+        y = backend.tonumpy(apply_term(backend, xs, block.factors, {}))
+        rows = tuple(f.shape[0] for f in block.factors)   # the block's row axes (a reshape keeps its input's)
+        return np.broadcast_to(y, (batch,) + rows).reshape(batch, -1)
+    rows, cols = block.coo()
+    matrix = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=block.shape)
+    return np.asarray((matrix @ x.T).T)
+
+
+def bind(names: Sequence[str], args: Sequence, kwargs: dict, **defaults) -> dict:
+    """Call arguments bound to parameter names (positional ``args`` in the order of ``names``)."""
+    bound = dict(defaults)
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def function_name(target: Any) -> str:
+    """A readable name for a call_function target (torch's boolean-dispatch wrappers are all called 'fn')."""
+    name = getattr(target, "__name__", None) or repr(target)
+    if name == "fn":
+        for kind in OPERATIONS.values():
+            label = getattr(kind, "function_label", lambda t: None)(target)
+            if label:
+                return label
+    return name

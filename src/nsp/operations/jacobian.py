@@ -1,0 +1,106 @@
+"""The fallback for operations without a rule: connectivity from the Jacobian's nonzero pattern.
+
+Every operation no registered kind claims is recorded with kind
+``"jacobian"``. Its blocks are explicit (:class:`Coo`), so a graph with one
+is not Kronecker-factorable; its linear part is 1 on every edge.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, OPERATIONS, ConnectivityError, Op, OperationKind, register
+from nsp.operations.blocks import Coo
+
+
+@register
+class Jacobian(OperationKind):
+    name = FALLBACK
+
+    def module_params(self, module):
+        return None                     # claims nothing: what no kind claims lands here
+
+    def function_params(self, target, args, kwargs):
+        return None
+
+    def method_params(self, name, args, kwargs):
+        return None
+
+    def blocks(self, op, inputs, incl, limit):
+        return jacobian_blocks(op, inputs, incl, limit)
+
+
+def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
+                    limit: int = JACOBIAN_LIMIT) -> list:
+    """Fallback: the nonzero pattern of the Jacobian of the operation.
+
+    Input-local graphs use the Jacobian at the recorded inputs. Structural
+    graphs take the union of that pattern, the patterns at two seeded random
+    inputs with random parameters (so that zero weights or saturated units do
+    not hide edges), and one-hot probes: output ``o`` reads input ``i`` if
+    moving input ``i`` far above or far below all values changes ``o`` (so
+    that max- and min-like operations show every input of their window, not
+    only the winners, and steps such as ``x > 0`` show their input).
+    """
+    n_out = prod(op.out_shape)
+    n_in = sum(prod(s) for s in op.in_shapes)
+    if op.evaluate is None or n_out * n_in > limit:
+        why = ("it cannot be re-evaluated" if op.evaluate is None else
+               f"its Jacobian ({n_out} x {n_in} = {n_out * n_in:,} entries) exceeds the fallback limit of {limit:,}")
+        raise ConnectivityError(
+            f"operation {op.path!r} (output shape {tuple(op.out_shape)}) has no connectivity rule and {why}. "
+            f"Rules exist for the kinds {', '.join(k for k in OPERATIONS if k != FALLBACK)} (convolutions, "
+            f"pooling, linear layers, reshapes, elementwise ops, norms, softmax, cat); raise the limit "
+            f"with jacobian_limit=..., express the operation with supported ones, or, if this is a "
+            f"container module recorded whole in trace='children', use trace='ops' to record its parts.")
+    trials = [(list(inputs), False)]
+    if incl:
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            trials.append(([torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype)
+                            for x in inputs], True))
+    patterns = [np.zeros((n_out, prod(s)), dtype=bool) for s in op.in_shapes]
+    for values, randomize in trials:
+        values = tuple(v.detach().clone() for v in values)
+        jac = torch.autograd.functional.jacobian(lambda *xs: op.evaluate(xs, randomize), values)
+        if not isinstance(jac, tuple):
+            jac = (jac,)
+        for pattern, block in zip(patterns, jac):
+            pattern |= (block.reshape(n_out, -1) != 0).cpu().numpy()
+    if incl:
+        for p, pattern in enumerate(patterns):
+            for sign in (1.0, -1.0):
+                pattern |= _probe(op, trials[1][0], p, sign)
+    blocks = []
+    for pattern in patterns:
+        rows, cols = np.nonzero(pattern)
+        blocks.append(Coo(rows.astype(np.int64), cols.astype(np.int64), pattern.shape))
+    return blocks
+
+
+def _probe(op: Op, inputs: Sequence[torch.Tensor], p: int, sign: float, chunk: int = 512) -> np.ndarray:
+    """Which outputs change when one element of input ``p`` moves far beyond all values (in direction ``sign``)."""
+    shape = inputs[p].shape
+    n = inputs[p].numel()
+    big = sign * 1e3 * (1.0 + max(float(v.abs().max()) for v in inputs))
+
+    def shifted(delta):
+        values = list(inputs)
+        values[p] = values[p] + delta.reshape(shape)
+        return op.evaluate(tuple(values), True).reshape(-1)
+
+    base = shifted(torch.zeros(n, dtype=inputs[p].dtype))
+    pattern = np.zeros((base.numel(), n), dtype=bool)
+    for start in range(0, n, chunk):
+        deltas = torch.zeros(min(chunk, n - start), n, dtype=inputs[p].dtype)
+        deltas[torch.arange(deltas.shape[0]), torch.arange(start, start + deltas.shape[0])] = big
+        try:
+            outs = torch.func.vmap(shifted)(deltas)
+        except Exception:            # operations vmap cannot batch: one probe at a time
+            outs = torch.stack([shifted(d) for d in deltas])
+        pattern[:, start:start + deltas.shape[0]] = (outs != base).T.cpu().numpy()
+    return pattern

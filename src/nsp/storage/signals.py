@@ -1,0 +1,141 @@
+"""Activations and spectra files: many samples as a (samples, width) array with their layer table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nsp.storage import h5
+from nsp.storage.container import create, open_file, provenance_attrs
+from nsp.tracing.table import LayerTable
+
+SAMPLE_COMPRESSION = {"activations": {"compression": "gzip", "compression_opts": 1}, "spectra": h5.COMPRESSION}
+
+
+@dataclass
+class SignalBatch:
+    """Many samples of activations or spectra: a (samples, width) array with its layer table."""
+
+    kind: str                        # "activations" or "spectra"
+    values: np.ndarray
+    layers: LayerTable
+    sample_ids: np.ndarray = None
+    labels: np.ndarray | None = None
+    transform_type: str | None = None
+    eigenvalues: np.ndarray | None = None
+    trace: str = "children"
+    weights_sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.sample_ids is None:
+            self.sample_ids = np.arange(self.values.shape[0], dtype=np.int64)
+
+
+class SignalWriter:
+    """Streams samples into an activations or spectra file; the file appears only on ``close()``.
+
+    ``with SignalWriter(path, 'activations', layers, width) as w: w.append(values, ids, labels)``.
+    An exception inside the block leaves no file at ``path``.
+    """
+
+    def __init__(self, path, kind: str, layers: LayerTable, width: int, *, dtype=None,
+                 transform_type=None, eigenvalues=None, trace: str = "children", with_labels: bool = False,
+                 producer=None, parameters=None, weights=None, compression=None, obj: str = "SignalBatch"):
+        if kind not in ("activations", "spectra"):
+            raise ValueError(f"kind must be 'activations' or 'spectra', got {kind!r}")
+        dtype = np.dtype(dtype or (np.float32 if kind == "activations" else np.float64))
+        extra = {"trace": trace}
+        if kind == "spectra":
+            extra["transform-type"] = transform_type or ""
+        self._context = create(path, kind, obj, provenance_attrs(producer, parameters, weights), **extra)
+        self._file = self._context.__enter__()
+        try:
+            self._setup(layers, width, dtype, kind, compression, with_labels, eigenvalues)
+        except BaseException as err:
+            self.discard(err)
+            raise
+
+    def _setup(self, layers, width, dtype, kind, compression, with_labels, eigenvalues) -> None:
+        h5.write(self._file, "layers", layers)
+        options = dict(SAMPLE_COMPRESSION[kind] if compression is None else compression)
+        name = "values" if kind == "activations" else "coefficients"
+        self._values = self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
+                                                 chunks=h5.chunks(width, dtype.itemsize), track_times=False,
+                                                 **options)
+        h5.tag(self._values, "array")
+        self._ids = self._file.create_dataset("sample_ids", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                              chunks=(4096,), track_times=False)
+        h5.tag(self._ids, "array")
+        self._labels = None
+        if with_labels:
+            self._labels = self._file.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                                     chunks=(4096,), track_times=False)
+            h5.tag(self._labels, "array")
+        if eigenvalues is not None:
+            h5.array(self._file, "eigenvalues", np.asarray(eigenvalues, dtype=np.float64))
+
+    def append(self, values, sample_ids=None, labels=None) -> None:
+        values = np.asarray(values)
+        values = values[None, :] if values.ndim == 1 else values
+        if values.ndim != 2 or values.shape[1] != self._values.shape[1]:
+            raise ValueError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
+        start, count = self._values.shape[0], values.shape[0]
+        ids = np.arange(start, start + count) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        self._values.resize(start + count, axis=0)
+        self._values[start:] = values.astype(self._values.dtype, copy=False)
+        self._ids.resize(start + count, axis=0)
+        self._ids[start:] = ids
+        if labels is not None and self._labels is None:
+            raise ValueError("this file was opened without labels: pass with_labels=True to SignalWriter")
+        if self._labels is not None:
+            if labels is None:
+                raise ValueError("this file stores labels: pass labels= with every append")
+            self._labels.resize(start + count, axis=0)
+            self._labels[start:] = np.asarray(labels, dtype=np.int64)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file = None
+            self._context.__exit__(None, None, None)
+
+    def discard(self, exc) -> None:
+        if self._file is not None:
+            self._file = None
+            self._context.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+        else:
+            try:
+                self.discard(exc)
+            except BaseException:
+                pass
+        return False
+
+
+def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, obj: str = "SignalBatch") -> None:
+    with SignalWriter(path, batch.kind, batch.layers, batch.values.shape[1], dtype=batch.values.dtype,
+                      transform_type=batch.transform_type, eigenvalues=batch.eigenvalues, trace=batch.trace,
+                      with_labels=batch.labels is not None, producer=producer, parameters=parameters,
+                      weights=batch.weights_sha256, obj=obj) as writer:
+        writer.append(batch.values, batch.sample_ids, batch.labels)
+
+
+def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBatch:
+    """A stored activations or spectra file (``samples`` selects rows)."""
+    with open_file(path, kind or ("activations", "spectra")) as f:
+        stored_kind = str(f.attrs["kind"])
+        values = f["values" if stored_kind == "activations" else "coefficients"][samples]
+        return SignalBatch(
+            kind=stored_kind, values=values, layers=h5.read(f["layers"]),
+            sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
+            transform_type=str(f.attrs.get("transform-type", "")) or None,
+            eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
+            trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
+            extra={"object": str(f.attrs["object"])})

@@ -1,0 +1,132 @@
+"""The transform protocol and the registry of transforms by type name.
+
+A transform follows the scikit-learn conventions: the constructor only
+stores its options (``get_params()`` returns them), ``fit(graph)`` returns
+the transform itself, and ``transform`` / ``inverse_transform`` map
+``(samples, nodes)`` float64 arrays (or one vector) both ways, with the
+same keyword arguments for every transform (``device``: a torch device to
+compute on; None = NumPy/SciPy on the CPU). Using a transform before
+``fit`` raises :class:`NotFittedError`.
+
+Every transform class registers itself under its ``type`` with
+:func:`register_transform`, together with its HDF5 encoding (in its own
+module, through :mod:`nsp.storage.h5`); the CLI, the storage layer, the
+plots, ``NNGraph``, ``OutputLoader`` and the pipeline config all look
+transforms up here.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+#: type name -> transform class, in registration order
+TRANSFORMS: dict[str, type] = {}
+
+
+class NotFittedError(RuntimeError):
+    """A transform used before ``fit``."""
+
+
+def register_transform(cls: type) -> type:
+    """Class decorator: make ``cls`` available under ``cls.type``."""
+    if not getattr(cls, "type", ""):
+        raise ValueError(f"{cls.__name__} has no type name")
+    cls.label = cls.__dict__.get("label") or cls.type
+    TRANSFORMS[cls.type] = cls
+    return cls
+
+
+def transform_class(type: str) -> type:
+    if type not in TRANSFORMS:
+        raise ValueError(f"unknown transform type {type!r}; accepted: {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[type]
+
+
+def make_transform(type: str = "standard", **options):
+    """An unfitted transform of the given type; ``options`` go to its constructor."""
+    cls = transform_class(type)
+    try:
+        return cls(**options)
+    except TypeError as err:
+        accepted = ", ".join(inspect.signature(cls.__init__).parameters.keys() - {"self"}) or "none"
+        raise ValueError(f"bad options for the {type} transform ({err}); accepted options: {accepted}") from None
+
+
+class Transform:
+    """Base class of transforms (see the module docstring). Subclasses set ``type`` and ``description``
+    and implement ``fit``, ``_transform``, ``_inverse``, ``fitted`` and ``n`` / ``n_coefficients``."""
+
+    #: the registry name
+    type: str = ""
+    #: one line saying what a coefficient is (used on figures)
+    description: str = ""
+    #: the name in titles
+    label: str = ""
+    #: False where coefficient k is not tied to node k (it is only drawn in the layer layout)
+    coefficients_at_nodes: bool = True
+    #: per-coefficient labels where coefficients are not nodes (the Laplacian's eigenvalues)
+    eigenvalues = None
+
+    def get_params(self) -> dict:
+        """The constructor's options, as stored."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    @property
+    def options(self) -> dict:
+        return self.get_params()
+
+    def fit(self, graph) -> "Transform":
+        raise NotImplementedError
+
+    @property
+    def fitted(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def n(self) -> int:
+        """Number of nodes (the length of a signal)."""
+        raise NotImplementedError
+
+    @property
+    def n_coefficients(self) -> int:
+        return self.n
+
+    def transform(self, signals, device=None) -> np.ndarray:
+        """Spectra of signals of shape (samples, nodes) or (nodes,)."""
+        x, single = as_batch(signals, self._checked().n, "signals")
+        out = self._transform(x, device)
+        return out[0] if single else out
+
+    def inverse_transform(self, spectra, device=None) -> np.ndarray:
+        """Signals from spectra of shape (samples, coefficients) or (coefficients,)."""
+        c, single = as_batch(spectra, self._checked().n_coefficients, "spectra")
+        out = self._inverse(c, device)
+        return out[0] if single else out
+
+    def summary(self) -> str:
+        """One line on how the transform was fitted (for logs)."""
+        return f"{self.n_coefficients:,} coefficients"
+
+    def _transform(self, x: np.ndarray, device) -> np.ndarray:
+        raise NotImplementedError
+
+    def _inverse(self, c: np.ndarray, device) -> np.ndarray:
+        raise NotImplementedError
+
+    def _checked(self) -> "Transform":
+        if not self.fitted:
+            raise NotFittedError(f"the {self.type} transform is not fitted: call fit(graph) first")
+        return self
+
+
+def as_batch(values, width: int, what: str) -> tuple[np.ndarray, bool]:
+    """``values`` as a float64 array of shape (samples, width), and whether it was one vector."""
+    x = np.asarray(values, dtype=np.float64)
+    single = x.ndim == 1
+    x2 = x[None, :] if single else x
+    if x2.ndim != 2 or x2.shape[1] != width:
+        raise ValueError(f"{what} must have shape (samples, {width}) or ({width},); got {x.shape}")
+    return x2, single

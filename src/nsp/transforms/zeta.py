@@ -1,0 +1,149 @@
+"""Zeta and Möbius matrices of a DAG, generation by generation.
+
+With ``x <= y`` iff there is a path from ``x`` to ``y`` (or ``x == y``), the
+zeta matrix is ``Z[y, x] = 1`` iff ``x <= y`` and the Möbius matrix is
+``M = Z^{-1}`` (``docs/math.md``). Both are built generation by generation:
+a generation is an antichain (a layer of the neuron graph, or one level of
+a general DAG), and its rows follow from the rows of earlier generations by
+sparse products::
+
+    Z[g, :] = I + bool(A[g, :] Z)              (A: adjacency, row = target)
+    M[g, :] = E_g - Z[g, <g] M[<g, :]
+
+No dense n x n array is formed. ``M`` holds exact integers (int64, with an
+overflow check).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Möbius entries at or above this magnitude are not exact in float64.
+FLOAT64_EXACT = 2**53
+
+
+def _structure(adjacency: sp.spmatrix) -> sp.csr_matrix:
+    """Boolean CSR copy of a square adjacency, stored zeros dropped."""
+    a = sp.csr_matrix(adjacency, dtype=bool, copy=True)
+    if a.shape[0] != a.shape[1]:
+        raise ValueError(f"adjacency must be square, got shape {a.shape}")
+    a.eliminate_zeros()
+    a.sum_duplicates()
+    return a
+
+
+def generations(adjacency: sp.spmatrix) -> np.ndarray:
+    """Level of every node of a DAG: 0 for sources, else 1 + the largest parent level.
+
+    ``adjacency`` is square with row = target, column = source. Raises
+    ``ValueError`` if the graph has a cycle.
+    """
+    a = _structure(adjacency)
+    n = a.shape[0]
+    indegree = np.diff(a.indptr).astype(np.int64)
+    out = sp.csr_matrix(a.T)                 # row = source
+    level = np.zeros(n, dtype=np.int64)
+    frontier = np.flatnonzero(indegree == 0)
+    done = 0
+    g = 0
+    while frontier.size:
+        level[frontier] = g
+        done += frontier.size
+        children = out[frontier].indices
+        counts = np.bincount(children, minlength=n)
+        indegree -= counts
+        frontier = np.flatnonzero((indegree == 0) & (counts > 0))
+        g += 1
+    if done != n:
+        raise ValueError(f"the graph has a cycle: {n - done} of {n} nodes are on or behind one")
+    return level
+
+
+def _slab_eye(start: int, stop: int, n: int, dtype) -> sp.csr_matrix:
+    size = stop - start
+    return sp.csr_matrix((np.ones(size, dtype=dtype), np.arange(start, stop), np.arange(size + 1)),
+                         shape=(size, n))
+
+
+def zeta_mobius(adjacency: sp.spmatrix, offsets=None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Zeta matrix ``Z`` (int8) and Möbius matrix ``M = Z^{-1}`` (int64) of a DAG.
+
+    ``offsets`` splits the node order into contiguous generations (the
+    layers of a neuron graph): every edge must go from an earlier generation
+    to a later one. Without it, generations are computed and the nodes are
+    reordered internally; the result is in the original node order.
+    """
+    a = _structure(adjacency)
+    n = a.shape[0]
+    if offsets is None:
+        level = generations(a)
+        order = np.argsort(level, kind="stable")
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(level, minlength=int(level.max(initial=-1)) + 1))])
+        if np.any(order != np.arange(n)):
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[order] = np.arange(n)
+            z, m = zeta_mobius(a[order][:, order], offsets)
+            return _permute(z, inverse), _permute(m, inverse)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"offsets must rise from 0 to the node count {n}; got {offsets.tolist()}")
+    z_done = sp.csr_matrix((0, n), dtype=bool)      # rows of the generations so far
+    m_done = sp.csr_matrix((0, n), dtype=np.int64)
+    for g in range(offsets.size - 1):
+        start, stop = int(offsets[g]), int(offsets[g + 1])
+        rows = a[start:stop]
+        if rows.nnz and rows.indices.max() >= start:
+            raise ValueError(f"generation {g} (nodes {start}..{stop - 1}) has an edge from itself or a later "
+                             f"generation; the node order must be topological with generations as antichains")
+        z = sp.csr_matrix(_slab_eye(start, stop, n, bool) + rows[:, :start] @ z_done)   # bool: OR of ANDs
+        below = sp.csr_matrix(z[:, :start], dtype=np.int64)
+        _check_overflow(below, m_done, g)
+        m = sp.csr_matrix(_slab_eye(start, stop, n, np.int64) - below @ m_done)
+        m.eliminate_zeros()
+        z_done = sp.vstack([z_done, z], format="csr")
+        m_done = sp.vstack([m_done, m], format="csr")
+    z_done = sp.csr_matrix(z_done, dtype=np.int8)
+    for matrix in (z_done, m_done):
+        matrix.sum_duplicates()
+    return z_done, m_done
+
+
+def mobius_of_zeta(zeta: sp.spmatrix) -> sp.csr_matrix:
+    """The Möbius matrix of a given zeta matrix, after checking that it is one.
+
+    A zeta matrix has 0/1 entries, a unit diagonal, and is the reflexive
+    transitive closure of its own off-diagonal part (in some topological
+    order; it need not be triangular in the given node order).
+    """
+    z = sp.csr_matrix(zeta, copy=True)
+    z.eliminate_zeros()
+    if z.shape[0] != z.shape[1] or np.any(z.data != 1) or np.any(z.diagonal() != 1):
+        raise ValueError("not a zeta matrix: it must be square with 0/1 entries and a unit diagonal")
+    strict = sp.csr_matrix(z, dtype=bool)
+    strict.setdiag(False)
+    closure, mobius = zeta_mobius(strict)
+    if (closure != sp.csr_matrix(z, dtype=np.int8)).nnz:
+        raise ValueError("not a zeta matrix: it is not transitively closed (x <= y <= z without x <= z); "
+                         "pass the closure, e.g. graph.inv_F")
+    return mobius
+
+
+def _permute(matrix: sp.csr_matrix, inverse: np.ndarray) -> sp.csr_matrix:
+    out = sp.csr_matrix(matrix[inverse][:, inverse])
+    out.sort_indices()
+    return out
+
+
+def _check_overflow(below: sp.csr_matrix, m_done: sp.csr_matrix, g: int) -> None:
+    """Raise before an int64 Möbius product could overflow: bound |Z| times the row maxima of |M|."""
+    if not below.nnz:
+        return
+    row_max = np.zeros(m_done.shape[0])
+    counts = np.diff(m_done.indptr)
+    nonempty = counts > 0
+    row_max[nonempty] = np.maximum.reduceat(np.abs(m_done.data).astype(np.float64), m_done.indptr[:-1][nonempty])
+    bound = float(np.max(abs(below).astype(np.float64) @ row_max, initial=0.0))
+    if bound >= 2.0**62:
+        raise OverflowError(f"Möbius entries of generation {g} may exceed int64 (bound {bound:.3g}); "
+                            f"the causal transform of this graph is too ill-conditioned to compute exactly")
