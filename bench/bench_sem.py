@@ -26,14 +26,14 @@ import nsp
 from nsp.transforms.standard import StandardTransform
 from nsp.graph.core import GraphCore
 from nsp.transforms.sem import SemTransform
-from nsp.tracing.recording import record
+from nsp.tracing import record
 from nsp.graph.weights import weighted_adjacency
 from nsp.zoo import VGGNet
 
 
 def patterns(net, x, trace) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([l.value.reshape(len(x), -1).double().numpy() for l in record(net, x, trace)], axis=1)
+        return record(net, x, trace).values(np.float64)
 
 
 def mnist(batch: int) -> None:

@@ -20,7 +20,7 @@ import torch
 from common import mnist_net, synthetic_images
 
 import nsp
-from nsp import storage, tracing
+from nsp import storage
 from nsp.storage import h5
 from nsp.storage import SignalWriter
 from nsp.tracing import LayerTable
@@ -38,8 +38,7 @@ def data(samples: int):
     """Activations of the MNIST network on smooth synthetic digits-like images, and their spectra."""
     net, _ = mnist_net()
     images = synthetic_images(samples)
-    layers = tracing.record(net, images, "children")
-    values = np.concatenate([l.value.reshape(samples, -1).numpy() for l in layers], axis=1)
+    values = nsp.record(net, images, "children").values()
     acts = nsp.Activations(net, images[:1])
     graph = nsp.NNGraph(acts)
     spectra = graph._transform("standard").transform(values)

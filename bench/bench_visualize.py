@@ -21,7 +21,6 @@ from common import mnist_net, synthetic_images, timed
 from matplotlib.backends.backend_pdf import PdfPages
 
 import nsp
-from nsp import tracing
 from nsp.plotting import figures as plotting, statistics as analysis
 
 
@@ -50,8 +49,7 @@ def main():
     print(f"  standard spectrum PDF    {t_spec:6.2f} s")
     print(f"  bare matplotlib loop     {t_bare:6.2f} s   (one figure per channel; ratio {t_bare / t_pdf:.2f} x)")
 
-    layers = tracing.record(net, images, "children")
-    values = np.concatenate([l.value.reshape(len(images), -1).numpy() for l in layers], axis=1)
+    values = nsp.record(net, images, "children").values()
     offsets = graph.core.offsets
     names = graph.core.names
     labels = np.arange(len(images)) % 10

@@ -1,4 +1,4 @@
-"""Causal (standard) and Laplacian transforms: MATH.md identities, dense references, seed API."""
+"""Causal (standard) and Laplacian transforms: docs/math.md identities, dense references, seed API."""
 
 import numpy as np
 import pytest
@@ -46,7 +46,7 @@ def rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
 
 
-# --- MATH.md section 4 -----------------------------------------------------------------------
+# --- docs/math.md: the Laplacian -----------------------------------------------------------------------
 
 def test_chain_is_first_difference():
     t = StandardTransform().fit(dag(5, [(0, 1), (1, 2), (2, 3), (3, 4)]))

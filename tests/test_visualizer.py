@@ -60,7 +60,6 @@ def test_colour_limits_follow_the_scale(toy, scale):
             m = max(abs(lo_all), abs(hi_all))
             assert (lo, hi) == (-m, m)
         assert fig.axes[-1].get_xlabel() == scale                # the horizontal colour bar
-        plotting.plt.close(fig)
 
 
 def test_page_titles_grid_and_shapes(toy):
@@ -72,8 +71,6 @@ def test_page_titles_grid_and_shapes(toy):
     grid = [ax for ax in conv2.axes if ax.images]
     assert len(grid) == 8 and max(ax.get_subplotspec().colspan.stop for ax in grid) == 4    # 2 rows x 4 columns
     assert figures[3].axes[0].images[0].get_array().shape == (1, 8)                       # a vector is one row
-    for f in figures:
-        plotting.plt.close(f)
 
 
 def test_pdf_pages_bytes_and_folders(tmp_path, toy):
@@ -101,8 +98,6 @@ def test_wide_layer_stays_one_readable_page(tmp_path):
     assert len([ax for ax in wide.axes if ax.images]) == 64
     width, height = wide.get_size_inches()
     assert width == pytest.approx(4 * plotting.PANEL_INCHES + 0.4) and height >= 16 * plotting.PANEL_INCHES
-    for f in figures:
-        plotting.plt.close(f)
     assert nsp.Visualizer.visualize_pattern(acts, tmp_path / "wide.pdf") == 3
 
 
@@ -113,7 +108,6 @@ def test_very_wide_layer_shows_the_first_channels():
     assert len(drawn) == plotting.MAX_PANELS == 64
     assert drawn[-1].get_title() == "channel 63" and np.array_equal(drawn[-1].images[0].get_array(), layer[63])
     assert "(channels 0-63 of 100)" in fig._suptitle.get_text()
-    plotting.plt.close(fig)
 
 
 def test_bad_scale_colormap_and_path(tmp_path, toy):
@@ -183,4 +177,3 @@ def test_compaction_grid_legend_lists_every_series():
                                     "b": {"activations": (ks, share), "sem": (ks, share)}})
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert labels == ["activations", "laplacian", "sem"]
-    plotting.plt.close(fig)

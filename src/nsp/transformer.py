@@ -101,7 +101,11 @@ class Transformer:
     def get_fourier_coefficients(activations: Activations, inv_F=None, type: str = "standard",
                                  lu_piv=None) -> Spectrum:
         """Spectrum of ``activations`` by solving with ``inv_F`` (standard) or ``lu_piv`` (laplacian)."""
-        transform_class(type)
+        if type not in ("standard", "laplacian"):
+            transform_class(type)
+            raise ValueError(f"get_fourier_coefficients solves with the matrices of the reference package's "
+                             f"standard and laplacian transforms; for {type!r} use graph.transform(activations, "
+                             f"type={type!r})")
         signal = activations.to_array(np.float64)
         if type == "standard":
             if inv_F is None:

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nsp.storage.files import atomic_output
+
 
 class ToyNet(nn.Module):
     """The reference's toy network: Conv2d(1,2,k=2) -> sigmoid -> Conv2d(2,8,k=2)
@@ -229,7 +231,6 @@ def save_state_npz(module: nn.Module, path: str | Path) -> None:
     import io
     import zipfile
 
-    from nsp.storage.files import atomic_output
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for name, tensor in sorted(module.state_dict().items()):
             buffer = io.BytesIO()

@@ -88,7 +88,7 @@ class GraphCore:
                 parts = linear_parts(op, inputs, found)
             except EdgeWeightError as err:
                 reason = f"layer {index} ({layer.name!r}, operation {op.kind} {op.path!r}): edge weights could not " \
-                         f"be derived ({err}); unit weights are used, so its sem coefficients are s - sum of inputs"
+                         f"be derived ({err}); unit weights stand in for them"
                 warnings.warn(reason, EdgeWeightWarning, stacklevel=2)
                 parts = unit_parts(op, fallback=reason)
             linear.append([(part, tuple(shape), tuple(op.out_shape)) for part, shape in zip(parts, op.in_shapes)])

@@ -132,6 +132,10 @@ class OperationKind:
     def method_params(self, name: str, args: Sequence, kwargs: dict) -> dict | None:
         return {} if name in self.methods else None
 
+    def function_label(self, target: Any) -> str | None:
+        """A readable name for one of this kind's functions whose ``__name__`` says nothing."""
+        return None
+
     # -- the graph ---------------------------------------------------------------------
 
     def blocks(self, op: Op, inputs: Sequence[torch.Tensor], incl: bool, limit: int) -> list:
@@ -283,7 +287,7 @@ def function_name(target: Any) -> str:
     name = getattr(target, "__name__", None) or repr(target)
     if name == "fn":
         for kind in OPERATIONS.values():
-            label = getattr(kind, "function_label", lambda t: None)(target)
+            label = kind.function_label(target)
             if label:
                 return label
     return name

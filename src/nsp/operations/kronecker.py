@@ -3,7 +3,7 @@
 A *term* is a tuple of :class:`Factor` objects, one per axis, standing for
 the 0/1 matrix ``kron(f_1, ..., f_K)``. A *union* is a list of terms and
 stands for their element-wise OR. These are the pieces of the factored
-closure (``MATH.md`` section 5):
+closure (``docs/math.md``):
 
 - boolean product of two terms = term of the boolean products of the factors;
 - element-wise AND of two terms = term of the factor-wise ANDs;

@@ -123,7 +123,7 @@ def cmd_extract_graph(args, cfg) -> None:
 
 
 def cmd_compute_transformer(args, cfg) -> None:
-    core = storage.read_graph(args.graph, networkx=False)
+    core = storage.read_graph(args.graph)
     options = dict(cfg["transforms"][args.transform])
     start = time.perf_counter()
     transform = make_transform(args.transform, **options).fit(core)

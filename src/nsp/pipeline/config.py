@@ -1,6 +1,6 @@
 """The pipeline config: YAML checked against a JSON schema, with defaults filled in.
 
-The schema (``nsp/data/config.schema.yaml``, also ``workflow/schemas/``)
+The schema (``nsp/pipeline/data/config.schema.yaml``, also ``workflow/schemas/``)
 documents every key; ``config/README.md`` explains them. Errors name the
 offending key, e.g. ``config key models.cnn.epochs: -1 is less than the
 minimum of 0``.
@@ -15,6 +15,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from nsp.pipeline import datasets
+from nsp.storage.files import atomic_output
+from nsp.transforms import TRANSFORMS
+from nsp.zoo import ARCHITECTURES
+
 SCHEMA_PATH = Path(str(files("nsp.pipeline") / "data" / "config.schema.yaml"))
 
 
@@ -23,7 +28,13 @@ class ConfigError(ValueError):
 
 
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema; the transforms and their options come from the transform registry."""
+    out = yaml.safe_load(SCHEMA_PATH.read_text())
+    out["properties"]["transforms"]["properties"] = {
+        name: {**cls.options_schema, "description": cls.options_schema.get("description", cls.description)}
+        for name, cls in TRANSFORMS.items()}
+    out["properties"]["models"]["additionalProperties"]["properties"]["transforms"]["items"] = {"enum": list(TRANSFORMS)}
+    return out
 
 
 def _with_defaults(cls):
@@ -57,12 +68,15 @@ def _key(path) -> str:
 def validate(config: dict) -> dict:
     """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
     config = copy.deepcopy(config or {})
+    transforms = config.get("transforms") if isinstance(config, dict) else None
+    for name in transforms if isinstance(transforms, dict) else ():
+        if name not in TRANSFORMS:
+            raise ConfigError(f"config key transforms.{name}: unknown transform; accepted: {', '.join(TRANSFORMS)}")
     # one pass: checks the config and fills every default, nested ones included
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (list(map(str, e.path)), e.message))
     if errors:
         error = errors[0]
         raise ConfigError(f"config key {_key(error.path)}: {error.message}")
-    from nsp.zoo import ARCHITECTURES
     for name, model in config["models"].items():
         if model["dataset"] not in config["datasets"]:
             raise ConfigError(f"config key models.{name}.dataset: {model['dataset']!r} is not a dataset of "
@@ -95,7 +109,6 @@ def load(path) -> dict:
 
 def dump(config: dict, path) -> None:
     """Write a (validated) config as YAML with sorted keys, atomically."""
-    from nsp.storage.files import atomic_output
     with atomic_output(path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(config, sort_keys=True))
 
@@ -108,7 +121,6 @@ def transforms_of(config: dict) -> dict:
 
 def shard_counts(config: dict) -> dict:
     """Number of shards of each model's dataset."""
-    from nsp.pipeline import datasets
     sizes = {name: datasets.count(spec, name) for name, spec in config["datasets"].items()}
     return {model: len(datasets.shard_bounds(sizes[spec["dataset"]], config["shard_size"]))
             for model, spec in config["models"].items()}

@@ -12,7 +12,6 @@ import textwrap
 from contextlib import contextmanager
 from math import ceil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import matplotlib
@@ -52,12 +51,6 @@ def new_figure(**kwargs) -> Figure:
     return fig
 
 
-def close(fig=None) -> None:
-    """Nothing to release: these figures are not registered with pyplot; dropping them frees them."""
-
-
-#: what remains of the former ``plotting.plt`` (pyplot) attribute: ``close``, for callers written against it
-plt = SimpleNamespace(close=close)
 
 
 def colormap(name: str):

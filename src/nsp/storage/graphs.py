@@ -82,10 +82,12 @@ def _write_blocks(where: h5py.Group, core: GraphCore) -> None:
 
 
 def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
+    h5.expect(where["blocks"], "nsp.connectivity-blocks", 1)
     blocks, linear = [], []
     for layer in range(layers):
         items, parts = [], []
         for entry in where["blocks"][str(layer)].values():
+            h5.expect(entry, ("kron", "coo"), 1)
             parent = int(entry.attrs["parent"])
             if entry.attrs["encoding-type"] == "kron":
                 factors = tuple(Factor.of(h5.read_csr(entry[f"factor_{j}"])) for j in range(int(entry.attrs["factors"])))
@@ -95,6 +97,7 @@ def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
                 items.append((parent, Coo(entry["rows"][()], entry["cols"][()], shape)))
             if "linear" in entry:
                 g = entry["linear"]
+                h5.expect(g, "nsp.linear-part", 1)
                 part = LinearPart(str(g.attrs["kind"]), {name: g[name][()] for name in g},
                                   json.loads(g.attrs["params"]))
                 parts.append((part, tuple(int(v) for v in g.attrs["in-shape"]),
@@ -107,8 +110,7 @@ def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
 
 # --- graph cores ------------------------------------------------------------------------------------
 
-@h5.writer(GraphCore)
-def write_core(parent: h5py.Group, name: str | None, core: GraphCore, encoding: str = "nsp.graph-core") -> h5py.Group:
+def write_core(parent: h5py.Group, name: str | None, core: GraphCore, encoding: str = "nsp.graph") -> h5py.Group:
     """A graph core as a group (``name=None``: into ``parent`` itself, e.g. a file's root)."""
     where = parent if name is None else h5.group(parent, name, encoding)
     where.attrs["INCL"] = bool(core.incl)
@@ -117,7 +119,6 @@ def write_core(parent: h5py.Group, name: str | None, core: GraphCore, encoding: 
     return where
 
 
-@h5.reader("nsp.graph-core", 1)
 def read_core(where: h5py.Group, csr=None, weights=None) -> GraphCore:
     table = h5.read(where["layers"])
     blocks, linear = _read_blocks(where, len(table))

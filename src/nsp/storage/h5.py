@@ -99,9 +99,13 @@ def encoding_of(node) -> tuple[str, int]:
     return str(node.attrs["encoding-type"]), version
 
 
-def readable(encoding: str) -> list[int]:
-    """The versions of ``encoding`` this nsp reads."""
-    return sorted(v for e, v in _READERS if e == encoding)
+def expect(node, encodings, version: int) -> None:
+    """Check that ``node`` holds one of ``encodings`` (a name or a tuple) at ``version``; StorageError if not."""
+    encodings = (encodings,) if isinstance(encodings, str) else tuple(encodings)
+    encoding, found = encoding_of(node)
+    if encoding not in encodings or found != version:
+        raise StorageError(f"{node.file.filename}: {node.name} holds {encoding!r} version {found}; this nsp reads "
+                           f"{' or '.join(map(repr, encodings))} version {version} here")
 
 
 # --- groups and datasets ---------------------------------------------------------------------------

@@ -17,9 +17,16 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def plain(value):
-    """``value`` as JSON-compatible plain data (tuples become lists); tensors and other objects are dropped."""
-    return json.loads(json.dumps(value, default=lambda _: None))
+def plain(params: dict) -> dict:
+    """Operation parameters as JSON-compatible plain data: tuples become lists, tensors (weights) and
+    other objects are left out."""
+    def ok(value) -> bool:
+        try:
+            json.dumps(value)
+            return True
+        except TypeError:
+            return False
+    return json.loads(json.dumps({k: v for k, v in params.items() if ok(v)}))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ class Transform:
     label: str = ""
     #: False where coefficient k is not tied to node k (it is only drawn in the layer layout)
     coefficients_at_nodes: bool = True
+    #: JSON schema of the constructor's options (the pipeline config validates against it)
+    options_schema: dict = {"type": "object"}
     #: per-coefficient labels where coefficients are not nodes (the Laplacian's eigenvalues)
     eigenvalues = None
 

@@ -3,13 +3,13 @@
 Every layer gets ``K`` axes (its tensor shape padded with trailing 1s, or
 the axes of its parent where a reshape or an elementwise op keeps them), and
 every incoming connectivity block is re-expressed with one factor per axis
-pair (:func:`nsp.kronecker.regroup`). The closure block between layers
+pair (:func:`nsp.operations.kronecker.regroup`). The closure block between layers
 ``l < L`` is then a union of Kronecker terms, built layer by layer::
 
     Z[L, l] = OR over parents p of L of  bool(A[L, p] Z[p, l])     (Z[p, p] = I)
 
 and the standard transform runs on the factors with mode products, never
-forming the closure (``MATH.md`` section 5)::
+forming the closure (``docs/math.md``)::
 
     forward:  c_L = s_L - sum over l < L of Z[L, l] c_l     (layer after layer)
     inverse:  s_L = c_L + sum over l < L of Z[L, l] c_l
@@ -169,10 +169,10 @@ def _factored_blocks(core) -> list:
     for layer in range(1, core.n_layers):
         row = []
         for parent, block in core.blocks[layer]:
-            factors = getattr(block, "factors", None)
-            if factors is None:
+            if not isinstance(block, Kron):
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}) "
                                     f"has an explicit connectivity block (no Kronecker rule)")
+            factors = block.factors
             if any(f.kind == "sparse" for f in factors):
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}): a factor of its block from layer "
                                     f"{parent} is too large to handle densely")

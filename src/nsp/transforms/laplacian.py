@@ -123,6 +123,10 @@ class LaplacianTransform(Transform):
     type = "laplacian"
     label = "Laplacian"
     coefficients_at_nodes = False
+    options_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"k": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                             "description": "number of lowest eigenvectors; null = full basis"}}}
     description = ("Laplacian coefficients drawn in the layer layout (a convention: "
                    "coefficient k belongs to eigenvalue λ_k, not to a node)")
 

@@ -38,11 +38,14 @@ class SemTransform(Transform):
 
     Fit on a :class:`nsp.GraphCore` with edge weights (the layer-by-layer form above) or on a square
     weighted adjacency (``c = s - A s`` and a triangular solve). ``device``: the convolutions, linear
-    maps and max pools of the layer-by-layer form run there (the Kronecker row weights on the CPU).
+    maps, max pools and Kronecker mode products of the layer-by-layer form run there (each layer's sum
+    is gathered on the CPU).
     """
 
     type = "sem"
     description = "sem spectrum: what each neuron adds to the weighted sum of its inputs (c = s - A s)"
+    options_schema = {"type": "object", "additionalProperties": False, "properties": {},
+                      "description": "the sum-product transform with the network's weights: c = (I - A) s"}
 
     def __init__(self):
         self.core = None

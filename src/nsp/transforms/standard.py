@@ -56,6 +56,11 @@ class StandardTransform(Transform):
 
     type = "standard"
     description = "standard spectrum: coefficient at its node (c = M s, M the Möbius matrix)"
+    options_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"method": {"enum": list(METHODS), "default": "auto", "description":
+                                  "explicit zeta/Möbius matrices, the Kronecker factors of the layers, or auto: "
+                                  "the factors where the graph has them"}}}
 
     def __init__(self, method: str = "auto"):
         if method not in METHODS:

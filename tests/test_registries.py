@@ -1,0 +1,275 @@
+"""Extension points: a new operation kind and a new transform, added through the registries alone.
+
+The extension lives in one module written to a temporary folder (as a user's would); nothing else in nsp
+is edited. It is then run end to end through the CLI stages (graph, transformer, activations, spectra,
+figure) and the HDF5 files, and the stored results are checked against brute force.
+"""
+
+import importlib
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import nsp
+from nsp import storage, zoo
+from nsp.operations import base as operations_base
+from nsp.pipeline import cli
+from nsp.storage import h5
+from nsp.transforms import base as transforms_base
+
+EXTENSION = '''
+import numpy as np
+import torch
+import torch.nn as nn
+
+from nsp.operations import OperationKind, register
+from nsp.operations.blocks import Kron, eyes
+from nsp.operations.kronecker import Factor
+from nsp.storage import h5
+from nsp.transforms import Transform, register_transform
+
+
+class Reverse(nn.Module):
+    """Reverses the last axis: a permutation no built-in kind knows."""
+
+    def forward(self, x):
+        return x.flip(-1)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.reverse = Reverse()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(72, 3)
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.reverse(torch.relu(self.conv(x)))))
+
+
+@register
+class ReverseKind(OperationKind):
+    name = "reverse"
+    modules = (Reverse,)
+    single_input = True
+
+    def blocks(self, op, inputs, incl, limit):
+        shape = op.in_shapes[0]
+        anti = Factor.of(np.eye(shape[-1], dtype=bool)[::-1])
+        return [Kron(tuple(eyes(shape[:-1]) + [anti]))]
+
+
+@register_transform
+class Scaled(Transform):
+    type = "scaled"
+    description = "scaled spectrum: c = factor * s"
+    options_schema = {"type": "object", "additionalProperties": False,
+                      "properties": {"factor": {"type": "number", "default": 2.0}}}
+
+    def __init__(self, factor: float = 2.0):
+        self.factor = factor
+        self.nodes = None
+
+    @property
+    def fitted(self):
+        return self.nodes is not None
+
+    @property
+    def n(self):
+        return self._checked().nodes
+
+    def fit(self, graph):
+        self.nodes = graph.n_nodes
+        return self
+
+    def _transform(self, x, device):
+        return self.factor * x
+
+    def _inverse(self, c, device):
+        return c / self.factor
+
+
+@h5.writer(Scaled)
+def _write(parent, name, transform):
+    return h5.group(parent, name, "test.scaled-transform", version=1, factor=transform.factor,
+                    nodes=transform.nodes)
+
+
+@h5.reader("test.scaled-transform", 1)
+def _read(group):
+    out = Scaled(float(group.attrs["factor"]))
+    out.nodes = int(group.attrs["nodes"])
+    return out
+'''
+
+
+@pytest.fixture
+def extension(tmp_path, monkeypatch):
+    """The extension module imported from a temporary folder; registries restored afterwards."""
+    saved = [(d, dict(d)) for d in (operations_base.OPERATIONS, operations_base._PART_OWNERS,
+                                   transforms_base.TRANSFORMS, h5._WRITERS, h5._READERS)]
+    (tmp_path / "nsp_extension.py").write_text(EXTENSION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module("nsp_extension")
+    yield module
+    sys.modules.pop("nsp_extension", None)
+    for registry, content in saved:
+        registry.clear()
+        registry.update(content)
+
+
+def test_new_operation_kind_and_transform_through_cli_and_storage(extension, tmp_path):
+    assert "reverse" in nsp.OPERATIONS and "scaled" in nsp.TRANSFORMS
+    torch.manual_seed(0)
+    net = extension.Net().eval()
+    zoo.save_state_npz(net, tmp_path / "w.npz")
+    config = {
+        "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625}},
+        "models": {"m": {"architecture": "nsp_extension:Net", "dataset": "digits", "weights": "w.npz",
+                         "input_shape": [1, 8, 8], "trace": "children"}},
+        "transforms": {"scaled": {"factor": 3.0}},
+        "shard_size": 40,
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    common = ["--config", "c.yaml", "--quiet"]
+    assert cli.main(["extract-graph", *common, "--model", "m", "--weights", "w.npz", "--out", "g.h5"]) == 0
+    assert cli.main(["compute-transformer", *common, "--graph", "g.h5", "--transform", "scaled",
+                     "--out", "t.h5"]) == 0
+    assert cli.main(["collect-activations", *common, "--model", "m", "--weights", "w.npz", "--shard", "0",
+                     "--out", "a.h5"]) == 0
+    assert cli.main(["transform", *common, "--activations", "a.h5", "--transformer", "t.h5", "--out", "s.h5"]) == 0
+    assert cli.main(["visualize", *common, "--activations", "a.h5", "--spectra", "s.h5", "--spectra-dir", "."]) == 0
+
+    # the graph: the new kind in the stored layer table, its block equal to the Jacobian's pattern
+    core = storage.read_graph("g.h5")
+    assert core.kinds == ["input", "conv", "reverse", "reshape", "linear"]
+    layer = core.kinds.index("reverse")
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda t: t.flip(-1), x).reshape(72, 72) != 0
+    (parent, block), = core.blocks[layer]
+    rows, cols = block.coo()
+    stored = np.zeros((72, 72), dtype=bool)
+    stored[rows, cols] = True
+    assert parent == layer - 1 and np.array_equal(stored, jacobian.numpy())
+    assert isinstance(block, nsp.operations.blocks.Kron)                       # factored: the closure works
+    assert nsp.StandardTransform().fit(core).factored
+
+    # the transform: stored with its own encoding, applied by the CLI, exact
+    with h5py.File("t.h5", "r") as f:
+        assert f["transform"].attrs["encoding-type"] == "test.scaled-transform"
+    transform = storage.read_transformer("t.h5")
+    assert type(transform).__name__ == "Scaled" and transform.factor == 3.0 and transform.n == core.n_nodes
+    acts, spectra = storage.read_signals("a.h5"), storage.read_signals("s.h5")
+    assert spectra.transform_type == "scaled" and spectra.layers == acts.layers == core.table
+    assert np.array_equal(spectra.values, 3.0 * acts.values.astype(np.float64))
+    assert (tmp_path / "spectrum_scaled.pdf").stat().st_size > 0
+
+    # the facades know both through the registries
+    sample = nsp.Activations(net, torch.from_numpy(acts.values[:1, :64].reshape(1, 1, 8, 8)))
+    graph = nsp.NNGraph(sample)
+    spectrum = graph.transform(sample, type="scaled")
+    assert np.array_equal(spectrum.to_array(np.float64), 2.0 * sample.to_array(np.float64))
+    nsp.OutputLoader.save(graph.transformers["scaled"], tmp_path / "again.h5")
+    assert nsp.OutputLoader.load(tmp_path / "again.h5").factor == 2.0
+
+
+def test_unknown_kinds_and_versions_are_clear_errors(extension, tmp_path):
+    config = {"datasets": {"d": {"source": "sklearn-digits"}},
+              "models": {"m": {"architecture": "digits_mlp", "dataset": "d"}}, "transforms": {"scaled2": {}}}
+    with pytest.raises(nsp.pipeline.config.ConfigError,
+                       match="config key transforms.scaled2: unknown transform; accepted: standard, laplacian, "
+                             "sem, scaled"):
+        nsp.pipeline.config.validate(config)
+    config["transforms"] = {"scaled": {"factor": "big"}}
+    with pytest.raises(nsp.pipeline.config.ConfigError, match="config key transforms.scaled.factor: 'big' is not"):
+        nsp.pipeline.config.validate(config)
+    with pytest.raises(ValueError, match="bad options for the scaled transform .*accepted options: factor"):
+        nsp.make_transform("scaled", size=3)
+    transform = nsp.make_transform("scaled")
+    with pytest.raises(nsp.NotFittedError, match="the scaled transform is not fitted"):
+        transform.transform(np.zeros(3))
+    storage.write_transformer("t.h5", transform.fit(storage_core()))
+    with h5py.File("t.h5", "r+") as f:
+        f["transform"].attrs["encoding-version"] = "7"
+    with pytest.raises(nsp.StorageError, match="encoding 'test.scaled-transform' version 7 cannot be read by this "
+                                               "nsp \\(it reads version 1\\)"):
+        storage.read_transformer("t.h5")
+    with h5py.File("t.h5", "r+") as f:
+        f["transform"].attrs["encoding-type"] = "test.nothing"
+    with pytest.raises(nsp.StorageError, match="unknown encoding 'test.nothing'"):
+        storage.read_transformer("t.h5")
+
+
+def storage_core():
+    return nsp.GraphCore.from_activations(nsp.Activations(zoo.ToyNet(), torch.zeros(1, 1, 4, 4)))
+
+
+def test_edge_weights_that_cannot_be_derived_are_reported(tmp_path, monkeypatch):
+    """No swallowed failure: a warning naming the layer and operation, the reason in the file and the log."""
+    def broken(self, op, inputs, blocks):
+        raise FloatingPointError("probe diverged")
+
+    monkeypatch.setattr(nsp.operations.elementwise.Elementwise, "linear_parts", broken)
+    acts = nsp.Activations(zoo.ToyNet(), torch.rand(1, 1, 4, 4), trace="ops")
+    with pytest.warns(nsp.EdgeWeightWarning) as caught:
+        core = nsp.GraphCore.from_activations(acts)
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "layer 2 ('sigmoid', operation elementwise 'sigmoid')", "layer 4 ('sigmoid_1', operation elementwise 'sigmoid')"]
+    assert "edge weights could not be derived (FloatingPointError: probe diverged)" in str(caught[0].message)
+    fallbacks = core.weight_fallbacks()
+    assert len(fallbacks) == sum(kind == "elementwise" for kind in core.kinds) and "'sigmoid'" in fallbacks[0]
+    relu = core.kinds.index("elementwise")
+    part = core.linear[relu][0][0]
+    assert part.kind == "rows" and float(part.arrays["r"]) == 1.0 and part.params["fallback"] == fallbacks[0]
+    storage.write_graph(tmp_path / "g.h5", core)
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        assert __import__("json").loads(f.attrs["edge-weight-fallbacks"]) == fallbacks
+    assert storage.read_graph(tmp_path / "g.h5").weight_fallbacks() == fallbacks
+
+
+def test_cli_keeps_tracebacks_of_bugs(tmp_path, monkeypatch, capsys):
+    """User errors are one line (exit 2); an unexpected exception is not hidden."""
+    def bug(args, cfg):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(cli, "cmd_demo", bug)
+    with pytest.raises(KeyError, match="internal"):
+        cli.main(["demo", "--quiet"])
+    assert cli.main(["transform", "--config", str(tmp_path / "none.yaml"), "--activations", "a", "--transformer",
+                     "t", "--out", "o"]) == 2
+    assert "config file" in capsys.readouterr().err
+
+
+def test_older_encoding_versions_are_still_read(tmp_path):
+    """layer-table v1 (no operation parameters) and factored-transform v1 (names and offsets) still load."""
+    acts = nsp.Activations(zoo.ToyNet(), torch.rand(1, 1, 4, 4), trace="ops")
+    core = nsp.GraphCore.from_activations(acts)
+    assert core.table[1].params["kernel"] == [2, 2] and core.table[1].kind == "conv"
+    nsp.OutputLoader.save(acts, tmp_path / "a.h5")
+    with h5py.File(tmp_path / "a.h5", "r+") as f:
+        assert f["layers"].attrs["encoding-version"] == "2"
+        del f["layers/params"]
+        f["layers"].attrs["encoding-version"] = "1"
+    old = nsp.OutputLoader.load(tmp_path / "a.h5").table
+    assert [l.params for l in old] == [{}] * len(core.table)
+    assert old.names == core.table.names and old.shapes == core.table.shapes and old.kinds == core.table.kinds
+
+    fitted = nsp.StandardTransform("factored").fit(core)
+    storage.write_transformer(tmp_path / "t.h5", fitted)
+    with h5py.File(tmp_path / "t.h5", "r+") as f:
+        group = f["transform"]
+        assert group.attrs["encoding-version"] == "2"
+        del group["layers"]
+        h5.array(group, "offsets", core.offsets)
+        h5.array(group, "names", np.asarray(core.names, dtype=object))
+        group.attrs["encoding-version"] = "1"
+    loaded = storage.read_transformer(tmp_path / "t.h5")
+    s = np.random.default_rng(0).standard_normal((3, core.n_nodes))
+    assert loaded.closure.names == core.names and np.array_equal(loaded.closure.offsets, core.offsets)
+    assert np.array_equal(loaded.transform(s), fitted.transform(s))
