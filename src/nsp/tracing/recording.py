@@ -112,8 +112,8 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") ->
 def _forward_failed(network, input, err) -> ValueError:
     return ValueError(
         f"{type(network).__name__} failed on an input of shape {tuple(input.shape)} "
-        f"({type(err).__name__}: {err}); pass one sample in the shape the network expects, "
-        f"with a leading batch axis of size 1")
+        f"({type(err).__name__}: {err}); pass samples in the shape the network expects, "
+        f"after a leading batch axis")
 
 
 def _random_params(module: nn.Module, seed: int = 1) -> dict:
