@@ -164,7 +164,7 @@ def test_config_defaults_are_filled_in_one_validation():
     assert cfg["datasets"]["digits"] == {"source": "sklearn-digits", "root": "data", "inputs_key": "inputs",
                                          "labels_key": "labels", "limit": None, "scale": 1.0, "mean": 0.0,
                                          "std": 1.0, "test_every": 5}
-    assert cfg["transforms"] == {"standard": {"method": "auto"}, "laplacian": {"k": None}}
+    assert cfg["transforms"] == {"standard": {"method": "auto", "precision": "exact"}, "laplacian": {"k": None}}
     # entries created from a default get their own nested defaults
     assert cfg["visualize"] == {"label": 7, "scale": "layerscale", "cmap": "viridis"}
     assert cfg["summary"] == {"sparsity_threshold": 0.001}

@@ -185,10 +185,13 @@ def test_node_order_must_respect_given_generations():
 def test_mobius_overflow_and_float64_exactness_are_reported():
     # width 9 between the ends: mu(first, last) = +-8^(depth - 2)
     with pytest.warns(RuntimeWarning, match="float64 transforms of this graph are not exact"):
-        t = StandardTransform().fit(layered([1] + [9] * 18 + [1]))
+        t = StandardTransform(precision="float").fit(layered([1] + [9] * 18 + [1]))
     assert t.max_abs_mobius == 8**18
     with pytest.raises(OverflowError, match="may exceed int64"):
-        StandardTransform().fit(layered([1] + [9] * 22 + [1]))
+        StandardTransform(precision="float").fit(layered([1] + [9] * 22 + [1]))
+    exact = StandardTransform().fit(layered([1] + [9] * 22 + [1]))     # the exact path needs no Möbius matrix
+    with pytest.raises(OverflowError, match="may exceed int64"):
+        exact.mobius
 
 
 # --- Laplacian -----------------------------------------------------------------------------

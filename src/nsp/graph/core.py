@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from math import prod
 from typing import Sequence
 
 import numpy as np

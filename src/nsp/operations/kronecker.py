@@ -42,13 +42,14 @@ class Factor:
     raises :class:`KroneckerError` on them.
     """
 
-    __slots__ = ("kind", "shape", "array", "_key")
+    __slots__ = ("kind", "shape", "array", "_key", "_row_max")
 
     def __init__(self, kind: str, shape: tuple, array=None):
         self.kind = kind
         self.shape = (int(shape[0]), int(shape[1]))
         self.array = array          # dense: bool ndarray; sparse: bool CSR; else None
         self._key = None
+        self._row_max = None
 
     @classmethod
     def of(cls, matrix) -> "Factor":
@@ -350,15 +351,33 @@ class Backend:
     def moveaxis(self, x, source: int, target: int):
         return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
 
+    def mod(self, x, modulus):
+        """``x mod modulus`` in ``[0, modulus)`` for integer-valued float64 ``x`` (exact); ``x`` for None.
+        ``modulus``: a number, or one per sample shaped to broadcast (samples, 1, ..., 1)."""
+        if modulus is None:
+            return x
+        return torch.remainder(x, modulus) if self.torch else np.mod(x, modulus)
 
-def apply_term(backend: Backend, x, term: tuple, reduced: dict):
+    def mod_(self, x, modulus) -> None:
+        """In place: ``x = x mod modulus``."""
+        if self.torch:
+            x.remainder_(modulus)
+        else:
+            np.mod(x, modulus, out=x)
+
+
+def apply_term(backend: Backend, x, term: tuple, reduced: dict, modulus=None, largest: int = 0):
     """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
 
     ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
+    With ``modulus`` (per sample, the largest being ``largest``), ``x`` holds residues in ``[0, modulus)``;
+    the result is an exact integer sum of at most ``fan_in(term)`` of them, reduced on the way only where
+    that many could pass 2^53.
     """
+    modulus = modulus if modulus is not None and fan_in(term) * largest >= 1 << 53 else None
     sums = tuple(a + 1 for a, f in enumerate(term) if f.kind == "ones" and f.shape[1] > 1)
     if sums not in reduced:
-        reduced[sums] = x.sum(axis=sums, keepdims=True) if sums else x
+        reduced[sums] = backend.mod(x.sum(axis=sums, keepdims=True), modulus) if sums else x
     y = reduced[sums]
     for a, f in enumerate(term):
         if f.kind != "dense":
@@ -367,4 +386,18 @@ def apply_term(backend: Backend, x, term: tuple, reduced: dict):
             y = y @ backend.matrix(f).T
         else:
             y = backend.moveaxis(backend.moveaxis(y, a + 1, -1) @ backend.matrix(f).T, -1, a + 1)
+        y = backend.mod(y, modulus)
     return y
+
+
+def row_max(factor: Factor) -> int:
+    """Most entries in a row of a factor."""
+    if factor._row_max is None:
+        factor._row_max = (factor.shape[1] if factor.kind == "ones" else 1 if factor.kind == "eye" else
+                           int(factor.dense().sum(axis=1).max(initial=0)))
+    return factor._row_max
+
+
+def fan_in(term: tuple) -> int:
+    """Most entries in a row of ``kron(term)``: how many inputs one output sums."""
+    return prod(row_max(f) for f in term)

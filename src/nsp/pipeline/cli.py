@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +160,7 @@ def cmd_transform(args, cfg) -> None:
     with SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1], transform_type=transform.type,
                       eigenvalues=getattr(transform, "eigenvalues", None), trace=batch.trace,
                       with_labels=batch.labels is not None, producer=_producer(args),
+                      parameters={"transform": transform.type, "options": transform.get_params()},
                       weights=batch.weights_sha256) as writer:
         writer.append(coefficients, batch.sample_ids, batch.labels)
     _log(args, f"{transform.type}: {coefficients.shape[0]} samples")

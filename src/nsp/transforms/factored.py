@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron
-from nsp.operations.kronecker import (Backend, KroneckerError, apply_term, regroup, signed_terms, term_dense,
+from nsp.operations.kronecker import (Backend, KroneckerError, apply_term, fan_in, regroup, signed_terms, term_dense,
                                       term_matmul, term_nnz, union_add)
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
@@ -128,6 +128,26 @@ class FactoredClosure:
         strict = sum(coef * term_nnz(term) for pairs in self.signed for _, terms in pairs for coef, term in terms)
         return int(self.n_nodes + strict)
 
+    def row_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """log2 bounds, per layer, of ``|c_L| / max|s|`` (forward) and of ``|s_L| / max|c|`` (inverse).
+
+        With ``w[L, l]`` a bound on the entries in a row of ``Z[L, l]`` (the positive terms' row counts,
+        at most the size of ``l``): ``|c_L| <= max|s| (1 + sum_l w[L, l] R_l)`` and
+        ``|s_L| <= max|c| (1 + sum_l w[L, l])``.
+        """
+        forward, inverse = [], []
+        for L in range(self.n_layers):
+            logs_f, logs_i = [0.0], [0.0]
+            for l, terms in self.signed[L]:
+                size = float(self.offsets[l + 1] - self.offsets[l])
+                widest = min(size, float(sum(coef * fan_in(term) for coef, term in terms
+                                             if coef > 0)))
+                logs_f.append(np.log2(widest) + forward[l])
+                logs_i.append(np.log2(widest))
+            forward.append(float(np.logaddexp2.reduce(logs_f)))
+            inverse.append(float(np.logaddexp2.reduce(logs_i)))
+        return np.array(forward), np.array(inverse)
+
     def block(self, L: int, l: int) -> np.ndarray:
         """Dense block ``Z[L, l]`` summed from the signed terms (0/1 unless inclusion–exclusion is wrong)."""
         size = (int(self.offsets[L + 1] - self.offsets[L]), int(self.offsets[l + 1] - self.offsets[l]))
@@ -203,10 +223,15 @@ def _broadcast_shape(term: tuple, batch: int) -> tuple:
     return (batch,) + tuple(1 if f.kind == "ones" else f.shape[0] for f in term)
 
 
-def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None) -> np.ndarray:
+def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, moduli=None) -> np.ndarray:
     """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a (samples, nodes) float64 batch,
-    from the factors."""
+    from the factors. With ``moduli`` (one prime below 2^26 per sample), ``x`` holds integer residues
+    and the result is the transform's residues, computed exactly."""
     backend = Backend(device)
+    modulus = None
+    if moduli is not None:
+        moduli = np.asarray(moduli, dtype=np.float64)
+        modulus = backend.asarray(moduli.reshape((-1,) + (1,) * len(closure.axes[0])))
     batch = x.shape[0]
     out = backend.empty(x.shape)
     source = out if forward else backend.asarray(x)
@@ -214,29 +239,47 @@ def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None) -> 
     layers = [source[:, closure.offsets[i]:closure.offsets[i + 1]].reshape((batch,) + closure.axes[i])
               for i in range(closure.n_layers)]
     reduced = [dict() for _ in range(closure.n_layers)]
-    sign = -1.0 if forward else 1.0
+    sign = -1 if forward else 1
+    largest = 0 if moduli is None else int(moduli.max())
+    limit = None if moduli is None else (1 << 53) // largest       # exact float64 sums of residues
     for L in range(closure.n_layers):
         target = out[:, closure.offsets[L]:closure.offsets[L + 1]].reshape((batch,) + closure.axes[L])
         target[...] = given[:, closure.offsets[L]:closure.offsets[L + 1]].reshape(target.shape)
         partial: dict = {}                  # broadcast shape -> sum of the terms of that shape
+        load = {None: 1}                    # residues' worth of magnitude in each accumulator
         for l, terms in closure.signed[L]:
             for coef, term in terms:
-                y = apply_term(backend, layers[l], term, reduced[l])
+                y = apply_term(backend, layers[l], term, reduced[l], modulus, largest)
                 weight = sign * coef
                 shape = _broadcast_shape(term, batch)
-                if shape == tuple(target.shape):
+                key = None if shape == tuple(target.shape) else shape
+                if key is None:
                     acc = target                # full size: straight into the result, no temporary
                 elif shape in partial:
                     acc = partial[shape]
                 else:
                     partial[shape] = y * weight
+                    load[key] = abs(coef) * fan_in(term)
                     continue
+                if limit is not None:       # reduce before a sum could pass 2^53
+                    load[key] += abs(coef) * fan_in(term)
+                    if load[key] >= limit:
+                        backend.mod_(acc, modulus)
+                        load[key] = 1 + abs(coef) * fan_in(term)
                 if weight == 1:
                     acc += y
                 elif weight == -1:
                     acc -= y
                 else:
                     acc += y * weight
-        for y in partial.values():
+        for shape, y in partial.items():
+            if limit is not None and load[None] + load[shape] >= limit:
+                backend.mod_(target, modulus)
+                backend.mod_(y, modulus)
+                load[None] = 1
             target += y
+            if limit is not None:
+                load[None] += load[shape]
+        if modulus is not None:
+            backend.mod_(target, modulus)
     return backend.tonumpy(out)

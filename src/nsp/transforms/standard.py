@@ -21,11 +21,19 @@ from nsp.storage import h5
 from nsp.tracing.table import LayerTable
 from nsp.transforms.base import Transform, register_transform
 from nsp.transforms.factored import FactoredClosure, NotFactorable, run
-from nsp.transforms.zeta import FLOAT64_EXACT, zeta_mobius
+from nsp.transforms import exact
+from nsp.transforms.zeta import (FLOAT64_EXACT, generation_blocks, level_order, off_diagonal, row_bounds, substitute,
+                                zeta_mobius)
 
 #: Ways to fit the standard transform: the explicit zeta/Möbius matrices, the Kronecker factors, or
 #: the factors where the graph has them and the matrices otherwise.
 METHODS = ("auto", "explicit", "factored")
+
+
+#: Arithmetic of the transform: exact integers (correctly rounded results) or plain float64.
+PRECISIONS = ("exact", "float")
+#: residues held at once by the exact path (bytes); larger batches are cut into chunks of samples
+EXACT_MEMORY = 1 << 30
 
 
 @register_transform
@@ -34,42 +42,59 @@ class StandardTransform(Transform):
 
     Fit it on a :class:`nsp.GraphCore` (layers are the generations) or on
     any square adjacency matrix (row = target). ``transform`` gives
-    ``c = M s`` and ``inverse_transform`` ``s = Z c``, in float64.
+    ``c = M s`` and ``inverse_transform`` ``s = Z c``.
 
-    ``method``: ``'explicit'`` builds the zeta and Möbius matrices (memory
-    grows with the closure); ``'factored'`` builds the closure blocks from
-    the Kronecker factors of the layers (:mod:`nsp.transforms.factored`;
-    memory grows with the factors) and raises
-    :class:`~nsp.transforms.factored.NotFactorable` where the graph has none;
-    ``'auto'`` (default) takes the factors where they exist and the matrices
-    otherwise, with the reason in ``reason``.
+    ``method``: ``'explicit'`` builds the zeta matrix (memory grows with the
+    closure); ``'factored'`` builds the closure blocks from the Kronecker
+    factors of the layers (:mod:`nsp.transforms.factored`; memory grows with
+    the factors) and raises :class:`~nsp.transforms.factored.NotFactorable`
+    where the graph has none; ``'auto'`` (default) takes the factors where
+    they exist and the matrix otherwise, with the reason in ``reason``.
+
+    ``precision``: ``'exact'`` (default) computes every coefficient from the
+    exact integers behind the float input, modulo enough primes for a proven
+    bound, and rounds it once to the nearest float64
+    (:mod:`nsp.transforms.exact`): the result is the correctly rounded exact
+    value, the same bits on every backend. ``'float'`` runs the same
+    recurrences in float64: faster, but on deep graphs a coefficient is a
+    difference of ancestors' sums many orders of magnitude larger, and small
+    coefficients lose every digit.
 
     Attributes after ``fit``: ``factored`` (bool), ``closure`` (the
     :class:`~nsp.transforms.factored.FactoredClosure` or None), ``reason``
-    (why the matrices were used, or None), ``zeta`` (CSR int8, lower
-    triangular), ``mobius`` (CSR int64, exact) and ``max_abs_mobius``
-    (conditioning: the largest Möbius entry; it grows like (width - 1)^depth
-    on dense layered graphs). On the factored path the last three are
-    expanded from the factors on first access, which costs what the
-    explicit fit costs.
+    (why the matrix was used, or None), ``zeta`` (CSR int8, lower
+    triangular), ``mobius`` (CSR int64, exact; OverflowError where entries
+    exceed int64) and ``max_abs_mobius`` (conditioning: the largest Möbius
+    entry; it grows like (width - 1)^depth on dense layered graphs). On the
+    factored path these are expanded from the factors on first access, which
+    costs what the explicit fit costs; the exact path never needs ``mobius``.
     """
 
     type = "standard"
     description = "standard spectrum: coefficient at its node (c = M s, M the Möbius matrix)"
     options_schema = {
         "type": "object", "additionalProperties": False,
-        "properties": {"method": {"enum": list(METHODS), "default": "auto", "description":
-                                  "explicit zeta/Möbius matrices, the Kronecker factors of the layers, or auto: "
-                                  "the factors where the graph has them"}}}
+        "properties": {
+            "method": {"enum": list(METHODS), "default": "auto", "description":
+                       "explicit zeta/Möbius matrices, the Kronecker factors of the layers, or auto: "
+                       "the factors where the graph has them"},
+            "precision": {"enum": list(PRECISIONS), "default": "exact", "description":
+                          "exact: correctly rounded coefficients from exact integer arithmetic; float: float64 "
+                          "recurrences (faster, small coefficients of deep graphs lose their digits)"}}}
 
-    def __init__(self, method: str = "auto"):
+    def __init__(self, method: str = "auto", precision: str = "exact"):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r} for the standard transform; accepted: {', '.join(METHODS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r} for the standard transform; accepted: "
+                             f"{', '.join(PRECISIONS)}")
         self.method = method
+        self.precision = precision
         self.closure = None
         self.reason = None
         self._zeta = None
         self._mobius = None
+        self._levels = None
 
     @property
     def factored(self) -> bool:
@@ -80,13 +105,14 @@ class StandardTransform(Transform):
         return self._zeta is not None or self.closure is not None
 
     def fit(self, graph) -> "StandardTransform":
-        self.closure, self.reason, self._zeta, self._mobius = None, None, None, None
+        self.closure, self.reason, self._zeta, self._mobius, self._levels = None, None, None, None, None
+        mobius = self.precision == "float"
         if not isinstance(graph, GraphCore):
             if self.method == "factored":
                 raise ValueError("method='factored' needs a graph core (layers with Kronecker-factored "
                                  "blocks); got a bare adjacency matrix")
             self.reason = "fitted on an adjacency matrix, which has no layers"
-            self._set(*zeta_mobius(graph))
+            self._set(*zeta_mobius(graph, mobius=mobius))
             return self
         if self.method == "explicit":
             self.reason = "method='explicit' was asked for"
@@ -98,44 +124,48 @@ class StandardTransform(Transform):
                 if self.method == "factored":
                     raise NotFactorable(f"{err}; method='auto' or 'explicit' use the explicit matrices") from None
                 self.reason = str(err)
-        self._set(*zeta_mobius(graph.adjacency, graph.offsets))
+        self._set(*zeta_mobius(graph.adjacency, graph.offsets, mobius=mobius))
         return self
 
     @classmethod
-    def from_matrices(cls, zeta: sp.spmatrix, mobius: sp.spmatrix, method: str = "explicit") -> "StandardTransform":
-        """Rebuild a fitted transform from stored matrices."""
-        out = cls(method)
+    def from_matrices(cls, zeta: sp.spmatrix, mobius: sp.spmatrix | None = None, method: str = "explicit",
+                      precision: str = "exact") -> "StandardTransform":
+        """Rebuild a fitted transform from stored matrices (``mobius`` is computed when needed)."""
+        out = cls(method, precision)
         out._set(zeta, mobius)
         return out
 
     @classmethod
-    def from_closure(cls, closure, method: str = "factored") -> "StandardTransform":
+    def from_closure(cls, closure, method: str = "factored", precision: str = "exact") -> "StandardTransform":
         """Rebuild a fitted transform from a stored factored closure."""
-        out = cls(method)
+        out = cls(method, precision)
         out.closure = closure
         return out
 
-    def _set(self, zeta, mobius) -> None:
+    def _set(self, zeta, mobius=None) -> None:
         self._zeta = sp.csr_matrix(zeta, dtype=np.int8)
-        self._mobius = sp.csr_matrix(mobius, dtype=np.int64)
-        self._max_abs_mobius = int(np.abs(self._mobius.data).max(initial=0))
-        if self._max_abs_mobius >= FLOAT64_EXACT:
-            warnings.warn(f"Möbius entries reach {self._max_abs_mobius:.3g} >= 2^53: float64 transforms of "
-                          f"this graph are not exact", RuntimeWarning, stacklevel=3)
-        self._mobius_f = self._mobius.astype(np.float64)
         self._zeta_f = self._zeta.astype(np.float64)
+        if mobius is not None:
+            self._mobius = sp.csr_matrix(mobius, dtype=np.int64)
+            self._max_abs_mobius = int(np.abs(self._mobius.data).max(initial=0))
+            if self._max_abs_mobius >= FLOAT64_EXACT and self.precision == "float":
+                warnings.warn(f"Möbius entries reach {self._max_abs_mobius:.3g} >= 2^53: float64 transforms of "
+                              f"this graph are not exact (precision='exact' is)", RuntimeWarning, stacklevel=3)
+            self._mobius_f = self._mobius.astype(np.float64)
 
-    def _matrices(self) -> None:
+    def _matrices(self, mobius: bool = True) -> None:
+        """Expand the zeta matrix from the factors, and the Möbius matrix where asked for."""
         if self._zeta is None:
-            strict = sp.csr_matrix(self.closure.zeta(), dtype=bool)
-            strict.setdiag(False)
-            self._set(*zeta_mobius(strict, self.closure.offsets))
+            strict = off_diagonal(self.closure.zeta(), bool)
+            self._set(*zeta_mobius(strict, self.closure.offsets, mobius=mobius))
+        elif mobius and self._mobius is None:
+            self._set(self._zeta, zeta_mobius(off_diagonal(self._zeta, bool))[1])
 
     @property
     def zeta(self) -> sp.csr_matrix | None:
         if not self.fitted:
             return None
-        self._matrices()
+        self._matrices(mobius=False)
         return self._zeta
 
     @property
@@ -158,17 +188,75 @@ class StandardTransform(Transform):
     def summary(self) -> str:
         how = (f"factored: {self.closure.n_terms:,} Kronecker terms" if self.factored
                else f"explicit: {self.reason}")
-        return f"{self.n_coefficients:,} coefficients, {how}"
+        return f"{self.n_coefficients:,} coefficients, {how}, {self.precision} arithmetic"
 
     def _transform(self, x, device):
+        if self.precision == "exact":
+            return self._exact(x, True, device)
         if self.closure is not None:
             return run(self.closure, x, True, device)
+        self._matrices()
         return _apply(self._mobius_f, x, device)
 
     def _inverse(self, c, device):
+        if self.precision == "exact":
+            return self._exact(c, False, device)
         if self.closure is not None:
             return run(self.closure, c, False, device)
         return _apply(self._zeta_f, c, device)
+
+    # -- exact arithmetic ----------------------------------------------------------------------
+
+    def _generations(self):
+        """(node order or None, generation offsets in that order, (strict zeta, its generation blocks) in
+        that order or None on the factored path, log2 bounds forward and inverse per generation)."""
+        if self._levels is None:
+            if self.closure is not None:
+                self._levels = (None, self.closure.offsets, None, self.closure.row_bounds())
+            else:
+                order, offsets = level_order(off_diagonal(self._zeta, bool))
+                ordered = None if np.array_equal(order, np.arange(order.size)) else order
+                zeta = self._zeta if ordered is None else sp.csr_matrix(self._zeta[order][:, order])
+                if max(np.diff(zeta.indptr), default=0) >= exact.MAX_TERMS:
+                    raise exact.ExactnessError("a row of the zeta matrix has too many entries for exact float64 "
+                                               "sums; use precision='float'")
+                strict = off_diagonal(zeta)
+                self._levels = (ordered, offsets, (strict, generation_blocks(strict, offsets)),
+                                row_bounds(zeta, offsets))
+        return self._levels
+
+    def _exact(self, x: np.ndarray, forward: bool, device) -> np.ndarray:
+        """The transform of ``x`` from exact integers, correctly rounded (module docstring of ``exact``)."""
+        order, offsets, zeta, (bound_forward, bound_inverse) = self._generations()
+        if self.closure is not None and int(np.diff(offsets).max(initial=0)) >= exact.MAX_TERMS:
+            raise exact.ExactnessError("a layer has too many neurons for exact float64 sums; use precision='float'")
+        if order is not None:
+            x = x[:, order]
+        mantissa, shift, exponent = exact.to_integers(x)
+        bits = exact.signal_bits(mantissa, shift)
+        counts = [exact.primes_for(bits + b) for b in (bound_forward if forward else bound_inverse)]
+        primes = exact.PRIMES[:max(counts, default=1)]
+        chunk = max(1, EXACT_MEMORY // max(1, 8 * len(primes) * x.shape[1]))
+        out = np.empty(x.shape)
+        for first in range(0, x.shape[0], chunk):
+            rows = slice(first, first + chunk)
+            size = len(range(*rows.indices(x.shape[0])))
+            stacked = np.concatenate([exact.residues(mantissa[rows], shift[rows], p) for p in primes])
+            moduli = np.repeat(np.asarray(primes, dtype=np.float64), size)
+            if zeta is None:                 # every prime at once: the primes are more samples
+                stacked = run(self.closure, stacked, forward, device, moduli)
+            else:
+                stacked = np.concatenate([substitute(*zeta, offsets, stacked[i * size:(i + 1) * size], forward, p)
+                                          for i, p in enumerate(primes)])
+            residues = [stacked[i * size:(i + 1) * size] for i in range(len(primes))]
+            for g, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+                if b > a:
+                    out[rows, a:b] = exact.reconstruct([r[:, a:b] for r in residues[:counts[g]]], exponent[rows])
+        if order is not None:
+            back = np.empty_like(out)
+            back[:, order] = out
+            out = back
+        return out
 
 
 def _apply(matrix: sp.csr_matrix, x: np.ndarray, device=None) -> np.ndarray:
@@ -191,19 +279,27 @@ _FACTOR_KINDS = ("ones", "eye", "dense")
 @h5.writer(StandardTransform)
 def _write(parent, name: str, transform: StandardTransform):
     if transform.factored:
-        group = h5.group(parent, name, "nsp.factored-transform", version=2, method=transform.method)
+        group = h5.group(parent, name, "nsp.factored-transform", version=2, method=transform.method,
+                         precision=transform.precision)
         _write_closure(group, transform.closure)
         return group
-    group = h5.group(parent, name, "nsp.standard-transform", method=transform.method)
+    group = h5.group(parent, name, "nsp.standard-transform", method=transform.method, precision=transform.precision)
     h5.write_csr(group, "zeta", transform.zeta)
-    h5.write_csr(group, "mobius", transform.mobius)
+    if transform.precision == "float":            # the exact path works from the zeta matrix alone
+        h5.write_csr(group, "mobius", transform.mobius)
     return group
+
+
+def _precision(group) -> str:
+    """Files written before the precision option hold float transforms."""
+    return str(group.attrs.get("precision", "float"))
 
 
 @h5.reader("nsp.standard-transform", 1)
 def _read_explicit(group) -> StandardTransform:
-    return StandardTransform.from_matrices(h5.read_csr(group["zeta"]), h5.read_csr(group["mobius"]),
-                                           str(group.attrs["method"]))
+    mobius = h5.read_csr(group["mobius"]) if "mobius" in group else None
+    return StandardTransform.from_matrices(h5.read_csr(group["zeta"]), mobius, str(group.attrs["method"]),
+                                           _precision(group))
 
 
 def _write_closure(group, closure: FactoredClosure) -> None:
@@ -248,7 +344,7 @@ def _read_closure(group, table) -> StandardTransform:
             pairs.append((int(l), []))
         pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
     closure = FactoredClosure(table, group["axes"][()], signed)
-    return StandardTransform.from_closure(closure, str(group.attrs["method"]))
+    return StandardTransform.from_closure(closure, str(group.attrs["method"]), _precision(group))
 
 
 @h5.reader("nsp.factored-transform", 2)

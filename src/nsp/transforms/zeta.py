@@ -66,25 +66,32 @@ def _slab_eye(start: int, stop: int, n: int, dtype) -> sp.csr_matrix:
                          shape=(size, n))
 
 
-def zeta_mobius(adjacency: sp.spmatrix, offsets=None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Zeta matrix ``Z`` (int8) and Möbius matrix ``M = Z^{-1}`` (int64) of a DAG.
+def level_order(adjacency: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, offsets)``: the nodes sorted by generation (stable), and where each generation starts."""
+    level = generations(adjacency)
+    order = np.argsort(level, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(level, minlength=int(level.max(initial=-1)) + 1))])
+    return order, offsets.astype(np.int64)
+
+
+def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Zeta matrix ``Z`` (int8) and Möbius matrix ``M = Z^{-1}`` (int64; None with ``mobius=False``) of a DAG.
 
     ``offsets`` splits the node order into contiguous generations (the
     layers of a neuron graph): every edge must go from an earlier generation
     to a later one. Without it, generations are computed and the nodes are
-    reordered internally; the result is in the original node order.
+    reordered internally; the result is in the original node order. Only
+    ``M`` can overflow int64 (``OverflowError``, raised before it happens).
     """
     a = _structure(adjacency)
     n = a.shape[0]
     if offsets is None:
-        level = generations(a)
-        order = np.argsort(level, kind="stable")
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(level, minlength=int(level.max(initial=-1)) + 1))])
+        order, offsets = level_order(a)
         if np.any(order != np.arange(n)):
             inverse = np.empty(n, dtype=np.int64)
             inverse[order] = np.arange(n)
-            z, m = zeta_mobius(a[order][:, order], offsets)
-            return _permute(z, inverse), _permute(m, inverse)
+            z, m = zeta_mobius(a[order][:, order], offsets, mobius)
+            return _permute(z, inverse), None if m is None else _permute(m, inverse)
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
         raise ValueError(f"offsets must rise from 0 to the node count {n}; got {offsets.tolist()}")
@@ -97,15 +104,18 @@ def zeta_mobius(adjacency: sp.spmatrix, offsets=None) -> tuple[sp.csr_matrix, sp
             raise ValueError(f"generation {g} (nodes {start}..{stop - 1}) has an edge from itself or a later "
                              f"generation; the node order must be topological with generations as antichains")
         z = sp.csr_matrix(_slab_eye(start, stop, n, bool) + rows[:, :start] @ z_done)   # bool: OR of ANDs
-        below = sp.csr_matrix(z[:, :start], dtype=np.int64)
-        _check_overflow(below, m_done, g)
-        m = sp.csr_matrix(_slab_eye(start, stop, n, np.int64) - below @ m_done)
-        m.eliminate_zeros()
         z_done = sp.vstack([z_done, z], format="csr")
-        m_done = sp.vstack([m_done, m], format="csr")
+        if mobius:
+            below = sp.csr_matrix(z[:, :start], dtype=np.int64)
+            _check_overflow(below, m_done, g)
+            m = sp.csr_matrix(_slab_eye(start, stop, n, np.int64) - below @ m_done)
+            m.eliminate_zeros()
+            m_done = sp.vstack([m_done, m], format="csr")
     z_done = sp.csr_matrix(z_done, dtype=np.int8)
-    for matrix in (z_done, m_done):
-        matrix.sum_duplicates()
+    z_done.sum_duplicates()
+    if not mobius:
+        return z_done, None
+    m_done.sum_duplicates()
     return z_done, m_done
 
 
@@ -147,3 +157,50 @@ def _check_overflow(below: sp.csr_matrix, m_done: sp.csr_matrix, g: int) -> None
     if bound >= 2.0**62:
         raise OverflowError(f"Möbius entries of generation {g} may exceed int64 (bound {bound:.3g}); "
                             f"the causal transform of this graph is too ill-conditioned to compute exactly")
+
+
+def off_diagonal(matrix: sp.spmatrix, dtype=np.float64) -> sp.csr_matrix:
+    """``matrix`` without its diagonal (CSR of ``dtype``), built in one pass over its entries."""
+    coo = sp.coo_matrix(matrix)
+    keep = coo.row != coo.col
+    return sp.csr_matrix((coo.data[keep].astype(dtype), (coo.row[keep], coo.col[keep])), shape=coo.shape)
+
+
+def generation_blocks(strict: sp.csr_matrix, offsets: np.ndarray) -> list:
+    """``strict[g, <g]`` for every generation ``g`` (the rows forward substitution reads)."""
+    return [strict[start:stop, :start] for start, stop in zip(offsets[:-1], offsets[1:])]
+
+
+def substitute(strict: sp.csr_matrix, blocks: list, offsets: np.ndarray, x: np.ndarray, forward: bool,
+               modulus: int) -> np.ndarray:
+    """Residues of ``c = Z^{-1} s`` (forward) or ``s = Z c`` (inverse) modulo a prime below 2^26.
+
+    ``strict``: the zeta matrix without its diagonal (float64), in a node order whose generations are the
+    slices of ``offsets``; ``blocks``: its :func:`generation_blocks`; ``x``: (samples, nodes) residues in
+    ``[0, modulus)``. Forward substitution generation by generation: ``c_g = s_g - Z[g, <g] c_<g``.
+    Every sparse row sum is an exact integer below 2^53 (rows of fewer than 2^27 entries).
+    """
+    if not forward:
+        return np.mod(x + np.asarray(strict @ x.T).T, modulus)
+    out = np.array(x.T, dtype=np.float64)                 # (nodes, samples): rows are read by the products
+    for block, start, stop in zip(blocks, offsets[:-1], offsets[1:]):
+        if start < stop and block.nnz:
+            out[start:stop] = np.mod(out[start:stop] - block @ out[:start], modulus)
+    return np.ascontiguousarray(out.T)
+
+
+def row_bounds(zeta: sp.csr_matrix, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log2 bounds, per generation, of ``|c_g| / max|s|`` (forward) and of ``|s_g| / max|c|`` (inverse).
+
+    Forward: ``|c_g| <= |s_g| + (entries of the widest row of Z[g, <g]) * max over h < g of |c_h|``.
+    Inverse: ``|s_g| <= (entries of the widest row of Z[g, :]) * max|c|``.
+    """
+    counts = np.diff(sp.csr_matrix(zeta).indptr).astype(np.float64)      # row entries, diagonal included
+    forward, inverse, worst = [], [], 0.0
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        widest = float(counts[start:stop].max(initial=1.0))
+        bound = np.logaddexp2(0.0, np.log2(max(widest - 1.0, 0.0)) + worst) if widest > 1 else 0.0
+        forward.append(bound)
+        inverse.append(np.log2(widest))
+        worst = max(worst, bound)
+    return np.array(forward), np.array(inverse)
