@@ -41,8 +41,9 @@ def main() -> None:
     for arch, options, batch in CASES[:2] if quick else CASES:
         torch.manual_seed(0)
         net = (zoo.VGGNet if arch == "vgg" else zoo.ResNet)(**options).eval()
-        core = nsp.GraphCore.from_activations(nsp.Activations(net, torch.rand(1, 3, 32, 32)))
-        signals = nsp.record(net, torch.rand(batch, 3, 32, 32)).values(np.float64)
+        trace = "ops" if arch == "resnet" else "children"
+        core = nsp.GraphCore.from_activations(nsp.Activations(net, torch.rand(1, 3, 32, 32), trace=trace))
+        signals = nsp.record(net, torch.rand(batch, 3, 32, 32), trace).values(np.float64)
         exact_t = nsp.StandardTransform().fit(core)
         float_t = nsp.StandardTransform(precision="float").fit(core)
         t_exact, c = best(lambda: exact_t.transform(signals), 1)
