@@ -60,6 +60,10 @@ def to_integers(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fraction, exponent = np.frexp(x)
     mantissa = np.ldexp(fraction, 53).astype(np.int64)          # exact: |fraction| < 1 has <= 53 bits
     exponent = exponent.astype(np.int64) - 53
+    zeros = np.frexp((mantissa & -mantissa).astype(np.float64))[1].astype(np.int64) - 1   # trailing zero bits
+    zeros = np.maximum(zeros, 0)
+    mantissa >>= zeros                      # odd mantissas: as few bits as the value needs (24 for float32 data)
+    exponent += zeros
     nonzero = mantissa != 0
     big = np.iinfo(np.int64).max
     low = np.where(nonzero, exponent, big).min(axis=1, keepdims=True)
@@ -69,14 +73,19 @@ def to_integers(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def signal_bits(mantissa: np.ndarray, shift: np.ndarray) -> int:
-    """An upper bound on the bit length of every ``|X|`` of the batch."""
-    return int((shift + 53).max(initial=0)) if mantissa.size else 0
+    """The largest bit length of an ``|X|`` of the batch."""
+    lengths = np.frexp(np.abs(mantissa).astype(np.float64))[1]       # exact below 2^53
+    return int((shift + lengths).max(initial=0)) if mantissa.size else 0
 
 
 def residues(mantissa: np.ndarray, shift: np.ndarray, p: int) -> np.ndarray:
-    """``X mod p`` as float64 in ``[0, p)``."""
+    """``X mod p`` as float64 in ``[0, p)`` (int64 arithmetic: every product below 2^52)."""
     table = np.array([pow(2, int(k), p) for k in range(int(shift.max(initial=0)) + 1)], dtype=np.int64)
-    return ((mantissa % p) * table[shift] % p).astype(np.float64)
+    small = mantissa.size == 0 or int(np.abs(mantissa).max()) < p          # float32 data: 24-bit mantissas
+    reduced = np.where(mantissa < 0, mantissa + p, mantissa) if small else mantissa % p
+    reduced *= np.take(table, shift)
+    reduced %= p
+    return reduced.astype(np.float64)
 
 
 def primes_for(bits: float) -> int:
@@ -118,18 +127,23 @@ def reconstruct(rows: list[np.ndarray], exponent: np.ndarray) -> np.ndarray:
 
 
 def _garner(residue: list, primes: list) -> list:
-    """Mixed-radix digits ``v`` with ``C = v0 + v1 p0 + v2 p0 p1 + ...`` (each ``0 <= v_i < p_i``)."""
+    """Mixed-radix digits ``v`` with ``C = v0 + v1 p0 + v2 p0 p1 + ...`` (each ``0 <= v_i < p_i``).
+
+    ``v_i = (r_i - sum_{j<i} v_j (p_0 ... p_{j-1} mod p_i)) / (p_0 ... p_{i-1}) mod p_i``: the sum has at most
+    95 terms below 2^52 each, so it stays below 2^63 and needs one reduction.
+    """
     digits = [residue[0]]
     for i in range(1, len(primes)):
         p = primes[i]
-        product = 1
+        weights, product = [], 1
         for q in primes[:i]:
+            weights.append(product)
             product = product * q % p
         inverse = pow(product, -1, p)
-        u = digits[i - 1] % p
-        for j in range(i - 2, -1, -1):
-            u = (u * primes[j] + digits[j]) % p
-        digits.append((residue[i] - u) % p * inverse % p)
+        u = digits[0] * weights[0]
+        for v, w in zip(digits[1:], weights[1:]):
+            u = u + v * w
+        digits.append((residue[i] - u % p) % p * inverse % p)
     return digits
 
 
@@ -166,9 +180,11 @@ def _to_limbs(digits: list, primes: list) -> np.ndarray:
     count = int(bits // _LIMB) + 2
     limbs = np.zeros(digits[0].shape + (count,), dtype=np.int64)
     limbs[..., 0] = digits[-1]
+    used = log2(primes[-1])                     # bits the value held so far can have
     for v, p in zip(reversed(digits[:-1]), reversed(primes[:-1])):
+        used += log2(p)
         carry = v
-        for j in range(count):
+        for j in range(min(count, int(used // _LIMB) + 2)):
             t = limbs[..., j] * p + carry
             limbs[..., j] = t & _MASK
             carry = t >> _LIMB
