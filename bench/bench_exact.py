@@ -18,7 +18,6 @@ import torch
 
 import nsp
 from nsp import zoo
-from nsp.transforms import exact
 
 CASES = [("vgg", {"width": 1}, 64), ("vgg", {"width": 8}, 64), ("resnet", {"width": 8, "blocks": 1}, 64),
          ("vgg", {"width": 80}, 16), ("resnet", {"width": 32, "blocks": 2}, 16)]
@@ -48,8 +47,7 @@ def main() -> None:
         float_t = nsp.StandardTransform(precision="float").fit(core)
         t_exact, c = best(lambda: exact_t.transform(signals), 1)
         t_float, f = best(lambda: float_t.transform(signals))
-        mantissa, shift, _ = exact.to_integers(signals)
-        primes = exact.primes_for(exact.signal_bits(mantissa, shift) + exact_t._generations()[3][0].max())
+        primes = exact_t.exact_primes(signals)
         wrong = np.mean(f != c)
         far = np.mean(np.abs(f - c) > 1e-6 * np.abs(c))
         back = exact_t.inverse_transform(c)

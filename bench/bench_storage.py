@@ -41,7 +41,7 @@ def data(samples: int):
     values = nsp.record(net, images, "children").values()
     acts = nsp.Activations(net, images[:1])
     graph = nsp.NNGraph(acts)
-    spectra = graph._transform("standard").transform(values)
+    spectra = nsp.make_transform("standard").fit(graph.core).transform(values)
     return values.astype(np.float32), spectra, acts.table
 
 

@@ -55,8 +55,8 @@ def main():
     labels = np.arange(len(images)) % 10
     spectra = {
         "activations": values.astype(np.float64),
-        "standard": graph._transform("standard").transform(values),
-        "laplacian (layer layout)": graph._transform("laplacian").transform(values),
+        "standard": nsp.make_transform("standard").fit(graph.core).transform(values),
+        "laplacian (layer layout)": nsp.make_transform("laplacian").fit(graph.core).transform(values),
     }
     def summaries():
         energy = {k: analysis.energy_per_layer(v, offsets).mean(axis=0) for k, v in spectra.items()}

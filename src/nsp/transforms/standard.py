@@ -207,6 +207,13 @@ class StandardTransform(Transform):
 
     # -- exact arithmetic ----------------------------------------------------------------------
 
+    def exact_primes(self, signals, forward: bool = True) -> int:
+        """How many primes exact arithmetic takes for these signals (forward) or spectra (inverse)."""
+        order, _, _, (bound_forward, bound_inverse) = self._checked()._generations()
+        mantissa, shift, _ = exact.to_integers(np.atleast_2d(signals))
+        bits = exact.signal_bits(mantissa, shift)
+        return max(exact.primes_for(bits + b) for b in (bound_forward if forward else bound_inverse))
+
     def _generations(self):
         """(node order or None, generation offsets in that order, (strict zeta, its generation blocks) in
         that order or None on the factored path, log2 bounds forward and inverse per generation)."""
