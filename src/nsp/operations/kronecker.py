@@ -113,6 +113,14 @@ class Factor:
         return int(np.count_nonzero(self.array))
 
     @property
+    def row_max(self) -> int:
+        """Most entries in a row (computed once)."""
+        if self._row_max is None:
+            self._row_max = (self.shape[1] if self.kind == "ones" else 1 if self.kind == "eye" else
+                             int(np.asarray(self.array.sum(axis=1)).max(initial=0)))
+        return self._row_max
+
+    @property
     def empty(self) -> bool:
         return self.kind in ("dense", "sparse") and self.nnz == 0
 
@@ -390,14 +398,6 @@ def apply_term(backend: Backend, x, term: tuple, reduced: dict, modulus=None, la
     return y
 
 
-def row_max(factor: Factor) -> int:
-    """Most entries in a row of a factor."""
-    if factor._row_max is None:
-        factor._row_max = (factor.shape[1] if factor.kind == "ones" else 1 if factor.kind == "eye" else
-                           int(factor.dense().sum(axis=1).max(initial=0)))
-    return factor._row_max
-
-
 def fan_in(term: tuple) -> int:
     """Most entries in a row of ``kron(term)``: how many inputs one output sums."""
-    return prod(row_max(f) for f in term)
+    return prod(f.row_max for f in term)
