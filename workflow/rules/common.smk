@@ -1,4 +1,6 @@
 # Names and small input functions shared by the rules (no rules here).
+import shlex
+
 R = config["results"]
 CONFIG = f"{R}/config.resolved.yaml"
 ENV = "../../environment.yml"
@@ -30,4 +32,4 @@ def training_metrics(wildcards):
 
 
 def metrics_option(wildcards, input):
-    return f"--metrics {input.metrics}" if input.metrics else ""
+    return f"--metrics {shlex.quote(input.metrics[0])}" if input.metrics else ""

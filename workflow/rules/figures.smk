@@ -15,5 +15,5 @@ rule figures:
         mem_mb=4000,
         runtime=10,
     shell:
-        "nsp figures --config {input.config} --summaries {input.summaries} --class-means {input.class_means} "
-        "--out-dir {output} 2> {log}"
+        "nsp figures --config {input.config:q} --summaries {input.summaries:q} --class-means {input.class_means:q} "
+        "--out-dir {output:q} 2> {log:q}"

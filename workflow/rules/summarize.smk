@@ -21,6 +21,6 @@ rule summarize:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=30,
     shell:
-        "nsp summarize --config {input.config} --model {wildcards.model} --activations {input.activations} "
-        "--spectra {input.spectra} {params.metrics} --out {output.summary} --class-means-dir {output.class_means} "
-        "--threads {threads} 2> {log}"
+        "nsp summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
+        "--spectra {input.spectra:q} {params.metrics} --out {output.summary:q} --class-means-dir {output.class_means:q} "
+        "--threads {threads} 2> {log:q}"

@@ -14,7 +14,7 @@ rule visualize:
         mem_mb=2000,
         runtime=10,
     shell:
-        "nsp visualize --config {input.config} --activations {input.activations} --out {output} 2> {log}"
+        "nsp visualize --config {input.config:q} --activations {input.activations:q} --out {output:q} 2> {log:q}"
 
 
 rule visualize_spectrum:
@@ -36,5 +36,5 @@ rule visualize_spectrum:
     params:
         folder=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "nsp visualize --config {input.config} --activations {input.activations} --spectra {input.spectra} "
-        "--spectra-dir {params.folder} 2> {log}"
+        "nsp visualize --config {input.config:q} --activations {input.activations:q} --spectra {input.spectra:q} "
+        "--spectra-dir {params.folder:q} 2> {log:q}"
