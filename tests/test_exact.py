@@ -229,7 +229,8 @@ def test_integers_and_rounding_against_fractions():
     ints += [rng.randrange(-2 ** 20, 2 ** 20) << rng.randrange(0, 200) for _ in range(300)]
     ints = [v for v in ints if abs(v) < bound // 2]
     for e in (0, -40, -1074, -1100, -1160, 300, 700):
-        rows = [np.array([[v % p for v in ints]], dtype=np.float64) for p in primes]
+        # any representatives below p in magnitude: canonical, or shifted down by p
+        rows = np.array([[[v % p - p * (i % 2) for i, v in enumerate(ints)]] for p in primes], dtype=np.float64)
         got = exact.reconstruct(rows, np.array([e]))[0]
         scale = Fraction(2) ** e
         want = np.array([rounded(Fraction(v) * scale) for v in ints])
@@ -254,3 +255,43 @@ def test_matrices_on_demand_for_both_paths():
         t = nsp.StandardTransform(method).fit(core)
         assert (t.zeta != reference_t.zeta).nnz == 0
         assert (t.mobius != reference_t.mobius).nnz == 0 and t.max_abs_mobius == reference_t.max_abs_mobius
+
+
+def test_balanced_reduction_is_exact_up_to_its_limit():
+    rng = random.Random(3)
+    for p in (exact.PRIMES[0], exact.PRIMES[40], exact.PRIMES[-1], 3):
+        edge = (1 << 53) - p
+        values = [0, 1, -1, p, -p, edge, -edge, edge - 1, p // 2, -(p // 2), p // 2 + 1]
+        values += [rng.randrange(-edge, edge + 1) for _ in range(2000)]
+        values += [rng.randrange(-2 ** 30, 2 ** 30) * p + rng.choice([p // 2, -(p // 2), p // 2 + 1]) for _ in range(200)]
+        values = [v for v in values if abs(v) <= edge]
+        x = np.array(values, dtype=np.float64)
+        assert [int(v) for v in x] == values                 # the inputs themselves are exact
+        for array in (x.copy(), x.copy().reshape(-1, 1)):                 # NumPy: balanced
+            got = [int(v) for v in exact.reduce_(array, float(p), 1.0 / p).ravel()]
+            assert all((g - v) % p == 0 and abs(g) <= p // 2 + 4 for g, v in zip(got, values)), p
+        got = [int(v) for v in exact.reduce_(torch.from_numpy(x.copy()), float(p), 1.0 / p)]   # torch: [0, p)
+        assert got == [v % p for v in values], p
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_modular_run_same_residues_on_every_backend_and_in_place(forward):
+    from nsp.transforms.factored import run
+    torch.manual_seed(4)
+    net, x = Mixed(), torch.randn(3, 1, 6, 6)
+    closure = nsp.StandardTransform().fit(graph_of(net, x[:1])).closure
+    signals = signals_of(net, x)
+    mantissa, shift, _ = exact.to_integers(signals)
+    primes = exact.PRIMES[:5]
+    stacked = exact.residues(mantissa, shift, primes).reshape(-1, signals.shape[1])
+    moduli = np.repeat(np.asarray(primes, dtype=np.float64), signals.shape[0])
+    want = run(closure, stacked, forward, None, moduli)
+    for device, overwrite in ((None, True), ("cpu", False), ("cpu", True)):
+        got = run(closure, stacked.copy(), forward, device, moduli, overwrite=overwrite)
+        p = moduli[:, None]
+        assert np.array_equal(np.mod(got, p), np.mod(want, p)), (device, overwrite)   # torch: [0, p)
+    residue = want.reshape(len(primes), signals.shape[0], -1)
+    for i, p in enumerate(primes):                    # residues of magnitude below p, of the exact result
+        assert np.abs(residue[i]).max() <= p // 2 + 4
+    plain = run(closure, signals, forward)
+    assert same_bits(run(closure, signals.copy(), forward, overwrite=True), plain)

@@ -359,33 +359,63 @@ class Backend:
     def moveaxis(self, x, source: int, target: int):
         return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
 
-    def mod(self, x, modulus):
-        """``x mod modulus`` in ``[0, modulus)`` for integer-valued float64 ``x`` (exact); ``x`` for None.
-        ``modulus``: a number, or one per sample shaped to broadcast (samples, 1, ..., 1)."""
-        if modulus is None:
-            return x
-        return torch.remainder(x, modulus) if self.torch else np.mod(x, modulus)
 
-    def mod_(self, x, modulus) -> None:
-        """In place: ``x = x mod modulus``."""
-        if self.torch:
-            x.remainder_(modulus)
-        else:
-            np.mod(x, modulus, out=x)
+#: elements reduced at once on NumPy (the temporary stays in cache)
+_REDUCE_BLOCK = 1 << 16
 
 
-def apply_term(backend: Backend, x, term: tuple, reduced: dict, modulus=None, largest: int = 0):
+def reduce_(x, modulus, inverse):
+    """In place, ``x`` (integer-valued float64, ``|x| <= 2^53 - modulus``) replaced by a congruent value of
+    magnitude below ``modulus``, exactly. NumPy: ``x - round(x / modulus) * modulus``, at most
+    ``modulus / 2 + 4`` in magnitude (the quotient is an integer and every product and difference an
+    exact float64 integer); torch: ``remainder`` (IEEE ``fmod``, exact), in ``[0, modulus)``.
+    ``modulus`` and its ``inverse`` (``1 / modulus``): numbers, or arrays of one value per leading index
+    of ``x`` shaped to broadcast against it. Returns ``x``."""
+    if not isinstance(x, np.ndarray):
+        return x.remainder_(modulus)
+    step = max(1, _REDUCE_BLOCK // max(1, x[0].size)) if x.ndim > 1 else x.size
+    for a in range(0, x.shape[0] if x.ndim > 1 else 1, step):
+        part = x[a:a + step] if x.ndim > 1 else x
+        p, inv = ((modulus[a:a + step], inverse[a:a + step]) if np.ndim(modulus) else (modulus, inverse))
+        q = part * inv
+        np.rint(q, out=q)
+        q *= p
+        part -= q
+    return x
+
+
+class Moduli:
+    """One prime below 2^26 per sample, for exact residue arithmetic in float64 (exact standard transform).
+
+    Residues are kept below ``p`` in magnitude (:func:`reduce_`); a sum of at most ``limit`` such values
+    is an exact float64 integer that may still be reduced.
+    """
+
+    def __init__(self, backend: "Backend", moduli: np.ndarray, rank: int):
+        moduli = np.asarray(moduli, dtype=np.float64)
+        shape = (-1,) + (1,) * rank
+        self.p = backend.asarray(np.ascontiguousarray(moduli.reshape(shape)))
+        self.inverse = backend.asarray(np.ascontiguousarray((1.0 / moduli).reshape(shape)))
+        self.largest = int(moduli.max())
+        self.limit = (1 << 53) // self.largest - 1
+
+    def reduce_(self, x):
+        return reduce_(x, self.p, self.inverse)
+
+
+def apply_term(backend: Backend, x, term: tuple, reduced: dict, moduli: Moduli | None = None):
     """``kron(term) x`` on a batch ``x`` of shape (B, *axes), all-ones axes left at size 1.
 
     ``reduced`` caches the sums of ``x`` over sets of axes (shared by the terms of one source layer).
-    With ``modulus`` (per sample, the largest being ``largest``), ``x`` holds residues in ``[0, modulus)``;
-    the result is an exact integer sum of at most ``fan_in(term)`` of them, reduced on the way only where
-    that many could pass 2^53.
+    With ``moduli``, ``x`` holds residues (magnitude below the sample's prime); the result is an exact
+    integer sum of at most ``fan_in(term)`` of them, reduced on the way only where that many could pass
+    the exact range of float64.
     """
-    modulus = modulus if modulus is not None and fan_in(term) * largest >= 1 << 53 else None
     sums = tuple(a + 1 for a, f in enumerate(term) if f.kind == "ones" and f.shape[1] > 1)
-    if sums not in reduced:
-        reduced[sums] = backend.mod(x.sum(axis=sums, keepdims=True), modulus) if sums else x
+    if sums not in reduced:                 # shared by terms of any fan-in: reduced whenever residues
+        y = x.sum(axis=sums, keepdims=True) if sums else x
+        reduced[sums] = moduli.reduce_(y) if sums and moduli is not None else y
+    moduli = moduli if moduli is not None and fan_in(term) > moduli.limit else None
     y = reduced[sums]
     for a, f in enumerate(term):
         if f.kind != "dense":
@@ -394,7 +424,8 @@ def apply_term(backend: Backend, x, term: tuple, reduced: dict, modulus=None, la
             y = y @ backend.matrix(f).T
         else:
             y = backend.moveaxis(backend.moveaxis(y, a + 1, -1) @ backend.matrix(f).T, -1, a + 1)
-        y = backend.mod(y, modulus)
+        if moduli is not None:
+            y = moduli.reduce_(y)
     return y
 
 

@@ -28,8 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron
-from nsp.operations.kronecker import (Backend, KroneckerError, apply_term, fan_in, regroup, signed_terms, term_dense,
-                                      term_matmul, term_nnz, union_add)
+from nsp.operations.kronecker import (Backend, KroneckerError, Moduli, apply_term, fan_in, regroup, signed_terms,
+                                      term_dense, term_matmul, term_nnz, union_add)
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
 TERM_LIMIT = 64
@@ -223,33 +223,36 @@ def _broadcast_shape(term: tuple, batch: int) -> tuple:
     return (batch,) + tuple(1 if f.kind == "ones" else f.shape[0] for f in term)
 
 
-def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, moduli=None) -> np.ndarray:
+def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, moduli=None,
+        overwrite: bool = False) -> np.ndarray:
     """Forward (``c = M s``) or inverse (``s = Z c``) standard transform of a (samples, nodes) float64 batch,
     from the factors. With ``moduli`` (one prime below 2^26 per sample), ``x`` holds integer residues
-    and the result is the transform's residues, computed exactly."""
+    and the result is the transform's residues (magnitude below the prime), computed exactly.
+    ``overwrite``: the result may take the place of ``x`` (saves a copy of the batch)."""
     backend = Backend(device)
-    modulus = None
-    if moduli is not None:
-        moduli = np.asarray(moduli, dtype=np.float64)
-        modulus = backend.asarray(moduli.reshape((-1,) + (1,) * len(closure.axes[0])))
+    ring = None if moduli is None else Moduli(backend, np.asarray(moduli), len(closure.axes[0]))
     batch = x.shape[0]
-    out = backend.empty(x.shape)
-    source = out if forward else backend.asarray(x)
     given = backend.asarray(x)
-    layers = [source[:, closure.offsets[i]:closure.offsets[i + 1]].reshape((batch,) + closure.axes[i])
-              for i in range(closure.n_layers)]
+    out = given if overwrite else backend.empty(x.shape)
+    source = out if forward else given
+
+    def view(array, layer):
+        return array[:, closure.offsets[layer]:closure.offsets[layer + 1]].reshape((batch,) + closure.axes[layer])
+
+    layers = [view(source, i) for i in range(closure.n_layers)]
     reduced = [dict() for _ in range(closure.n_layers)]
     sign = -1 if forward else 1
-    largest = 0 if moduli is None else int(moduli.max())
-    limit = None if moduli is None else (1 << 53) // largest       # exact float64 sums of residues
-    for L in range(closure.n_layers):
-        target = out[:, closure.offsets[L]:closure.offsets[L + 1]].reshape((batch,) + closure.axes[L])
-        target[...] = given[:, closure.offsets[L]:closure.offsets[L + 1]].reshape(target.shape)
+    # in place, the inverse runs from the last layer down: a layer's input is read before it is replaced
+    order = range(closure.n_layers) if forward or out is not given else range(closure.n_layers - 1, -1, -1)
+    for L in order:
+        target = view(out, L)
+        if out is not given:
+            target[...] = view(given, L)
         partial: dict = {}                  # broadcast shape -> sum of the terms of that shape
         load = {None: 1}                    # residues' worth of magnitude in each accumulator
         for l, terms in closure.signed[L]:
             for coef, term in terms:
-                y = apply_term(backend, layers[l], term, reduced[l], modulus, largest)
+                y = apply_term(backend, layers[l], term, reduced[l], ring)
                 weight = sign * coef
                 shape = _broadcast_shape(term, batch)
                 key = None if shape == tuple(target.shape) else shape
@@ -261,10 +264,10 @@ def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, mod
                     partial[shape] = y * weight
                     load[key] = abs(coef) * fan_in(term)
                     continue
-                if limit is not None:       # reduce before a sum could pass 2^53
+                if ring is not None:        # reduce before a sum could leave the exact range
                     load[key] += abs(coef) * fan_in(term)
-                    if load[key] >= limit:
-                        backend.mod_(acc, modulus)
+                    if load[key] > ring.limit:
+                        ring.reduce_(acc)
                         load[key] = 1 + abs(coef) * fan_in(term)
                 if weight == 1:
                     acc += y
@@ -273,13 +276,13 @@ def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, mod
                 else:
                     acc += y * weight
         for shape, y in partial.items():
-            if limit is not None and load[None] + load[shape] >= limit:
-                backend.mod_(target, modulus)
-                backend.mod_(y, modulus)
+            if ring is not None and load[None] + load[shape] > ring.limit:
+                ring.reduce_(target)
+                ring.reduce_(y)
                 load[None] = 1
             target += y
-            if limit is not None:
+            if ring is not None:
                 load[None] += load[shape]
-        if modulus is not None:
-            backend.mod_(target, modulus)
+        if ring is not None:
+            ring.reduce_(target)
     return backend.tonumpy(out)

@@ -247,18 +247,18 @@ class StandardTransform(Transform):
         out = np.empty(x.shape)
         for first in range(0, x.shape[0], chunk):
             rows = slice(first, first + chunk)
-            size = len(range(*rows.indices(x.shape[0])))
-            stacked = np.concatenate([exact.residues(mantissa[rows], shift[rows], p) for p in primes])
-            moduli = np.repeat(np.asarray(primes, dtype=np.float64), size)
+            stacked = exact.residues(mantissa[rows], shift[rows], primes)       # (primes, samples, nodes)
             if zeta is None:                 # every prime at once: the primes are more samples
-                stacked = run(self.closure, stacked, forward, device, moduli)
+                flat = stacked.reshape(-1, x.shape[1])
+                moduli = np.repeat(np.asarray(primes, dtype=np.float64), stacked.shape[1])
+                stacked = run(self.closure, flat, forward, device or "cpu", moduli,     # torch: two threads
+                              overwrite=True).reshape(stacked.shape)
             else:
-                stacked = np.concatenate([substitute(*zeta, offsets, stacked[i * size:(i + 1) * size], forward, p)
-                                          for i, p in enumerate(primes)])
-            residues = [stacked[i * size:(i + 1) * size] for i in range(len(primes))]
+                for i, p in enumerate(primes):
+                    stacked[i] = substitute(*zeta, offsets, stacked[i], forward, p)
             for g, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
                 if b > a:
-                    out[rows, a:b] = exact.reconstruct([r[:, a:b] for r in residues[:counts[g]]], exponent[rows])
+                    out[rows, a:b] = exact.reconstruct(stacked[:counts[g], :, a:b], exponent[rows])
         if order is not None:
             back = np.empty_like(out)
             back[:, order] = out

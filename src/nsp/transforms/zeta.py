@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.operations.kronecker import reduce_
+
 #: Möbius entries at or above this magnitude are not exact in float64.
 FLOAT64_EXACT = 2**53
 
@@ -176,16 +178,18 @@ def substitute(strict: sp.csr_matrix, blocks: list, offsets: np.ndarray, x: np.n
     """Residues of ``c = Z^{-1} s`` (forward) or ``s = Z c`` (inverse) modulo a prime below 2^26.
 
     ``strict``: the zeta matrix without its diagonal (float64), in a node order whose generations are the
-    slices of ``offsets``; ``blocks``: its :func:`generation_blocks`; ``x``: (samples, nodes) residues in
-    ``[0, modulus)``. Forward substitution generation by generation: ``c_g = s_g - Z[g, <g] c_<g``.
+    slices of ``offsets``; ``blocks``: its :func:`generation_blocks`; ``x``: (samples, nodes) residues below
+    ``modulus`` in magnitude (so is the result). Forward substitution generation by generation:
+    ``c_g = s_g - Z[g, <g] c_<g``.
     Every sparse row sum is an exact integer below 2^53 (rows of fewer than 2^27 entries).
     """
+    inverse = 1.0 / modulus
     if not forward:
-        return np.mod(x + np.asarray(strict @ x.T).T, modulus)
+        return reduce_(x + np.asarray(strict @ x.T).T, modulus, inverse)
     out = np.array(x.T, dtype=np.float64)                 # (nodes, samples): rows are read by the products
     for block, start, stop in zip(blocks, offsets[:-1], offsets[1:]):
         if start < stop and block.nnz:
-            out[start:stop] = np.mod(out[start:stop] - block @ out[:start], modulus)
+            out[start:stop] = reduce_(out[start:stop] - block @ out[:start], modulus, inverse)
     return np.ascontiguousarray(out.T)
 
 
