@@ -119,12 +119,12 @@ class Gram(nn.Module):
         return h.unsqueeze(2) @ h.unsqueeze(1)
 
 
-def test_jacobian_fallback_is_exact_for_small_operations():
+def test_outer_product_by_matmul_is_exact():
     torch.manual_seed(7)
     acts = nsp.Activations(Gram(3), torch.randn(1, 3), trace="ops")
     assert acts.layernames == ["input", "fc", "unsqueeze", "unsqueeze_1", "matmul"]
     graph = nsp.NNGraph(acts)
-    assert graph.core.kinds[-1] == "jacobian"
+    assert graph.core.kinds[-1] == "matmul"
     off = graph.core.offsets
     adj = graph.core.adjacency.toarray()
     # out[i, j] = h[i] * h[j]: reads h[i] through the (3, 1) branch and h[j] through the (1, 3) branch
@@ -134,10 +134,28 @@ def test_jacobian_fallback_is_exact_for_small_operations():
     assert np.array_equal(from_row, np.tile(np.eye(3, dtype=np.int8), (3, 1)))
 
 
+class CumSum(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+
+    def forward(self, x):
+        return self.fc(x).cumsum(dim=1)
+
+
+def test_jacobian_fallback_is_exact_for_small_operations():
+    acts = nsp.Activations(CumSum(4), torch.randn(1, 4), trace="ops")
+    graph = nsp.NNGraph(acts)
+    assert graph.core.kinds[-1] == "jacobian"
+    off = graph.core.offsets
+    assert np.array_equal(graph.core.adjacency.toarray()[off[2]:off[3], off[1]:off[2]],
+                          np.tril(np.ones((4, 4), dtype=np.int8)))
+
+
 def test_unsupported_operation_too_large_for_fallback():
-    acts = nsp.Activations(Gram(64), torch.randn(1, 64), trace="ops")
+    acts = nsp.Activations(CumSum(64), torch.randn(1, 64), trace="ops")
     with pytest.raises(nsp.ConnectivityError,
-                       match=r"layer 4 \('matmul'\): operation 'matmul' .* exceeds the fallback limit of 1,000"):
+                       match=r"layer 2 \('cumsum'\): operation 'cumsum' .* exceeds the fallback limit of 1,000"):
         nsp.NNGraph(acts, jacobian_limit=1000)
 
 

@@ -110,7 +110,8 @@ class OperationKind:
     input goes to the Jacobian fallback), ``sequence_input`` (the tensors
     come as one sequence argument, as for ``torch.cat``), ``part_kinds``
     (the :class:`LinearPart` kinds its :meth:`apply_part` and
-    :meth:`part_edges` handle).
+    :meth:`part_edges` handle), ``positional`` (the tracer adds
+    ``params['roles']``: for each parent, the argument positions it fills).
     """
 
     name: str = ""
@@ -119,6 +120,7 @@ class OperationKind:
     methods: tuple = ()
     single_input: bool = False
     sequence_input: bool = False
+    positional: bool = False
     part_kinds: tuple = ()
 
     # -- recognising calls: parameters, or None when the call is not of this kind ------------
@@ -183,8 +185,18 @@ def _classify(method: str, *args) -> tuple[str, dict]:
 
 
 def classify_module(module) -> tuple[str, dict]:
-    """Kind and rule parameters of a module."""
-    return _classify("module_params", module)
+    """Kind and rule parameters of a module. A module whose ``forward`` is not torch's own (a subclass
+    that overrides it computes something else: padding or weights made in ``forward``, a norm over
+    another axis) gets no rule of its parent class: it is the fallback's."""
+    forward = getattr(type(module), "forward", None)
+    if getattr(forward, "__module__", "").startswith("torch."):
+        return _classify("module_params", module)
+    for kind in OPERATIONS.values():         # a forward of its own: only a kind naming that class claims it
+        if any(isinstance(module, c) and c.forward is forward for c in kind.modules):
+            params = kind.module_params(module)
+            if params is not None:
+                return kind.name, params
+    return FALLBACK, {}
 
 
 def classify_function(target, args: Sequence, kwargs: dict) -> tuple[str, dict]:

@@ -1,4 +1,6 @@
-"""Concatenation along one axis: each input is a selection factor on that axis ⊗ identities."""
+"""Concatenation along one axis: each input is a selection factor on that axis ⊗ identities.
+
+Items that are constants (a class token) are output rows without parents."""
 
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ class Cat(OperationKind):
     def blocks(self, op, inputs, incl, limit):
         out = op.out_shape
         dim = op.params["dim"] % len(out)
-        blocks, offset = [], 0
-        for shape in op.in_shapes:
-            n = shape[dim]
-            select = sp.csr_matrix((np.ones(n, dtype=bool), (np.arange(offset, offset + n), np.arange(n))),
+        shapes = op.params.get("shapes", op.in_shapes)          # every item, constants included
+        items = op.params.get("items", range(len(shapes)))      # the items that are layers
+        offsets = np.cumsum([0] + [s[dim] for s in shapes])
+        blocks = []
+        for i in items:
+            shape, n = shapes[i], shapes[i][dim]
+            select = sp.csr_matrix((np.ones(n, dtype=bool), (np.arange(offsets[i], offsets[i] + n), np.arange(n))),
                                    shape=(out[dim], n))
             blocks.append(Kron(tuple(Factor.of(select) if a == dim else Factor.eye(m) for a, m in enumerate(shape))))
-            offset += n
         return blocks

@@ -1,8 +1,12 @@
 """Elementwise operations (activations, arithmetic, eval-mode batch norm, dropout, identity, casts).
 
 Output neuron ``i`` reads neuron ``i`` of every input, broadcasting over
-size-1 axes. Linear part: the exact coefficient where the operation is
-affine in an input (found by evaluating it on a few points), else 1.
+size-1 axes. Linear part: where the operation can be affine by what it is
+(identity, dropout in eval mode, eval-mode batch norm, adding, subtracting,
+multiplying or dividing, casts) the coefficient is measured by evaluating
+it, and confirmed affine on a few points; every other operation (ReLU,
+hardsigmoid, GELU, ...) is not affine, whatever a few points would suggest,
+and has weight 1.
 """
 
 from __future__ import annotations
@@ -51,6 +55,17 @@ METHODS = {
     "double", "half", "to", "type_as", "clone", "detach", "contiguous",
 }
 
+#: what can be affine in an input by what it is (the coefficient is then measured); the rest is not
+AFFINE_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.FeatureAlphaDropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+AFFINE_FUNCTIONS = {
+    torch.add, torch.sub, torch.mul, torch.div, torch.neg, operator.add, operator.sub, operator.mul,
+    operator.truediv, operator.neg, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+}
+AFFINE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "float", "double", "half",
+                  "to", "type_as", "clone", "detach", "contiguous"}
+
 BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 
 
@@ -70,12 +85,18 @@ class Elementwise(OperationKind):
     def module_params(self, module):
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
             return None                 # batch statistics: a reduction (nsp.operations.normalization)
-        return super().module_params(module)
+        params = super().module_params(module)
+        return None if params is None else {"affine": isinstance(module, AFFINE_MODULES)}
 
     def function_params(self, target, args, kwargs):
         if target is F.batch_norm and not batch_statistics(args, kwargs):
-            return {}
-        return super().function_params(target, args, kwargs)
+            return {"affine": True}
+        params = super().function_params(target, args, kwargs)
+        return None if params is None else {"affine": target in AFFINE_FUNCTIONS}
+
+    def method_params(self, name, args, kwargs):
+        params = super().method_params(name, args, kwargs)
+        return None if params is None else {"affine": name in AFFINE_METHODS}
 
     def blocks(self, op, inputs, incl, limit):
         out = op.out_shape
@@ -86,8 +107,8 @@ class Elementwise(OperationKind):
         return blocks
 
     def linear_parts(self, op, inputs, blocks):
-        if op.evaluate is None:
-            return super().linear_parts(op, inputs, blocks)
+        if op.evaluate is None or not op.params.get("affine", True):
+            return super().linear_parts(op, inputs, blocks)     # not affine by what it is: weight 1
         return [LinearPart.rows(affine_coefficient(op, inputs, k)) for k in range(len(op.in_shapes))]
 
 

@@ -2,18 +2,21 @@
 
 Batch norm with batch statistics (each channel over batch and space),
 instance norm (each sample and channel over space), layer norm (the
-trailing normalised axes) and softmax-like functions (the given axis).
+trailing normalised axes), softmax-like functions (the given axis), and
+reductions to one value over axes (sum, mean, amax, var, logsumexp, ...).
 Connectivity: all-ones on the reduced axes ⊗ identity on the rest.
-Linear part: 1 (not affine).
+Linear part: 1 (not affine), except sums (1) and means (1 / count).
 """
 
 from __future__ import annotations
+
+from math import prod
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind, register
 from nsp.operations.blocks import Kron
 from nsp.operations.elementwise import batch_statistics
 from nsp.operations.kronecker import Factor
@@ -24,8 +27,28 @@ SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, F.softmin, torch.softmax, torch.l
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
+#: reductions of axes to one value: output ``o`` reads the reduced axes whole (sum and mean are linear)
+REDUCTIONS = {"sum", "mean", "amax", "amin", "prod", "logsumexp", "var", "std", "nansum", "nanmean"}
+REDUCTION_FUNCTIONS = {getattr(torch, name): name for name in REDUCTIONS}
+
+
 def _softmax(dim) -> dict | None:
     return {"dims": [dim]} if dim is not None else None      # no dim: the Jacobian fallback
+
+
+def _reduction(name: str, args, kwargs) -> dict | None:
+    """Parameters of ``torch.<name>(input, dim=None, ...)``: the reduced axes (all when none are given)."""
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
+    dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else None))
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        dims = list(range(x.dim()))
+    elif isinstance(dim, int) or isinstance(dim, (tuple, list)) and all(isinstance(d, int) for d in dim):
+        dims = sorted({d % x.dim() for d in as_tuple(dim, 1)})
+    else:
+        return None                     # named dimensions and the like: the fallback
+    return {"dims": dims, "collapse": True, "reduction": name}
 
 
 @register
@@ -51,11 +74,15 @@ class Reduce(OperationKind):
             return _softmax(bind(("input", "dim"), args, kwargs).get("dim"))
         if target is F.layer_norm:
             return {"last": len(as_tuple(bind(("input", "normalized_shape"), args, kwargs)["normalized_shape"], 1))}
+        if target in REDUCTION_FUNCTIONS:
+            return _reduction(REDUCTION_FUNCTIONS[target], args, kwargs)
         return None
 
     def method_params(self, name, args, kwargs):
         if name in ("softmax", "log_softmax"):
             return _softmax(kwargs.get("dim", args[1] if len(args) > 1 else None))
+        if name in REDUCTIONS:
+            return _reduction(name, args, kwargs)
         return None
 
     def blocks(self, op, inputs, incl, limit):
@@ -67,4 +94,14 @@ class Reduce(OperationKind):
             dims = set(range(rank)) - {k % rank for k in op.params["keep"]}
         else:                           # softmax: the given axes
             dims = {d % rank for d in op.params["dims"]}
-        return [Kron(tuple(Factor.ones(n, n) if a in dims else Factor.eye(n) for a, n in enumerate(shape)))]
+        reduced = 1 if op.params.get("collapse") else None
+        return [Kron(tuple(Factor.ones(reduced or n, n) if a in dims else Factor.eye(n) for a, n in enumerate(shape)))]
+
+    def linear_parts(self, op, inputs, blocks):
+        how = op.params.get("reduction")
+        if how == "sum":
+            return [LinearPart.rows(1.0)]
+        if how == "mean":
+            shape = op.in_shapes[0]
+            return [LinearPart.rows(1.0 / prod(shape[d] for d in op.params["dims"]))]
+        return super().linear_parts(op, inputs, blocks)

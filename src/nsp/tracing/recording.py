@@ -22,6 +22,7 @@ a batch; :class:`nsp.Activations` is the one-sample facade over it.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,9 +231,11 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> list[Layer]:
         gm = fx.symbolic_trace(network)
     except Exception as err:
         raise TraceError(
-            f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: {err}). "
-            f"This usually means data-dependent control flow in forward(); use trace='children', "
-            f"which records the outputs of the child modules instead") from err
+            f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: {err}). torch.fx "
+            f"runs forward() on symbolic tensors, so Python control flow on a tensor's values or shape "
+            f"(for example 'if x.shape[-1] != size:') or a call it cannot follow stops it; rewrite that "
+            f"code with tensor operations, or use trace='children', which records the outputs of the "
+            f"child modules instead") from err
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     extra = [n.name for n in placeholders[1:] if not n.args]
     if extra:
@@ -308,22 +311,45 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
         path = n.target
     direct = _tensor_args(n, rec, depends)
     if any(a not in index for a in direct):
-        kind, params = "jacobian", {}       # reads a tuple-valued node (split, chunk, ...)
+        # reads a tuple-valued node: a piece of chunk/split/unbind is data movement, the rest has no rule
+        kind, params = ("gather", {}) if _piece_of_data_movement(gm, n, rec, depends, index) else ("jacobian", {})
     elif OPERATIONS[kind].single_input and (len(set(direct)) != 1 or direct[0] is not _first_arg(n, rec)):
         kind, params = "jacobian", {}       # e.g. weights computed from the input
     elif OPERATIONS[kind].sequence_input:
         seq = values[0] if values else kwvalues.get("tensors")
         items = n.args[0] if n.args else n.kwargs["tensors"]
-        if any(not depends.get(rec.source(n, a)) for a in items):
-            kind, params = "jacobian", {}   # concatenates constants too
-        else:
-            in_shapes = tuple(tuple(t.shape) for t in seq)
-            op_inputs = [rec.source(n, a) for a in items]
+        layer_items = [i for i, a in enumerate(items) if isinstance(a, fx.Node) and depends.get(rec.source(n, a))]
+        if all(rec.source(n, items[i]) in index for i in layer_items):
+            # constants concatenated with layers (a class token) are rows without parents
+            params = dict(params, shapes=[list(t.shape) for t in seq], items=layer_items)
+            in_shapes = tuple(tuple(seq[i].shape) for i in layer_items)
+            op_inputs = [rec.source(n, items[i]) for i in layer_items]
             return Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape)), op_inputs
+        kind, params = "jacobian", {}
+    if OPERATIONS[kind].positional:
+        params = dict(params, roles=[[i for i, a in enumerate(n.args) if isinstance(a, fx.Node)
+                                      and rec.source(n, a) is p] for p in parents])
+        if any(not r for r in params["roles"]):
+            kind, params = "jacobian", {}   # a parent reached through keyword arguments or containers
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
     op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
             _fx_evaluator(gm, n, rec, depends, index, parents))
     return op, parents
+
+
+def _piece_of_data_movement(gm, n, rec, depends, index) -> bool:
+    """``n`` is ``tuple[i]`` of a data-movement call (chunk, split, unbind, ...) on one layer."""
+    if n.op != "call_function" or n.target is not operator.getitem or not isinstance(n.args[0], fx.Node):
+        return False
+    producer = rec.source(n, n.args[0])
+    if producer.op not in ("call_function", "call_method"):
+        return False
+    values = fx.node.map_arg(producer.args, lambda a: rec.snap[a])
+    kwvalues = fx.node.map_arg(producer.kwargs, lambda a: rec.snap[a])
+    classify = classify_function if producer.op == "call_function" else classify_method
+    kind, _ = classify(producer.target, values, kwvalues)
+    direct = _tensor_args(producer, rec, depends)
+    return kind == "gather" and len(set(direct)) == 1 and direct[0] in index and direct[0] is _first_arg(producer, rec)
 
 
 def _first_arg(n, rec):

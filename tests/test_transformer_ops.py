@@ -1,0 +1,173 @@
+"""Rules for what transformers and modern CNNs use: data movement, matrix products, reductions over axes.
+
+Every block of these kinds is compared, entry by entry, with the nonzero pattern of the operation's
+Jacobian at random float64 inputs, computed here by autograd: for data movement, products of layers and
+smooth reductions that pattern is the exact dependence structure.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import nsp
+from nsp.tracing import record
+
+EXACT_KINDS = {"gather", "matmul", "reduce", "reshape", "linear"}
+
+
+def jacobian_support(op, shapes):
+    gen = torch.Generator().manual_seed(7)
+    xs = tuple(torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes)
+    jac = torch.autograd.functional.jacobian(lambda *v: op.evaluate(v, False).double(), xs)
+    jac = jac if isinstance(jac, tuple) else (jac,)
+    n_out = int(np.prod(op.out_shape))
+    return [(j.reshape(n_out, -1) != 0).numpy() for j in jac]
+
+
+def check_blocks(net, x, kinds):
+    rec = record(net.double().eval(), x.double(), "ops")
+    core = nsp.GraphCore.from_recording(rec)
+    seen = set()
+    for index, layer in enumerate(rec.layers[1:], start=1):
+        assert layer.op.kind != "jacobian", f"layer {layer.name} has no rule"
+        if layer.op.kind not in EXACT_KINDS:
+            continue
+        seen.add(layer.op.kind)
+        want = jacobian_support(layer.op, layer.op.in_shapes)
+        for (parent, block), expected in zip(core.blocks[index], want):
+            rows, cols = block.coo()
+            got = np.zeros(block.shape, dtype=bool)
+            got[rows, cols] = True
+            if layer.op.params.get("reduction") in ("amax", "amin"):    # the Jacobian shows the winner only
+                assert got.all() and expected.any(), layer.name
+            else:
+                assert np.array_equal(got, expected), f"{layer.name} ({layer.op.kind}) from layer {parent}"
+    assert kinds <= seen, kinds - seen
+    return core
+
+
+class Movement(nn.Module):
+    def forward(self, x):                                      # (1, 3, 4, 5)
+        a, b = x.chunk(2, dim=-1)                              # (1,3,4,3), (1,3,4,2)
+        c = a.transpose(1, 2).flip(-1)[:, ::2, 1:]             # steps and flips
+        d = x.permute(0, 3, 1, 2).roll(1, dims=2).narrow(1, 1, 3)
+        e = torch.unbind(b, dim=1)[2].expand(2, 4, 2)[:1]      # a piece of unbind, a broadcast
+        f = x[0, :, 1].repeat(1, 2).unsqueeze(0)
+        g = x.select(3, 4).index_select(2, torch.tensor([3, 0, 0]))
+        return c.sum() + d.mean((1, 3)).sum() + e.amax() + f.std() + g.logsumexp(1).sum()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention written out, with a class token and a positional embedding."""
+
+    def __init__(self, d=4, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.token = nn.Parameter(torch.randn(1, 1, d))
+        self.position = nn.Parameter(torch.randn(1, 4, d))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x):                                      # (1, 3, d)
+        x = torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5
+        y = scores.softmax(dim=-1) @ v
+        return x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def test_data_movement_blocks_are_exact():
+    core = check_blocks(Movement(), torch.randn(1, 3, 4, 5), {"gather", "reduce"})
+    assert "jacobian" not in core.kinds
+
+
+def test_attention_blocks_are_exact():
+    torch.manual_seed(0)
+    core = check_blocks(Attention(), torch.randn(1, 3, 4), {"gather", "matmul", "reduce"})
+    assert core.kinds.count("matmul") == 2
+
+
+def test_product_of_a_layer_with_itself_is_the_union_of_both_roles():
+    class Square(nn.Module):
+        def forward(self, x):                                  # (1, 3, 3)
+            return torch.matmul(x, x) + x.transpose(1, 2) @ F.relu(x)
+    check_blocks(Square(), torch.randn(1, 3, 3), {"matmul"})
+
+
+def test_slices_and_broadcasts_stay_kronecker_permutes_do_not():
+    class Net(nn.Module):
+        def forward(self, x):                                  # (1, 2, 6, 6)
+            return x[:, :, 1::2, ::3].flip(1), x.transpose(2, 3)
+    rec = record(Net().eval(), torch.randn(1, 2, 6, 6), "ops")
+    core = nsp.GraphCore.from_recording(rec)
+    kinds = {layer.name: type(core.blocks[i][0][1]).__name__ for i, layer in enumerate(rec.layers) if i}
+    assert kinds == {"getitem": "Kron", "flip": "Kron", "transpose": "Coo"}
+
+
+def test_exact_spectra_through_the_new_rules():
+    from test_exact import check
+    torch.manual_seed(2)
+    net, x = Attention().double(), torch.randn(2, 3, 4, dtype=torch.float64)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net.eval(), x[:1], trace="ops"))
+    check(core, record(net.eval(), x, "ops").values(np.float64), "attention")
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """A layer norm over channels (as in ConvNeXt): a subclass of nn.LayerNorm that overrides forward."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+def reach(core, target: int) -> np.ndarray:
+    """Which input neurons reach each neuron of layer ``target`` (boolean closure of the adjacency)."""
+    a = core.adjacency.astype(bool).astype(np.int64).tocsr()
+    n = a.shape[0]
+    r = np.eye(n, dtype=bool)
+    for _ in range(core.n_layers):
+        r = r | ((a @ r.astype(np.int64)) > 0)
+    o = core.offsets
+    return r[o[target]:o[target + 1], o[0]:o[1]]
+
+
+def test_module_subclass_overriding_forward_gets_no_parent_rule():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(2, 3, 1), LayerNorm2d(3)).double().eval()
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    want = jacobian_support(nsp.tracing.recording._module_op(net, "net", ((1, 2, 3, 4),), (1, 3, 3, 4)),
+                            [(1, 2, 3, 4)])[0]
+    for trace in ("children", "ops"):
+        core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace=trace))
+        assert np.array_equal(reach(core, core.n_layers - 1), want), trace
+    children = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+    assert children.kinds == ["input", "conv", "jacobian"]
+    ops = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="ops"))
+    assert ops.kinds == ["input", "conv", "gather", "reduce", "gather"]
+
+
+def test_piecewise_linear_activations_are_not_taken_for_affine():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Hardsigmoid(), nn.Dropout(0.5), nn.Hardtanh(), nn.ReLU6()).eval()
+    for trace in ("children", "ops"):
+        core = nsp.GraphCore.from_activations(nsp.Activations(net, torch.randn(1, 3) * 0.1, trace=trace))
+        weights = [float(core.linear[i][0][0].arrays["r"]) for i in range(2, 6)]
+        assert weights == [1.0, 1.0, 1.0, 1.0], (trace, weights)      # dropout in eval mode: exactly 1
+    scaled = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
+    scaled[1].running_var.fill_(4.0)
+    core = nsp.GraphCore.from_activations(nsp.Activations(scaled, torch.randn(1, 3), trace="children"))
+    assert np.allclose(core.linear[2][0][0].arrays["r"], 1 / np.sqrt(4.0 + 1e-5))
+
+
+def test_fx_failure_names_shape_dependent_control_flow():
+    class ShapeBranch(nn.Module):
+        def forward(self, x):
+            if x.shape[-1] != 4:
+                x = x[..., :4]
+            return x.relu()
+    with pytest.raises(nsp.tracing.recording.TraceError,
+                       match=r"control flow on a tensor's values or shape \(for example"):
+        nsp.Activations(ShapeBranch(), torch.randn(1, 5), trace="ops")
