@@ -171,3 +171,81 @@ def test_fx_failure_names_shape_dependent_control_flow():
     with pytest.raises(nsp.tracing.recording.TraceError,
                        match=r"control flow on a tensor's values or shape \(for example"):
         nsp.Activations(ShapeBranch(), torch.randn(1, 5), trace="ops")
+
+
+class Between(nn.Module):
+    """Two children with functional code between them."""
+
+    def __init__(self, between):
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 1)
+        self.b = nn.Conv2d(2, 2, 1)
+        self.between = between
+
+    def forward(self, x):                                      # (1, 2, 3, 3)
+        y = self.a(x)
+        return self.b(self.between(y, x))
+
+
+@pytest.mark.parametrize("between, error", [
+    (lambda y, x: y.transpose(2, 3), "rearranged or mixed by functional code"),
+    (lambda y, x: y.softmax(dim=1), "rearranged or mixed by functional code"),
+    (lambda y, x: y + x, "reads 'input', not only the layer recorded before it \\('a'\\)"),
+    (lambda y, x: F.relu(y).flatten(2).reshape(-1, 2, 3, 3) * 2 + 1, None),
+])
+def test_children_mode_refuses_what_it_would_wire_wrongly(between, error):
+    torch.manual_seed(5)
+    net = Between(between).eval()
+    x = torch.randn(3, 2, 3, 3)
+    if error is None:
+        assert nsp.record(net, x, "children").table.names == ["input", "a", "b"]
+        return
+    with pytest.raises(nsp.TraceError, match=error + ".*trace='ops'"):
+        nsp.record(net, x, "children")
+    assert len(nsp.record(net, x, "ops").table.names) > 3         # ops mode takes it
+
+
+def test_children_check_leaves_running_statistics_alone():
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
+    x = torch.randn(4, 1, 3, 3)
+    nsp.record(net, x, "children")
+    once = net[1].running_mean.clone()
+    net[1].reset_running_stats()
+    net(x)
+    assert torch.equal(once, net[1].running_mean)                 # one update, as a plain forward makes
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+def test_container_children_are_wired_from_their_traced_internals():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(),
+                                                          nn.MaxPool2d(2)), Residual(2)).eval()
+    x = torch.randn(1, 1, 6, 6)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+    assert core.kinds == ["input", "conv", "jacobian", "jacobian"]
+    ops = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="ops"))
+    for layer, child in ((2, net[1]), (3, net[2])):
+        # the block equals the reachability through the same child traced in ops mode, and covers the
+        # Jacobian at random weights and inputs
+        block = core.blocks[layer][0][1]
+        rows, cols = block.coo()
+        got = np.zeros(block.shape, dtype=bool)
+        got[rows, cols] = True
+        shape = (1, 2, 6, 6) if layer == 2 else (1, 2, 3, 3)
+        inner = nsp.GraphCore.from_activations(nsp.Activations(child, torch.randn(shape), trace="ops"))
+        assert np.array_equal(got, reach(inner, inner.n_layers - 1))
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            probe = torch.randn(shape, generator=gen, dtype=torch.float64)
+            jac = torch.autograd.functional.jacobian(lambda v: child.double()(v), probe).reshape(got.shape[0], -1)
+            assert not ((jac != 0).numpy() & ~got).any()
+    assert np.array_equal(reach(core, 3), reach(ops, ops.n_layers - 1))

@@ -18,8 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations import JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, blocks_for, linear_parts
-from nsp.operations.base import unit_parts
-from nsp.operations.blocks import Kron
+from nsp.operations.base import FALLBACK, unit_parts
+from nsp.operations.blocks import Coo, Kron
+from nsp.tracing.recording import TraceError, record
 from nsp.tracing.table import LayerTable
 
 
@@ -79,7 +80,7 @@ class GraphCore:
             op = layer.op
             inputs = list(layer.received) or [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
             try:
-                found = blocks_for(op, inputs, incl, jacobian_limit)
+                found = traced_blocks(op, inputs, incl, jacobian_limit) or blocks_for(op, inputs, incl, jacobian_limit)
             except ConnectivityError as err:
                 raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
             blocks.append(list(zip(layer.op_inputs, found)))
@@ -195,3 +196,34 @@ class GraphCore:
     def is_factored(self, layer: int) -> bool:
         """Whether every incoming block of ``layer`` is Kronecker-factored."""
         return all(isinstance(b, Kron) for _, b in self.blocks[layer])
+
+
+def traced_blocks(op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list | None:
+    """The block of a call of a module that has no rule, from its internals traced in ops mode.
+
+    The module is recorded on the input it received, its internal graph built with the same rules, and
+    the block is the reachability from its input to the layer it returns: the union over internal paths
+    of the products of their blocks, exact (no probing). None where the op is no such call or torch.fx
+    cannot trace the module (then the Jacobian fallback decides).
+    """
+    if op.kind != FALLBACK or op.module is None or len(inputs) != 1:
+        return None
+    try:
+        recording = record(op.module, inputs[0].reshape(op.in_shapes[0]).detach(), "ops")
+    except (TraceError, ValueError, TypeError):
+        return None
+    if recording.output is None or recording.layers[recording.output].value.numel() != int(np.prod(op.out_shape)):
+        return None
+    core = GraphCore.from_recording(recording, incl, jacobian_limit)
+    reach = [sp.identity(core.sizes[0], dtype=np.int64, format="csr")]
+    for layer in range(1, recording.output + 1):
+        total = sp.csr_matrix((core.sizes[layer], core.sizes[0]), dtype=np.int64)
+        for parent, block in core.blocks[layer]:
+            rows, cols = block.coo()
+            matrix = sp.csr_matrix((np.ones(rows.size, dtype=np.int64), (rows, cols)), shape=block.shape)
+            total = total + matrix @ reach[parent]
+        total.data[:] = 1               # reachability: counts of paths become 1
+        total.eliminate_zeros()
+        reach.append(total.tocsr())
+    result = reach[recording.output].tocoo()
+    return [Coo.union([result.row.astype(np.int64)], [result.col.astype(np.int64)], result.shape)]

@@ -54,6 +54,8 @@ class Op:
     parameters are replaced by seeded random values (for structural Jacobian
     patterns that must not depend on the trained weights). ``params`` may
     hold tensors (weights); the layer table keeps only their plain part.
+    ``module``: the module, where the op calls one on its single input (a
+    module without a rule is then wired from its traced internals).
     """
 
     kind: str
@@ -62,6 +64,7 @@ class Op:
     in_shapes: tuple = ()
     out_shape: tuple = ()
     evaluate: Callable[[Sequence[torch.Tensor], bool], torch.Tensor] | None = None
+    module: Any = None      # the module called with the one input alone, where the op is such a call
 
 
 @dataclass

@@ -62,10 +62,11 @@ class Recording:
     ``batch`` the number of samples.
     """
 
-    def __init__(self, layers: list, trace: str, batch: int):
+    def __init__(self, layers: list, trace: str, batch: int, output: int | None = None):
         self.layers = layers
         self.trace = trace
         self.batch = batch
+        self.output = len(layers) - 1 if output is None else output     # the layer the network returns
         self.table = LayerTable.build(
             names=[l.name for l in layers],
             kinds=["input"] + [l.op.kind for l in layers[1:]],
@@ -105,9 +106,14 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") ->
                          f"{tuple(inputs.shape)}")
     if trace not in TRACE_MODES:
         raise ValueError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
+    if trace == "children":
+        check_chain(network, inputs if network.training else inputs[:1])
     with torch.no_grad():
-        layers = _record_children(network, inputs) if trace == "children" else _record_ops(network, inputs)
-    return Recording(layers, trace, int(inputs.shape[0]))
+        if trace == "children":
+            layers, output = _record_children(network, inputs), None
+        else:
+            layers, output = _record_ops(network, inputs)
+    return Recording(layers, trace, int(inputs.shape[0]), output)
 
 
 def _forward_failed(network, input, err) -> ValueError:
@@ -134,10 +140,91 @@ def _module_evaluator(module: nn.Module, shapes: tuple):
 
 def _module_op(module: nn.Module, path: str, in_shapes: tuple, out_shape: tuple) -> Op:
     kind, params = classify_module(module)
-    return Op(kind, path, params, in_shapes, out_shape, _module_evaluator(module, in_shapes))
+    return Op(kind, path, params, in_shapes, out_shape, _module_evaluator(module, in_shapes),
+              module if len(in_shapes) == 1 else None)
 
 
 # --- children mode -----------------------------------------------------------
+
+def check_chain(network: nn.Module, input: torch.Tensor) -> None:
+    """Raise :class:`TraceError` unless each direct child reads the output of the child called before it
+    (the input for the first) through elementwise code only (``F.relu``, reshapes, adding constants).
+
+    Children mode wires exactly that, so anything else (a skip connection around a child, a transpose or
+    permute between two children, a softmax between them) would give wrong edges. Decided by autograd on
+    one sample: every child's output is cut from what came before, and the tensor the next child receives
+    must have a diagonal Jacobian (in flat order) with respect to the previous output and none with
+    respect to earlier ones. ``J`` is diagonal exactly when ``J^T v = (J^T 1) * v`` for a random ``v``.
+    """
+    if not input.is_floating_point():
+        return                          # integer inputs (token ids): nothing to differentiate
+    children = list(network.named_children()) or [(type(network).__name__, network)]
+    start = input.detach().clone().requires_grad_(True)
+    cut = [("input", start)]            # (name, leaf) per recorded layer so far
+    gen = torch.Generator().manual_seed(0)
+
+    def before(name, module):
+        def hook(mod, args):
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if len(tensors) != 1 or not tensors[0].requires_grad:
+                return None             # refused with its reason by the recording pass, or not a float tensor
+            received, (previous, leaf) = tensors[0], cut[-1]
+            if received.numel() != leaf.numel():
+                return None
+            v = torch.randn(received.shape, generator=gen, dtype=torch.float64).to(received.dtype)
+            ones = torch.ones_like(received)
+            grads = torch.autograd.grad([received], [l for _, l in cut], [ones], retain_graph=True,
+                                        allow_unused=True)
+            earlier = [n for (n, _), g in zip(cut[:-1], grads[:-1]) if g is not None and bool(g.ne(0).any())]
+            if earlier:
+                raise TraceError(
+                    f"child module {name!r} ({type(module).__name__}) reads {earlier[0]!r}, not only the layer "
+                    f"recorded before it ({previous!r}); children mode wires each child to the previous "
+                    f"one, so this network needs trace='ops'")
+            (weighted,) = torch.autograd.grad([received], [leaf], [v], retain_graph=True, allow_unused=True)
+            plain = grads[-1]
+            if plain is None or weighted is None:
+                return None             # no dependence on the previous output at all: nothing to wire wrongly
+            want = plain.reshape(-1).double() * v.reshape(-1).double()
+            got = weighted.reshape(-1).double()
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()) + 1e-30):
+                raise TraceError(
+                    f"child module {name!r} ({type(module).__name__}) receives the output of {previous!r} "
+                    f"rearranged or mixed by functional code between the two (a transpose, permute, "
+                    f"softmax, ...), not elementwise; children mode would wire it neuron to neuron, so "
+                    f"this network needs trace='ops'")
+            return None
+        return hook
+
+    def after(name):
+        def hook(mod, args, output):
+            if isinstance(output, torch.Tensor) and output.is_floating_point():
+                leaf = output.detach().requires_grad_(True)
+                cut.append((name, leaf))
+                return leaf.clone()     # a non-leaf: in-place code downstream stays legal
+            return None
+        return hook
+
+    handles = []
+    for name, module in children:
+        handles.append(module.register_forward_pre_hook(before(name, module)))
+        handles.append(module.register_forward_hook(after(name)))
+    buffers = {name: b.detach().clone() for name, b in network.named_buffers()}   # running statistics
+    try:
+        with torch.enable_grad():
+            network(start.clone())
+    except TraceError:
+        raise
+    except Exception as err:
+        raise _forward_failed(network, input, err) from err
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for name, b in network.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
+
 
 def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
     layers = [Layer("input", f"Input{list(input.shape)}", input.detach().clone())]
@@ -226,7 +313,7 @@ class _Recorder(fx.Interpreter):
         return self.sources[user][arg]
 
 
-def _record_ops(network: nn.Module, input: torch.Tensor) -> list[Layer]:
+def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], int | None]:
     try:
         gm = fx.symbolic_trace(network)
     except Exception as err:
@@ -270,7 +357,10 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> list[Layer]:
         index[n] = len(layers)
         layers.append(Layer(n.name, _describe(gm, n), rec.snap[n], tuple(index[p] for p in parents), op,
                             tuple(index[p] for p in op_inputs)))
-    return layers
+    returned = [n for n in gm.graph.nodes if n.op == "output"][0].args[0]
+    output = index.get(rec.source([n for n in gm.graph.nodes if n.op == "output"][0], returned)) \
+        if isinstance(returned, fx.Node) else None
+    return layers, output
 
 
 def _parents(n, rec, depends, index) -> list:
@@ -332,8 +422,10 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
         if any(not r for r in params["roles"]):
             kind, params = "jacobian", {}   # a parent reached through keyword arguments or containers
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
+    alone = n.op == "call_module" and not n.kwargs and len(n.args) == 1 and len(parents) == 1 \
+        and _first_arg(n, rec) is parents[0]
     op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
-            _fx_evaluator(gm, n, rec, depends, index, parents))
+            _fx_evaluator(gm, n, rec, depends, index, parents), gm.get_submodule(n.target) if alone else None)
     return op, parents
 
 
