@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import nsp
 from nsp.tracing import record
 
-EXACT_KINDS = {"gather", "matmul", "reduce", "reshape", "linear"}
+EXACT_KINDS = {"gather", "matmul", "attention", "reduce", "reshape", "linear"}
 
 
 def jacobian_support(op, shapes):
@@ -249,3 +249,30 @@ def test_container_children_are_wired_from_their_traced_internals():
             jac = torch.autograd.functional.jacobian(lambda v: child.double()(v), probe).reshape(got.shape[0], -1)
             assert not ((jac != 0).numpy() & ~got).any()
     assert np.array_equal(reach(core, 3), reach(ops, ops.n_layers - 1))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_scaled_dot_product_attention_blocks_are_exact(causal):
+    class Sdpa(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(4, 12)
+
+        def forward(self, x):                                  # (1, 3, 4) -> heads 2, tokens 3, features 2
+            q, k, v = self.qkv(x).reshape(1, 3, 3, 2, 2).permute(2, 0, 3, 1, 4)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.manual_seed(8)
+    core = check_blocks(Sdpa(), torch.randn(1, 3, 4), {"gather"})
+    assert core.kinds[-1] == "attention"
+    attention = [block for _, block in core.blocks[-1]]
+    assert len(attention) == 3 and all(type(b).__name__ == "Kron" for b in attention)
+
+
+def test_scaled_dot_product_attention_with_a_boolean_mask():
+    mask = torch.tensor([[True, False, True], [False, True, True], [True, True, False]])
+
+    class Masked(nn.Module):
+        def forward(self, x):                                  # (1, 2, 3, 2)
+            return F.scaled_dot_product_attention(x, x * 2, x + 1, attn_mask=mask)
+    core = check_blocks(Masked(), torch.randn(1, 2, 3, 2), set())
+    assert core.kinds[-1] == "attention"

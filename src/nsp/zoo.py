@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nsp import external
 from nsp.storage.files import atomic_output
 
 
@@ -189,11 +190,14 @@ ARCHITECTURES = {
 
 
 def build(architecture: str, options: dict | None = None) -> nn.Module:
-    """A zoo network by name, or a user network ``module:Class`` (importable from the working folder),
-    constructed with the keyword arguments ``options``."""
+    """A zoo network by name, a timm or torchvision architecture (``timm:<name>``, ``torchvision:<name>``,
+    random weights, :mod:`nsp.external`), or a user network ``module:Class`` (importable from the working
+    folder), constructed with the keyword arguments ``options``."""
     options = options or {}
     if architecture in ARCHITECTURES:
         return _construct(ARCHITECTURES[architecture][0], architecture, options)
+    if external.is_named(architecture):
+        return external.build(architecture, options)
     module_name, _, class_name = architecture.partition(":")
     import importlib
     import sys

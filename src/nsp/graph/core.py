@@ -215,6 +215,16 @@ def traced_blocks(op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list
     if recording.output is None or recording.layers[recording.output].value.numel() != int(np.prod(op.out_shape)):
         return None
     core = GraphCore.from_recording(recording, incl, jacobian_limit)
+    from nsp.transforms.factored import NotFactorable, closure_unions
+    try:                                # Kronecker-factored internals: the closure block from the factors
+        _, unions = closure_unions(core, recording.output)
+        terms = unions[recording.output].get(0, [])
+        if len(terms) == 1:
+            return [Kron(terms[0])]
+        coo = [Kron(t).coo() for t in terms]
+        return [Coo.union([r for r, _ in coo], [c for _, c in coo], (core.sizes[recording.output], core.sizes[0]))]
+    except NotFactorable:
+        pass
     reach = [sp.identity(core.sizes[0], dtype=np.int64, format="csr")]
     for layer in range(1, recording.output + 1):
         total = sp.csr_matrix((core.sizes[layer], core.sizes[0]), dtype=np.int64)

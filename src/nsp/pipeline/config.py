@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from nsp import external
 from nsp.pipeline import datasets
 from nsp.storage.files import atomic_output
 from nsp.transforms import TRANSFORMS
@@ -85,8 +86,15 @@ def validate(config: dict) -> dict:
         model["architecture"] = arch
         if arch not in ARCHITECTURES and ":" not in arch:
             raise ConfigError(f"config key models.{name}.architecture: {arch!r} is neither a zoo architecture "
-                              f"({', '.join(ARCHITECTURES)}) nor module:Class")
-        if ":" in arch and (model["weights"] is None or model["input_shape"] is None):
+                              f"({', '.join(ARCHITECTURES)}), timm:<name>, torchvision:<name> nor module:Class")
+        if external.is_named(arch):
+            if not external.NAME.match(arch.partition(":")[2]):
+                raise ConfigError(f"config key models.{name}.architecture: {arch!r}: a model name is letters, "
+                                  f"digits, '_', '.' and '-'")
+            if model["input_shape"] is None:
+                raise ConfigError(f"config key models.{name}.input_shape: a named model ({arch}) needs the shape "
+                                  f"of one sample (batch axis excluded), e.g. [3, 32, 32]")
+        elif ":" in arch and (model["weights"] is None or model["input_shape"] is None):
             raise ConfigError(f"config key models.{name}: a user model ({arch}) needs weights and input_shape")
         for transform in model["transforms"] or []:
             if transform not in config["transforms"]:

@@ -89,15 +89,7 @@ class FactoredClosure:
 
     @classmethod
     def of(cls, core, term_limit: int = TERM_LIMIT) -> "FactoredClosure":
-        blocks = _factored_blocks(core)
-        axes = _checked_axes(core, blocks)
-        unions = [dict() for _ in range(core.n_layers)]          # per layer: ancestor -> union of terms
-        for L in range(1, core.n_layers):
-            for parent, term in blocks[L]:
-                unions[L][parent] = union_add(unions[L].get(parent, []), term)
-                for l, union in unions[parent].items():
-                    for t in union:
-                        unions[L][l] = union_add(unions[L].get(l, []), term_matmul(term, t))
+        axes, unions = closure_unions(core)
         signed = [[] for _ in range(core.n_layers)]
         for L in range(core.n_layers):
             for l, union in sorted(unions[L].items()):
@@ -178,6 +170,22 @@ class FactoredClosure:
         out = sp.csr_matrix(sp.vstack(slabs, format="csr"), dtype=np.int8)
         out.eliminate_zeros()
         return out
+
+
+def closure_unions(core, last: int | None = None) -> tuple[list, list]:
+    """Axes per layer and, per layer ``L`` (up to ``last``), ``{ancestor l: union of Kronecker terms}``
+    whose union is the closure block ``Z[L, l]``; raises :class:`NotFactorable`."""
+    blocks = _factored_blocks(core)
+    axes = _checked_axes(core, blocks)
+    stop = core.n_layers if last is None else last + 1
+    unions = [dict() for _ in range(stop)]          # per layer: ancestor -> union of terms
+    for L in range(1, stop):
+        for parent, term in blocks[L]:
+            unions[L][parent] = union_add(unions[L].get(parent, []), term)
+            for l, union in unions[parent].items():
+                for t in union:
+                    unions[L][l] = union_add(unions[L].get(l, []), term_matmul(term, t))
+    return axes, unions
 
 
 def _factored_blocks(core) -> list:

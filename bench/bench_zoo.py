@@ -1,0 +1,114 @@
+"""Graphs of the models users bring: timm and torchvision architectures, random weights, small inputs.
+
+Per model: the trace mode and whether it built a graph, neurons, edges, seconds, whether the standard
+transform can take the factored path (or why not), layers left to the Jacobian fallback, and a
+brute-force check: the nonzero pattern of the Jacobian of the network's output with respect to its
+input (autograd, float64, two random inputs) against the graph's reachability from input to output —
+``missing`` counts Jacobian entries the graph has no path for (must be 0). Then children mode: graph
+or error, and its time. Needs the ``models`` extra (timm, torchvision). ``--quick``: the first 8 models.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+import nsp
+from nsp import external
+from nsp.transforms.factored import FactoredClosure, NotFactorable
+
+VIT = {"img_size": 32, "patch_size": 8}
+MODELS = [
+    ("timm:resnet10t", {}, 32), ("timm:resnet18", {}, 32), ("timm:resnet50", {}, 32),
+    ("timm:resnext26ts", {}, 32), ("timm:seresnet18", {}, 32), ("timm:regnetx_002", {}, 32),
+    ("timm:regnety_002", {}, 32), ("timm:efficientnet_b0", {}, 32), ("timm:tf_efficientnet_b0", {}, 32),
+    ("timm:mobilenetv2_050", {}, 32), ("timm:mobilenetv3_small_050", {}, 32), ("timm:mnasnet_050", {}, 32),
+    ("timm:ghostnet_050", {}, 32), ("timm:densenet121", {}, 32), ("timm:dla34", {}, 32),
+    ("timm:vgg11", {}, 32), ("timm:convnext_atto", {}, 32), ("timm:convnextv2_atto", {}, 32),
+    ("timm:vit_tiny_patch16_224", VIT, 32), ("timm:deit_tiny_patch16_224", VIT, 32),
+    ("timm:vit_small_patch16_224", VIT, 32), ("timm:swin_tiny_patch4_window7_224", {"img_size": 56}, 56),
+    ("timm:mixer_s16_224", {"img_size": 32}, 32), ("timm:resmlp_12_224", {"img_size": 32}, 32),
+    ("timm:cait_xxs24_224", {"img_size": 32}, 32), ("timm:mobilevit_xxs", {}, 64),
+    ("timm:test_vit", {}, 160), ("timm:levit_128s", {"img_size": 32}, 32), ("timm:poolformer_s12", {}, 32),
+    ("torchvision:resnet18", {}, 32), ("torchvision:mobilenet_v2", {}, 32),
+    ("torchvision:mobilenet_v3_small", {}, 32), ("torchvision:efficientnet_b0", {}, 32),
+    ("torchvision:squeezenet1_0", {}, 32), ("torchvision:densenet121", {}, 32), ("torchvision:vgg11", {}, 32),
+    ("torchvision:shufflenet_v2_x0_5", {}, 32), ("torchvision:regnet_x_400mf", {}, 32),
+    ("torchvision:convnext_tiny", {}, 32), ("torchvision:vit_b_16", {"image_size": 32}, 32),
+    ("torchvision:swin_t", {}, 64),
+]
+
+
+def reachability(core, outputs: int) -> np.ndarray:
+    """(outputs, input neurons): which input neurons have a path to each neuron of the last layer."""
+    a = sp.csr_matrix(core.adjacency, dtype=np.float32)
+    o = core.offsets
+    mark = np.zeros((core.n_nodes, outputs), dtype=np.float32)
+    mark[o[-2]:o[-1]] = np.eye(outputs, dtype=np.float32)
+    for layer in range(core.n_layers - 1, 0, -1):
+        rows = a[o[layer]:o[layer + 1]]
+        mark += (rows.T @ mark[o[layer]:o[layer + 1]]) > 0
+        np.minimum(mark, 1, out=mark)
+    return mark[o[0]:o[1]].T > 0
+
+
+def missing_edges(net, core, x) -> int:
+    net = net.double()
+    outputs = int(core.sizes[-1])
+    reach = reachability(core, outputs)
+    missing = 0
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        probe = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(lambda v: net(v).reshape(-1), probe).reshape(outputs, -1)
+        missing += int(((jac != 0).numpy() & ~reach).sum())
+    return missing
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    warnings.simplefilter("ignore")
+    models = MODELS[:8] if "--quick" in sys.argv else MODELS
+    print(f"{'model':<38}{'ops':>5}{'neurons':>10}{'edges':>12}{'s':>7}{'fallback':>9}{'missing':>8}"
+          f"{'children':>10}{'s':>6}  factored")
+    built = 0
+    for arch, options, size in models:
+        torch.manual_seed(0)
+        net = external.build(arch, dict(options, num_classes=10)).eval()
+        x = torch.randn(1, 3, size, size)
+        start = time.perf_counter()
+        try:
+            core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="ops"))
+            seconds = time.perf_counter() - start
+            edges = core.adjacency.nnz
+            try:
+                FactoredClosure.of(core)
+                factored = "yes"
+            except NotFactorable as err:
+                factored = str(err)[:90]
+            missing = missing_edges(net, core, x)
+            row = (f"{'yes':>5}{core.n_nodes:>10,}{edges:>12,}{seconds:>7.1f}{core.kinds.count('jacobian'):>9}"
+                   f"{missing:>8}")
+            built += 1
+        except Exception as err:
+            seconds = time.perf_counter() - start
+            row, factored = f"{'no':>5}{'':>10}{'':>12}{seconds:>7.1f}{'':>9}{'':>8}", f"{type(err).__name__}: {err}"[:160]
+        start = time.perf_counter()
+        try:
+            net = net.float()
+            nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+            children = "graph"
+        except Exception as err:
+            children = type(err).__name__[:9]
+        print(f"{arch:<38}{row}{children:>10}{time.perf_counter() - start:>6.1f}  {factored}", flush=True)
+    print(f"ops-mode graphs: {built} of {len(models)} ({built / len(models):.0%}); missing: Jacobian entries "
+          f"(output x input, 2 random inputs) without a path in the graph")
+
+
+if __name__ == "__main__":
+    main()
