@@ -69,8 +69,10 @@ class GraphCore:
         return core
 
     @classmethod
-    def from_recording(cls, recording, incl: bool = True, jacobian_limit: int = JACOBIAN_LIMIT) -> "GraphCore":
-        """The graph from a :class:`nsp.tracing.Recording` of one sample."""
+    def from_recording(cls, recording, incl: bool = True, jacobian_limit: int = JACOBIAN_LIMIT,
+                       weights: bool = True) -> "GraphCore":
+        """The graph from a :class:`nsp.tracing.Recording` of one sample (``weights=False``: connectivity
+        only, no linear parts)."""
         if recording.batch != 1:
             raise ValueError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
                              f"(record inputs[:1])")
@@ -84,6 +86,8 @@ class GraphCore:
             except ConnectivityError as err:
                 raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
             blocks.append(list(zip(layer.op_inputs, found)))
+            if not weights:
+                continue
             try:
                 parts = linear_parts(op, inputs, found)
             except EdgeWeightError as err:
@@ -92,7 +96,7 @@ class GraphCore:
                 warnings.warn(reason, EdgeWeightWarning, stacklevel=2)
                 parts = unit_parts(op, fallback=reason)
             linear.append([(part, tuple(shape), tuple(op.out_shape)) for part, shape in zip(parts, op.in_shapes)])
-        return cls(table=recording.table, blocks=blocks, incl=incl, linear=linear)
+        return cls(table=recording.table, blocks=blocks, incl=incl, linear=linear if weights else None)
 
     def weight_fallbacks(self) -> list[str]:
         """Why unit weights stand in for the linear part of some blocks (empty when all were derived)."""
@@ -214,11 +218,10 @@ def traced_blocks(op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list
         return None
     if recording.output is None or recording.layers[recording.output].value.numel() != int(np.prod(op.out_shape)):
         return None
-    core = GraphCore.from_recording(recording, incl, jacobian_limit)
-    from nsp.transforms.factored import NotFactorable, closure_unions
+    core = GraphCore.from_recording(recording, incl, jacobian_limit, weights=False)
+    from nsp.transforms.factored import NotFactorable, reach_terms
     try:                                # Kronecker-factored internals: the closure block from the factors
-        _, unions = closure_unions(core, recording.output)
-        terms = unions[recording.output].get(0, [])
+        terms = reach_terms(core, recording.output)
         if len(terms) == 1:
             return [Kron(terms[0])]
         coo = [Kron(t).coo() for t in terms]

@@ -3,13 +3,15 @@
 Permutes and transposes, slicing and indexing with constant indices,
 ``narrow``/``select``/``index_select``, flips and rolls, ``expand`` and
 ``repeat``, the pieces of ``chunk``/``split``/``unbind``, pixel and channel
-shuffles. The block is read off the operation itself, exactly: evaluated on
-the tensor of its input's flat indices (float64, exact below 2^53), the
-operation returns, for every output element, the index of the input element
-it copies. Where each output axis copies from the same input axis (slices
-with steps, flips, rolls, broadcasts, tiling) the block is a Kronecker
-product of one selection factor per axis; otherwise (permutes, indexing
-that drops or adds axes) it is explicit. Linear part: 1 on every edge.
+shuffles, padding (constant, reflect, replicate, circular). The block is
+read off the operation itself, exactly: evaluated on the tensor of its
+input's flat indices (float64, exact below 2^52), the operation returns,
+for every output element, the index of the input element it copies (or a
+constant, for padding). Where each output axis copies from the same input
+axis (slices with steps, flips, rolls, broadcasts, tiling, padding) the
+block is a Kronecker product of one selection factor per axis; otherwise
+(permutes, indexing that drops or adds axes) it is explicit. Linear part: 1
+on every edge.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from nsp.operations.blocks import Coo, Kron
 from nsp.operations.kronecker import Factor
 
 FUNCTIONS = {
-    torch.permute, torch.transpose, torch.t, torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims,
+    torch.nn.functional.pad, torch.permute, torch.transpose, torch.t, torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims,
     torch.narrow, torch.select, torch.index_select, torch.flip, torch.roll, torch.tile, torch.chunk,
     torch.split, torch.unbind, torch.tensor_split, torch.take_along_dim, torch.gather, torch.diagonal,
     torch.pixel_shuffle, torch.pixel_unshuffle, torch.channel_shuffle, torch.native_channel_shuffle,
@@ -36,9 +38,12 @@ FUNCTIONS = {
 METHODS = {
     "permute", "transpose", "t", "movedim", "moveaxis", "swapaxes", "swapdims", "narrow", "select",
     "index_select", "flip", "roll", "expand", "repeat", "tile", "chunk", "split", "unbind", "tensor_split",
-    "unfold", "gather", "take_along_dim", "diagonal", "__getitem__",
+    "unfold", "gather", "take_along_dim", "diagonal", "__getitem__", "T", "mT",
 }
-MODULES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+MODULES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+           nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+           nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.CircularPad1d,
+           nn.CircularPad2d, nn.CircularPad3d)
 
 
 @register
@@ -59,40 +64,48 @@ class Gather(OperationKind):
 
 
 def gather_block(op) -> Kron | Coo:
-    """The exact block of a data-movement operation, from its evaluation on input indices."""
+    """The exact block of a data-movement operation, from its evaluation on input indices.
+
+    Evaluated twice, on the flat indices plus 1 and plus 2: an output that copies an input element shows
+    its index + 1 and + 2; an output that changes by neither (padding with a constant) reads no input.
+    """
     in_shape, out_shape = tuple(op.in_shapes[0]), tuple(op.out_shape)
     n_in = prod(in_shape)
-    if op.evaluate is None or n_in >= 1 << 53:
+    if op.evaluate is None or n_in >= 1 << 52:
         raise ConnectivityError(f"operation {op.path!r} (data movement) cannot be re-evaluated on indices")
     index = torch.arange(n_in, dtype=torch.float64).reshape(in_shape)
     with torch.no_grad():
-        source = op.evaluate((index,), False)
-    if not isinstance(source, torch.Tensor) or tuple(source.shape) != out_shape:
-        raise ConnectivityError(f"operation {op.path!r} (data movement) gave {type(source).__name__} "
-                                f"{tuple(getattr(source, 'shape', ()))} on indices, not its output shape {out_shape}")
-    cols = source.reshape(-1).numpy()
-    if not np.array_equal(cols, np.round(cols)) or cols.size and (cols.min() < 0 or cols.max() >= n_in):
+        first, second = (op.evaluate((index + shift,), False) for shift in (1.0, 2.0))
+    if not isinstance(first, torch.Tensor) or tuple(first.shape) != out_shape:
+        raise ConnectivityError(f"operation {op.path!r} (data movement) gave {type(first).__name__} "
+                                f"{tuple(getattr(first, 'shape', ()))} on indices, not its output shape {out_shape}")
+    a, b = first.reshape(-1).numpy(), second.reshape(-1).numpy()
+    constant = (a == b) | (np.isnan(a) & np.isnan(b))
+    copies = ~constant
+    source = a[copies] - 1
+    if not np.array_equal(b[copies] - a[copies], np.ones(source.size)) or not np.array_equal(source, np.round(source)) \
+            or source.size and (source.min() < 0 or source.max() >= n_in):
         raise ConnectivityError(f"operation {op.path!r} is not pure data movement: evaluated on input indices it "
-                                f"returned values that are not indices")
-    cols = cols.astype(np.int64)
-    factors = _separable(cols.reshape(out_shape), in_shape)
-    if factors is not None:
-        return Kron(factors)
-    return Coo(np.arange(cols.size, dtype=np.int64), cols, (cols.size, n_in))
+                                f"returned values that are neither indices nor constants")
+    rows = np.flatnonzero(copies).astype(np.int64)
+    cols = source.astype(np.int64)
+    block = Coo(rows, cols, (a.size, n_in))
+    return _separable(block, out_shape, in_shape) or block
 
 
-def _separable(source: np.ndarray, in_shape: tuple) -> tuple | None:
-    """Per-axis selection factors when every input axis ``k`` is indexed by output axis ``k`` alone."""
-    if source.ndim != len(in_shape):
+def _separable(block: Coo, out_shape: tuple, in_shape: tuple) -> Kron | None:
+    """The block as a Kronecker product of per-axis selection factors, where it is one."""
+    if len(out_shape) != len(in_shape) or block.rows.size == 0:
         return None
+    outs, ins = np.unravel_index(block.rows, out_shape), np.unravel_index(block.cols, in_shape)
     factors = []
-    for axis, index in enumerate(np.unravel_index(source, in_shape)):
-        picks = index[tuple(slice(None) if a == axis else 0 for a in range(source.ndim))]
-        shape = [1] * source.ndim
-        shape[axis] = -1
-        if not (index == picks.reshape(shape)).all():
-            return None
-        n_out, n_in = source.shape[axis], in_shape[axis]
-        matrix = sp.csr_matrix((np.ones(n_out, dtype=bool), (np.arange(n_out), picks)), shape=(n_out, n_in))
+    for o, i, m, n in zip(outs, ins, out_shape, in_shape):
+        matrix = sp.csr_matrix((np.ones(o.size, dtype=bool), (o, i)), shape=(m, n))
+        matrix.sum_duplicates()
         factors.append(Factor.of(matrix))
-    return tuple(factors)
+    kron = Kron(tuple(factors))
+    if kron.nnz != block.rows.size:
+        return None
+    rows, cols = kron.coo()
+    order = np.lexsort((block.cols, block.rows))
+    return kron if np.array_equal(rows, block.rows[order]) and np.array_equal(cols, block.cols[order]) else None

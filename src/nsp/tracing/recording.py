@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
+from nsp.tracing.functions import capture
 from nsp.tracing.table import LayerTable, plain
 
 TRACE_MODES = ("children", "ops")
@@ -62,10 +63,11 @@ class Recording:
     ``batch`` the number of samples.
     """
 
-    def __init__(self, layers: list, trace: str, batch: int, output: int | None = None):
+    def __init__(self, layers: list, trace: str, batch: int, output: int | None = None, capture: str = ""):
         self.layers = layers
         self.trace = trace
         self.batch = batch
+        self.capture = capture          # how ops mode captured the layers (and why, where torch.fx failed)
         self.output = len(layers) - 1 if output is None else output     # the layer the network returns
         self.table = LayerTable.build(
             names=[l.name for l in layers],
@@ -110,10 +112,10 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") ->
         check_chain(network, inputs if network.training else inputs[:1])
     with torch.no_grad():
         if trace == "children":
-            layers, output = _record_children(network, inputs), None
+            layers, output, how = _record_children(network, inputs), None, "module hooks"
         else:
-            layers, output = _record_ops(network, inputs)
-    return Recording(layers, trace, int(inputs.shape[0]), output)
+            layers, output, how = _record_ops(network, inputs)
+    return Recording(layers, trace, int(inputs.shape[0]), output, how)
 
 
 def _forward_failed(network, input, err) -> ValueError:
@@ -313,16 +315,24 @@ class _Recorder(fx.Interpreter):
         return self.sources[user][arg]
 
 
-def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], int | None]:
+def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], int | None, str]:
+    """Layers, the returned layer, and how they were captured (torch.fx, or the calls of a real forward
+    pass where torch.fx fails, with its reason)."""
     try:
         gm = fx.symbolic_trace(network)
     except Exception as err:
-        raise TraceError(
-            f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: {err}). torch.fx "
-            f"runs forward() on symbolic tensors, so Python control flow on a tensor's values or shape "
-            f"(for example 'if x.shape[-1] != size:') or a call it cannot follow stops it; rewrite that "
-            f"code with tensor operations, or use trace='children', which records the outputs of the "
-            f"child modules instead") from err
+        reason = (f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: "
+                  f"{str(err).splitlines()[0] if str(err) else ''})")
+        try:
+            layers, output = capture(network, input)
+        except Exception as second:
+            raise TraceError(
+                f"{reason}. torch.fx runs forward() on symbolic tensors, so Python control flow on a tensor's "
+                f"values or shape (for example 'if x.shape[-1] != size:') or a call it cannot follow stops "
+                f"it; recording the calls of a real forward pass failed too ({type(second).__name__}: "
+                f"{second}); use trace='children', which records the outputs of the child modules "
+                f"instead") from second
+        return layers, output, f"functions ({reason})"
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     extra = [n.name for n in placeholders[1:] if not n.args]
     if extra:
@@ -360,7 +370,7 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     returned = [n for n in gm.graph.nodes if n.op == "output"][0].args[0]
     output = index.get(rec.source([n for n in gm.graph.nodes if n.op == "output"][0], returned)) \
         if isinstance(returned, fx.Node) else None
-    return layers, output
+    return layers, output, "torch.fx"
 
 
 def _parents(n, rec, depends, index) -> list:

@@ -28,8 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron
-from nsp.operations.kronecker import (Backend, KroneckerError, Moduli, apply_term, fan_in, regroup, signed_terms,
-                                      term_dense, term_matmul, term_nnz, union_add)
+from nsp.operations.kronecker import (Backend, Factor, KroneckerError, Moduli, apply_term, fan_in, regroup,
+                                      signed_terms, term_dense, term_matmul, term_nnz, union_add)
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
 TERM_LIMIT = 64
@@ -172,20 +172,32 @@ class FactoredClosure:
         return out
 
 
-def closure_unions(core, last: int | None = None) -> tuple[list, list]:
-    """Axes per layer and, per layer ``L`` (up to ``last``), ``{ancestor l: union of Kronecker terms}``
-    whose union is the closure block ``Z[L, l]``; raises :class:`NotFactorable`."""
+def closure_unions(core) -> tuple[list, list]:
+    """Axes per layer and, per layer ``L``, ``{ancestor l: union of Kronecker terms}`` whose union is the
+    closure block ``Z[L, l]``; raises :class:`NotFactorable`."""
     blocks = _factored_blocks(core)
     axes = _checked_axes(core, blocks)
-    stop = core.n_layers if last is None else last + 1
-    unions = [dict() for _ in range(stop)]          # per layer: ancestor -> union of terms
-    for L in range(1, stop):
+    unions = [dict() for _ in range(core.n_layers)]          # per layer: ancestor -> union of terms
+    for L in range(1, core.n_layers):
         for parent, term in blocks[L]:
             unions[L][parent] = union_add(unions[L].get(parent, []), term)
             for l, union in unions[parent].items():
                 for t in union:
                     unions[L][l] = union_add(unions[L].get(l, []), term_matmul(term, t))
     return axes, unions
+
+
+def reach_terms(core, last: int) -> list:
+    """The closure block ``Z[last, 0]`` (which input neurons reach layer ``last``) as a union of
+    Kronecker terms, propagated from the input only; raises :class:`NotFactorable`."""
+    blocks = _factored_blocks(core)
+    axes = _checked_axes(core, blocks)
+    reach = [[tuple(Factor.eye(n) for n in axes[0])]] + [[] for _ in range(last)]
+    for L in range(1, last + 1):
+        for parent, term in blocks[L]:
+            for t in reach[parent]:
+                reach[L] = union_add(reach[L], term_matmul(term, t))
+    return reach[last]
 
 
 def _factored_blocks(core) -> list:

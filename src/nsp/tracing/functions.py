@@ -1,0 +1,204 @@
+"""Ops-mode capture for networks torch.fx cannot trace: the calls a real forward pass makes.
+
+torch.fx runs ``forward`` on symbolic values, so Python code that branches
+on a tensor's shape or values stops it. This capture runs ``forward`` on the
+real input instead and records, through a ``TorchFunctionMode`` and global
+module hooks, every torch function, tensor method and module call whose
+result depends on the input: branches are taken as the input takes them
+(the graph is the graph of that input's shapes). Modules with a rule are
+recorded whole (their internals are not); other modules are traced
+through. Each record carries an evaluator that repeats the call on new
+inputs, so the rules, the data-movement index evaluation and the Jacobian
+fallback work as for fx. :func:`capture` returns the same ``Layer`` list
+as the fx path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module
+from nsp.operations.base import FALLBACK
+
+#: tensor methods that are operators, as the functions the operation kinds know
+_OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": "mul", "__rmul__": "mul",
+              "__truediv__": "div", "__neg__": "neg", "__matmul__": "matmul", "__getitem__": "__getitem__",
+              "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_"}
+#: properties that compute a tensor from a tensor
+_PROPERTIES = {"T": "T", "mT": "mT", "data": "detach"}
+
+
+class _Node:
+    def __init__(self, name, description, value, parents, op, op_inputs):
+        self.name, self.description, self.value = name, description, value
+        self.parents, self.op, self.op_inputs = parents, op, op_inputs
+
+
+def _name(func) -> str:
+    name = getattr(func, "__name__", repr(func))
+    if name == "__get__":
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return name
+
+
+class _Capture(TorchFunctionMode):
+    def __init__(self, network: nn.Module, input: torch.Tensor):
+        super().__init__()
+        self.layers = []                # recorded nodes; layer 0 is the input
+        self.owner = {}                 # id(tensor) -> layer index of its current value
+        self.alive = [input]            # every tensor seen, so that ids are never reused
+        self.names = {}
+        self.paths = {id(m): n for n, m in network.named_modules()}
+        self.inside = None              # the module with a rule being recorded whole
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def layer(self, name, description, value, parents, op, op_inputs) -> int:
+        count = self.names.get(name, 0)
+        self.names[name] = count + 1
+        self.layers.append(_Node(name if count == 0 else f"{name}_{count}", description, value.detach().clone(),
+                                 tuple(parents), op, tuple(op_inputs)))
+        return len(self.layers) - 1
+
+    def tracked(self, value) -> list:
+        """(tensor, layer) for the input-dependent tensors among ``value`` (nested), in order."""
+        found = []
+        for leaf in tree_flatten(value)[0]:
+            if isinstance(leaf, torch.Tensor) and id(leaf) in self.owner:
+                found.append((leaf, self.owner[id(leaf)]))
+        return found
+
+    # -- functions and methods --------------------------------------------------------------------
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.inside is not None:
+            return out
+        inputs = self.tracked((args, kwargs))
+        if not inputs:
+            return out
+        if _name(func) == "__setitem__" and isinstance(args[0], torch.Tensor):
+            out, func = args[0], _setitem        # a write in place: the written tensor is a new layer
+        pieces = [out] if isinstance(out, torch.Tensor) else (
+            list(out) if isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out) else [])
+        if not pieces:
+            return out                  # sizes, booleans, scalars: not layers
+        kind, params = self.classify(func, args, kwargs)
+        parents = list(dict.fromkeys(layer for _, layer in inputs))
+        first = args[0] if args else None
+        if OPERATIONS[kind].single_input and not (len(parents) == 1 and isinstance(first, torch.Tensor)
+                                                  and self.owner.get(id(first)) == parents[0]):
+            kind, params = FALLBACK, {}
+        if len(pieces) > 1 and kind != "gather":
+            kind, params = FALLBACK, {}
+        if OPERATIONS[kind].positional:
+            params = dict(params, roles=[[i for i, a in enumerate(args) if isinstance(a, torch.Tensor)
+                                          and self.owner.get(id(a)) == p] for p in parents])
+            if any(not r for r in params["roles"]):
+                kind, params = FALLBACK, {}
+        if OPERATIONS[kind].sequence_input:
+            items = list(args[0]) if args else list(kwargs.get("tensors", []))
+            layer_items = [i for i, t in enumerate(items) if id(t) in self.owner]
+            params = dict(params, shapes=[list(t.shape) for t in items], items=layer_items)
+            op_inputs = [self.owner[id(items[i])] for i in layer_items]
+        else:
+            op_inputs = parents
+        for index, piece in enumerate(pieces):
+            evaluate = _evaluator(func, args, kwargs, self.owner, op_inputs, None if len(pieces) == 1 else index)
+            in_shapes = tuple(tuple(self.layers[p].value.shape) for p in op_inputs)
+            op = Op(kind, _name(func), params, in_shapes, tuple(piece.shape), evaluate)
+            description = f"{_name(func)}({', '.join(self.layers[p].name for p in parents)})"
+            self.owner[id(piece)] = self.layer(_name(func), description, piece, parents, op, op_inputs)
+            self.alive.append(piece)
+        return out
+
+    def classify(self, func, args, kwargs) -> tuple[str, dict]:
+        name = _name(func)
+        values, kwvalues = list(args), dict(kwargs)
+        if name in _OPERATORS or name in _PROPERTIES or (hasattr(torch.Tensor, name) and
+                                                         not hasattr(torch, name)):
+            return classify_method(_OPERATORS.get(name, _PROPERTIES.get(name, name)), values, kwvalues)
+        kind, params = classify_function(func, values, kwvalues)
+        if kind == FALLBACK and hasattr(torch.Tensor, name):
+            kind, params = classify_method(name, values, kwvalues)
+        return kind, params
+
+    # -- modules ----------------------------------------------------------------------------------
+
+    def before(self, module, args):
+        if self.inside is not None or classify_module(module)[0] == FALLBACK:
+            return
+        inputs = self.tracked(args)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if len(inputs) == 1 and len(tensors) == 1 and inputs[0][0] is tensors[0]:
+            self.inside = (module, inputs[0][1], tuple(tensors[0].shape))
+
+    def after(self, module, args, output):
+        if self.inside is None or self.inside[0] is not module:
+            return
+        _, parent, shape = self.inside
+        self.inside = None
+        if not isinstance(output, torch.Tensor):
+            return
+        from nsp.tracing.recording import _module_op
+        path = self.paths.get(id(module), type(module).__name__)
+        op = _module_op(module, path, (shape,), tuple(output.shape))
+        self.owner[id(output)] = self.layer(path.replace(".", "_") or "module", module, output, [parent], op,
+                                            [parent])
+        self.alive.append(output)
+
+
+def _setitem(x, index, value):
+    x = x.clone()
+    x[index] = value
+    return x
+
+
+def _evaluator(func, args, kwargs, owner, parents, piece):
+    """Repeat the call with new values for the parent layers' tensors (clones: in-place calls are safe)."""
+    where = {}
+    for leaf in tree_flatten((args, kwargs))[0]:
+        if isinstance(leaf, torch.Tensor) and owner.get(id(leaf)) in parents:
+            where[id(leaf)] = parents.index(owner[id(leaf)])
+    frozen = tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) and id(v) not in where else v,
+                      (args, kwargs))
+    keys = tree_map(lambda v: where.get(id(v)) if isinstance(v, torch.Tensor) else None, (args, kwargs))
+
+    def evaluate(inputs, randomize):
+        gen = torch.Generator().manual_seed(1)
+
+        def pick(value, key):
+            if key is not None:
+                return inputs[key].clone()
+            if randomize and isinstance(value, nn.Parameter):
+                return torch.randn(value.shape, generator=gen, dtype=torch.float64).to(value.dtype)
+            return value
+        a, k = tree_map(pick, frozen, keys)
+        out = func(*a, **k)
+        return out if piece is None else out[piece]
+
+    return evaluate
+
+
+def capture(network: nn.Module, input: torch.Tensor) -> tuple[list, int | None]:
+    """Layers (``Layer``-like nodes, layer 0 the input) and the index of the returned layer."""
+    from nsp.tracing.recording import Layer
+    start = input.detach().clone()
+    state = _Capture(network, start)
+    state.layers.append(_Node("input", f"Input{list(input.shape)}", start.clone(), (), None, ()))
+    state.owner[id(start)] = 0
+    hooks = [nn.modules.module.register_module_forward_pre_hook(state.before),
+             nn.modules.module.register_module_forward_hook(state.after)]
+    try:
+        with state:
+            output = network(start)
+    finally:
+        for h in hooks:
+            h.remove()
+    returned = state.owner.get(id(output)) if isinstance(output, torch.Tensor) else None
+    layers = [Layer(n.name, n.description, n.value, n.parents, n.op, n.op_inputs) for n in state.layers]
+    return layers, returned
