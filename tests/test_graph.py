@@ -201,3 +201,12 @@ def test_children_mode_input_local_pool_uses_what_the_pool_received():
     _, index = F.max_pool2d(F.relu(x), 2, return_indices=True)   # ties among the zeros after ReLU
     assert index.item() != 1                                      # the pre-ReLU maximum is at 1
     assert adj[8].indices.tolist() == [4 + index.item()]
+
+
+def test_jacobian_fallback_has_a_time_budget(monkeypatch):
+    from nsp.operations import jacobian
+    monkeypatch.setattr(jacobian, "JACOBIAN_SECONDS", -1)
+    acts = nsp.Activations(CumSum(4), torch.randn(1, 4), trace="ops")
+    with pytest.raises(nsp.ConnectivityError, match=r"layer 2 \('cumsum'\): operation 'cumsum' .* has no connectivity "
+                                                    r"rule and its Jacobian fallback passed its time budget"):
+        nsp.NNGraph(acts)

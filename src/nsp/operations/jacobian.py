@@ -7,14 +7,20 @@ is not Kronecker-factorable; its linear part is 1 on every edge.
 
 from __future__ import annotations
 
+import time
 from math import prod
 from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, OPERATIONS, ConnectivityError, Op, OperationKind, register
 from nsp.operations.blocks import Coo
+
+
+#: seconds one fallback may take before it gives up with an error naming the operation
+JACOBIAN_SECONDS = 120
 
 
 @register
@@ -57,6 +63,7 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
             f"pooling, linear layers, reshapes, elementwise ops, norms, softmax, cat); raise the limit "
             f"with jacobian_limit=..., express the operation with supported ones, or, if this is a "
             f"container module recorded whole in trace='children', use trace='ops' to record its parts.")
+    clock = _Budget(op)
     trials = [(list(inputs), False)]
     if incl:
         gen = torch.Generator().manual_seed(0)
@@ -71,10 +78,11 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
             jac = (jac,)
         for pattern, block in zip(patterns, jac):
             pattern |= (block.reshape(n_out, -1) != 0).cpu().numpy()
+        clock.check()
     if incl:
         for p, pattern in enumerate(patterns):
             for sign in (1.0, -1.0):
-                pattern |= _probe(op, trials[1][0], p, sign)
+                pattern |= _probe(op, trials[1][0], p, sign, clock)
     blocks = []
     for pattern in patterns:
         rows, cols = np.nonzero(pattern)
@@ -82,7 +90,24 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
     return blocks
 
 
-def _probe(op: Op, inputs: Sequence[torch.Tensor], p: int, sign: float, chunk: int = 512) -> np.ndarray:
+class _Budget:
+    """Wall-clock budget of one fallback (:data:`JACOBIAN_SECONDS`); a progress bar on a terminal."""
+
+    def __init__(self, op: Op):
+        self.op, self.start = op, time.perf_counter()
+
+    def check(self) -> None:
+        spent = time.perf_counter() - self.start
+        if spent > JACOBIAN_SECONDS:
+            raise ConnectivityError(
+                f"operation {self.op.path!r} (output shape {tuple(self.op.out_shape)}) has no connectivity rule "
+                f"and its Jacobian fallback passed its time budget ({spent:.0f} s > {JACOBIAN_SECONDS} s, "
+                f"nsp.operations.jacobian.JACOBIAN_SECONDS); express the operation with supported ones, or "
+                f"record a smaller input")
+
+
+def _probe(op: Op, inputs: Sequence[torch.Tensor], p: int, sign: float, clock: _Budget,
+           chunk: int = 512) -> np.ndarray:
     """Which outputs change when one element of input ``p`` moves far beyond all values (in direction ``sign``)."""
     shape = inputs[p].shape
     n = inputs[p].numel()
@@ -95,12 +120,16 @@ def _probe(op: Op, inputs: Sequence[torch.Tensor], p: int, sign: float, chunk: i
 
     base = shifted(torch.zeros(n, dtype=inputs[p].dtype))
     pattern = np.zeros((base.numel(), n), dtype=bool)
-    for start in range(0, n, chunk):
-        deltas = torch.zeros(min(chunk, n - start), n, dtype=inputs[p].dtype)
-        deltas[torch.arange(deltas.shape[0]), torch.arange(start, start + deltas.shape[0])] = big
+    steps = range(0, n, chunk)
+    for start in tqdm(steps, desc=f"probing {op.path}", unit="chunk", leave=False, disable=None,
+                      delay=2.0):
+        clock.check()
+        count = min(chunk, n - start)
+        deltas = torch.zeros(count + 1, n, dtype=inputs[p].dtype)     # row 0: no shift, the same kernel's base
+        deltas[torch.arange(1, count + 1), torch.arange(start, start + count)] = big
         try:
             outs = torch.func.vmap(shifted)(deltas)
         except Exception:            # operations vmap cannot batch: one probe at a time
             outs = torch.stack([shifted(d) for d in deltas])
-        pattern[:, start:start + deltas.shape[0]] = (outs != base).T.cpu().numpy()
+        pattern[:, start:start + count] = (outs[1:] != outs[:1]).T.cpu().numpy()
     return pattern
