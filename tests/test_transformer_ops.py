@@ -56,7 +56,9 @@ class Movement(nn.Module):
         e = torch.unbind(b, dim=1)[2].expand(2, 4, 2)[:1]      # a piece of unbind, a broadcast
         f = x[0, :, 1].repeat(1, 2).unsqueeze(0)
         g = x.select(3, 4).index_select(2, torch.tensor([3, 0, 0]))
-        return c.sum() + d.mean((1, 3)).sum() + e.amax() + f.std() + g.logsumexp(1).sum()
+        h = torch.addcmul(x, x.norm(p=2, dim=(2, 3), keepdim=True), x, value=0.5)
+        return (c.sum() + d.mean((1, 3)).sum() + e.amax() + f.std() + g.logsumexp(1).sum()
+                + torch.linalg.vector_norm(h, 2, (1, 2)).sum())
 
 
 class Attention(nn.Module):
@@ -308,3 +310,22 @@ def test_scaled_dot_product_attention_with_a_boolean_mask():
             return F.scaled_dot_product_attention(x, x * 2, x + 1, attn_mask=mask)
     core = check_blocks(Masked(), torch.randn(1, 2, 3, 2), set())
     assert core.kinds[-1] == "attention"
+
+
+class Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(2, 3)
+
+
+def test_container_children_without_kronecker_form_use_exact_reachability():
+    torch.manual_seed(10)
+    inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), inner).eval()
+    x = torch.randn(1, 1, 5, 9)                               # 2 x 5 x 9 -> 3 x 9 x 3: 270 input bits per row
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+    block = core.blocks[2][0][1]
+    assert type(block).__name__ == "Coo"
+    got = np.zeros(block.shape, dtype=bool)
+    got[block.rows, block.cols] = True
+    traced = nsp.GraphCore.from_activations(nsp.Activations(inner, torch.randn(1, 2, 5, 9), trace="ops"))
+    assert np.array_equal(got, reach(traced, traced.n_layers - 1))

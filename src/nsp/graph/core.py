@@ -228,15 +228,41 @@ def traced_blocks(op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list
         return [Coo.union([r for r, _ in coo], [c for _, c in coo], (core.sizes[recording.output], core.sizes[0]))]
     except NotFactorable:
         pass
-    reach = [sp.identity(core.sizes[0], dtype=np.int64, format="csr")]
+    # reachability from the input as bitsets: one row per neuron, one bit per input neuron
+    words = (int(core.sizes[0]) + 63) // 64
+    first = np.zeros((int(core.sizes[0]), words), dtype=np.uint64)
+    columns = np.arange(int(core.sizes[0]))
+    first[columns, columns // 64] = np.left_shift(np.uint64(1), (columns % 64).astype(np.uint64))
+    reach = [first]
     for layer in range(1, recording.output + 1):
-        total = sp.csr_matrix((core.sizes[layer], core.sizes[0]), dtype=np.int64)
+        bits = np.zeros((int(core.sizes[layer]), words), dtype=np.uint64)
         for parent, block in core.blocks[layer]:
-            rows, cols = block.coo()
-            matrix = sp.csr_matrix((np.ones(rows.size, dtype=np.int64), (rows, cols)), shape=block.shape)
-            total = total + matrix @ reach[parent]
-        total.data[:] = 1               # reachability: counts of paths become 1
-        total.eliminate_zeros()
-        reach.append(total.tocsr())
-    result = reach[recording.output].tocoo()
-    return [Coo.union([result.row.astype(np.int64)], [result.col.astype(np.int64)], result.shape)]
+            _or_rows(bits, reach[parent], *block.coo())
+        reach.append(bits)
+    last = reach[recording.output]
+    out_rows, out_words = np.nonzero(last)
+    values = last[out_rows, out_words]
+    bit = np.arange(64, dtype=np.uint64)
+    hits = (values[:, None] >> bit[None, :]) & np.uint64(1)
+    which, position = np.nonzero(hits)
+    cols = out_words[which] * 64 + position
+    return [Coo.union([out_rows[which].astype(np.int64)], [cols.astype(np.int64)],
+                      (int(core.sizes[recording.output]), int(core.sizes[0])))]
+
+
+def _or_rows(bits: np.ndarray, source: np.ndarray, rows: np.ndarray, cols: np.ndarray, budget: int = 1 << 24) -> None:
+    """``bits[r] |= source[c]`` for every edge ``(r, c)``, in slices of about ``budget`` gathered words."""
+    if not rows.size:
+        return
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    step = max(1, budget // max(1, source.shape[1]))
+    bounds = np.r_[starts, rows.size]
+    group = 0
+    while group < starts.size:
+        last = int(np.searchsorted(bounds, bounds[group] + step, side="right")) - 1
+        last = max(last, group + 1)
+        a, b = bounds[group], bounds[last]
+        bits[rows[starts[group:last]]] |= np.bitwise_or.reduceat(source[cols[a:b]], starts[group:last] - a, axis=0)
+        group = last

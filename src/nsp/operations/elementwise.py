@@ -43,7 +43,8 @@ FUNCTIONS = {
     torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.abs,
     torch.neg, torch.sqrt, torch.rsqrt, torch.square, torch.sin, torch.cos,
     torch.clamp, torch.clip, torch.add, torch.sub, torch.mul, torch.div,
-    torch.maximum, torch.minimum, torch.pow, torch.where,
+    torch.maximum, torch.minimum, torch.pow, torch.where, torch.addcmul, torch.addcdiv, torch.lerp,
+    torch.erf, torch.reciprocal, torch.floor, torch.ceil, torch.round, torch.sign, torch.log1p, torch.expm1,
     operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
     operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv,
 }
@@ -52,7 +53,9 @@ METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "log",
     "abs", "neg", "sqrt", "square", "clamp", "clamp_", "clip", "add", "add_", "sub",
     "sub_", "mul", "mul_", "div", "div_", "pow", "maximum", "minimum", "float",
-    "double", "half", "to", "type_as", "clone", "detach", "contiguous",
+    "double", "half", "to", "type_as", "clone", "detach", "contiguous", "addcmul", "addcmul_", "addcdiv",
+    "lerp", "erf", "reciprocal", "rsqrt", "floor", "ceil", "round", "sign", "log1p", "expm1", "sin", "cos",
+    "gelu", "silu", "hardswish", "mish", "softplus", "masked_fill", "masked_fill_", "fill_", "zero_",
 }
 
 #: what can be affine in an input by what it is (the coefficient is then measured); the rest is not

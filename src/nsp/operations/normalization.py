@@ -28,8 +28,11 @@ INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 #: reductions of axes to one value: output ``o`` reads the reduced axes whole (sum and mean are linear)
-REDUCTIONS = {"sum", "mean", "amax", "amin", "prod", "logsumexp", "var", "std", "nansum", "nanmean"}
+REDUCTIONS = {"sum", "mean", "amax", "amin", "prod", "logsumexp", "var", "std", "nansum", "nanmean", "norm"}
 REDUCTION_FUNCTIONS = {getattr(torch, name): name for name in REDUCTIONS}
+REDUCTION_FUNCTIONS[torch.linalg.vector_norm] = "norm"
+#: where the reduced axes come when given by position (after the input): norms take the order first
+_DIM_POSITION = {"norm": 2}
 
 
 def _softmax(dim) -> dict | None:
@@ -41,7 +44,8 @@ def _reduction(name: str, args, kwargs) -> dict | None:
     x = args[0] if args else kwargs.get("input")
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
-    dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else None))
+    position = _DIM_POSITION.get(name, 1)
+    dim = kwargs.get("dim", kwargs.get("axis", args[position] if len(args) > position else None))
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         dims = list(range(x.dim()))
     elif isinstance(dim, int) or isinstance(dim, (tuple, list)) and all(isinstance(d, int) for d in dim):
