@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_storage.py
 	$(BIN)/python bench/bench_visualize.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_exact.py --quick
+	$(BIN)/python bench/bench_zoo.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info
