@@ -5,7 +5,8 @@ transform can take the factored path (or why not), layers left to the Jacobian f
 brute-force check: the nonzero pattern of the Jacobian of the network's output with respect to its
 input (autograd, float64, two random inputs) against the graph's reachability from input to output —
 ``missing`` counts Jacobian entries the graph has no path for (must be 0). Then children mode: graph
-or error, and its time. Needs the ``models`` extra (timm, torchvision). ``--quick``: the first 8 models.
+or error, and its time. Needs the ``models`` extra (timm, torchvision). ``--quick``: the first 8 models;
+``--from NAME``: start at that model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from nsp import external
 from nsp.transforms.factored import FactoredClosure, NotFactorable
 
 VIT = {"img_size": 32, "patch_size": 8}
+SWIN = {"img_size": 28, "patch_size": 2, "window_size": 7, "embed_dim": 24, "depths": (1, 1, 1),
+        "num_heads": (1, 1, 1)}
 MODELS = [
     ("timm:resnet10t", {}, 32), ("timm:resnet18", {}, 32), ("timm:resnet50", {}, 32),
     ("timm:resnext26ts", {}, 32), ("timm:seresnet18", {}, 32), ("timm:regnetx_002", {}, 32),
@@ -31,7 +34,7 @@ MODELS = [
     ("timm:ghostnet_050", {}, 32), ("timm:densenet121", {}, 32), ("timm:dla34", {}, 32),
     ("timm:vgg11", {}, 32), ("timm:convnext_atto", {}, 32), ("timm:convnextv2_atto", {}, 32),
     ("timm:vit_tiny_patch16_224", VIT, 32), ("timm:deit_tiny_patch16_224", VIT, 32),
-    ("timm:vit_small_patch16_224", VIT, 32), ("timm:swin_tiny_patch4_window7_224", {"img_size": 56}, 56),
+    ("timm:vit_small_patch16_224", VIT, 32), ("timm:swin_tiny_patch4_window7_224", SWIN, 28),
     ("timm:mixer_s16_224", {"img_size": 32}, 32), ("timm:resmlp_12_224", {"img_size": 32}, 32),
     ("timm:cait_xxs24_224", {"img_size": 32}, 32), ("timm:mobilevit_xxs", {}, 64),
     ("timm:test_vit", {}, 160), ("timm:levit_128s", {"img_size": 32}, 32), ("timm:poolformer_s12", {}, 32),
@@ -40,7 +43,7 @@ MODELS = [
     ("torchvision:squeezenet1_0", {}, 32), ("torchvision:densenet121", {}, 32), ("torchvision:vgg11", {}, 32),
     ("torchvision:shufflenet_v2_x0_5", {}, 32), ("torchvision:regnet_x_400mf", {}, 32),
     ("torchvision:convnext_tiny", {}, 32), ("torchvision:vit_b_16", {"image_size": 32}, 32),
-    ("torchvision:swin_t", {}, 64),
+    ("torchvision:swin_t", {}, 32),
 ]
 
 
@@ -74,6 +77,9 @@ def main() -> None:
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
     models = MODELS[:8] if "--quick" in sys.argv else MODELS
+    if "--from" in sys.argv:                  # resume at a model
+        start = [name for name, _, _ in models].index(sys.argv[sys.argv.index("--from") + 1])
+        models = models[start:]
     print(f"{'model':<38}{'ops':>5}{'neurons':>10}{'edges':>12}{'s':>7}{'fallback':>9}{'missing':>8}"
           f"{'children':>10}{'s':>6}  factored")
     built = 0

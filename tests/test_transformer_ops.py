@@ -329,3 +329,18 @@ def test_container_children_without_kronecker_form_use_exact_reachability():
     got[block.rows, block.cols] = True
     traced = nsp.GraphCore.from_activations(nsp.Activations(inner, torch.randn(1, 2, 5, 9), trace="ops"))
     assert np.array_equal(got, reach(traced, traced.n_layers - 1))
+
+
+def test_bitset_reachability_is_the_same_forward_and_backward():
+    from nsp.graph.core import _bitset_reach
+    torch.manual_seed(11)
+    shrink = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))
+    grow = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(5, 3, 1))
+    for inner in (shrink, grow):                            # more inputs than outputs (backward), fewer
+        core = nsp.GraphCore.from_activations(nsp.Activations(inner, torch.randn(1, 2, 5, 9), trace="ops"))
+        assert (core.sizes[0] > core.sizes[-1]) == (inner is shrink)
+        shape = tuple(core.sizes)
+        block = _bitset_reach(core, core.n_layers - 1)
+        got = np.zeros(block.shape, dtype=bool)
+        got[block.rows, block.cols] = True
+        assert np.array_equal(got, reach(core, core.n_layers - 1)), shape

@@ -228,26 +228,47 @@ def traced_blocks(op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list
         return [Coo.union([r for r, _ in coo], [c for _, c in coo], (core.sizes[recording.output], core.sizes[0]))]
     except NotFactorable:
         pass
-    # reachability from the input as bitsets: one row per neuron, one bit per input neuron
-    words = (int(core.sizes[0]) + 63) // 64
-    first = np.zeros((int(core.sizes[0]), words), dtype=np.uint64)
-    columns = np.arange(int(core.sizes[0]))
-    first[columns, columns // 64] = np.left_shift(np.uint64(1), (columns % 64).astype(np.uint64))
-    reach = [first]
-    for layer in range(1, recording.output + 1):
-        bits = np.zeros((int(core.sizes[layer]), words), dtype=np.uint64)
-        for parent, block in core.blocks[layer]:
-            _or_rows(bits, reach[parent], *block.coo())
-        reach.append(bits)
-    last = reach[recording.output]
-    out_rows, out_words = np.nonzero(last)
-    values = last[out_rows, out_words]
-    bit = np.arange(64, dtype=np.uint64)
-    hits = (values[:, None] >> bit[None, :]) & np.uint64(1)
+    return [_bitset_reach(core, recording.output)]
+
+
+def _bitset_reach(core, output: int) -> Coo:
+    """The block input -> layer ``output`` by reachability over bitsets, one bit per neuron of the input
+    (propagated forward) or of the output (propagated backward), whichever is smaller."""
+    n_in, n_out = int(core.sizes[0]), int(core.sizes[output])
+    forward = n_in <= n_out
+    width = n_in if forward else n_out
+    words = (width + 63) // 64
+    unit = np.zeros((width, words), dtype=np.uint64)
+    columns = np.arange(width)
+    unit[columns, columns // 64] = np.left_shift(np.uint64(1), (columns % 64).astype(np.uint64))
+    bits = {0 if forward else output: unit}
+    if forward:
+        for layer in range(1, output + 1):
+            bits[layer] = np.zeros((int(core.sizes[layer]), words), dtype=np.uint64)
+            for parent, block in core.blocks[layer]:
+                if parent in bits:
+                    _or_rows(bits[layer], bits[parent], *block.coo())
+        last = bits[output]
+    else:
+        for layer in range(output, 0, -1):
+            mine = bits.pop(layer, None)
+            if mine is None:
+                continue                    # reaches no neuron of the output
+            for parent, block in core.blocks[layer]:
+                if parent not in bits:
+                    bits[parent] = np.zeros((int(core.sizes[parent]), words), dtype=np.uint64)
+                rows, cols = block.coo()
+                _or_rows(bits[parent], mine, cols, rows)
+        last = bits.get(0, np.zeros((n_in, words), dtype=np.uint64))
+    rows, word = np.nonzero(last)
+    values = last[rows, word]
+    hits = (values[:, None] >> np.arange(64, dtype=np.uint64)[None, :]) & np.uint64(1)
     which, position = np.nonzero(hits)
-    cols = out_words[which] * 64 + position
-    return [Coo.union([out_rows[which].astype(np.int64)], [cols.astype(np.int64)],
-                      (int(core.sizes[recording.output]), int(core.sizes[0])))]
+    other = word[which] * 64 + position
+    rows = rows[which]
+    if not forward:
+        rows, other = other, rows           # bits were outputs: the rows of ``last`` are inputs
+    return Coo.union([rows.astype(np.int64)], [other.astype(np.int64)], (n_out, n_in))
 
 
 def _or_rows(bits: np.ndarray, source: np.ndarray, rows: np.ndarray, cols: np.ndarray, budget: int = 1 << 24) -> None:
