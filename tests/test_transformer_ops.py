@@ -344,3 +344,16 @@ def test_bitset_reachability_is_the_same_forward_and_backward():
         got = np.zeros(block.shape, dtype=bool)
         got[block.rows, block.cols] = True
         assert np.array_equal(got, reach(core, core.n_layers - 1)), shape
+
+
+def test_shape_only_arguments_are_not_dependences():
+    class AsShapes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x):                                  # (1, 2, 3)
+            y = self.fc(x.flatten(1))
+            return y.reshape_as(x) + x[:, :1].expand_as(x) + y.view_as(x).type_as(x)
+    core = check_blocks(AsShapes(), torch.randn(1, 2, 3), {"reshape", "gather"})
+    assert "jacobian" not in core.kinds

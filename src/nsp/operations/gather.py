@@ -37,7 +37,7 @@ FUNCTIONS = {
 }
 METHODS = {
     "permute", "transpose", "t", "movedim", "moveaxis", "swapaxes", "swapdims", "narrow", "select",
-    "index_select", "flip", "roll", "expand", "repeat", "tile", "chunk", "split", "unbind", "tensor_split",
+    "index_select", "flip", "roll", "expand", "expand_as", "repeat", "tile", "chunk", "split", "unbind", "tensor_split",
     "unfold", "gather", "take_along_dim", "diagonal", "__getitem__", "T", "mT",
 }
 MODULES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,

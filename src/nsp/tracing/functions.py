@@ -27,6 +27,8 @@ from nsp.operations.base import FALLBACK
 _OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": "mul", "__rmul__": "mul",
               "__truediv__": "div", "__neg__": "neg", "__matmul__": "matmul", "__getitem__": "__getitem__",
               "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_"}
+#: methods whose second tensor gives only its shape or dtype
+SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 #: properties that compute a tensor from a tensor
 _PROPERTIES = {"T": "T", "mT": "mT", "data": "detach"}
 
@@ -78,7 +80,7 @@ class _Capture(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.inside is not None:
             return out
-        inputs = self.tracked((args, kwargs))
+        inputs = self.tracked(args[:1] if _name(func) in SHAPE_ONLY else (args, kwargs))
         if not inputs:
             return out
         if _name(func) == "__setitem__" and isinstance(args[0], torch.Tensor):

@@ -37,6 +37,8 @@ from nsp.tracing.functions import capture
 from nsp.tracing.table import LayerTable, plain
 
 TRACE_MODES = ("children", "ops")
+#: methods whose second tensor gives only its shape or dtype (no dependence on its values)
+SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 
 
 class TraceError(RuntimeError):
@@ -363,6 +365,8 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
             layers.append(Layer("input", f"Input{list(input.shape)}", rec.snap[n]))
             continue
         parents = _parents(n, rec, depends, index)
+        if n.op == "call_method" and n.target in SHAPE_ONLY:
+            parents = [_first_arg(n, rec)]  # the other tensor gives only its shape or dtype
         op, op_inputs = _fx_op(gm, n, rec, depends, index, parents)
         index[n] = len(layers)
         layers.append(Layer(n.name, _describe(gm, n), rec.snap[n], tuple(index[p] for p in parents), op,
@@ -410,6 +414,8 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
         kind, params = classify_method(n.target, values, kwvalues)
         path = n.target
     direct = _tensor_args(n, rec, depends)
+    if n.op == "call_method" and n.target in SHAPE_ONLY:
+        direct = direct[:1]
     if any(a not in index for a in direct):
         # reads a tuple-valued node: a piece of chunk/split/unbind is data movement, the rest has no rule
         kind, params = ("gather", {}) if _piece_of_data_movement(gm, n, rec, depends, index) else ("jacobian", {})
