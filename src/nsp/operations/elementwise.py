@@ -94,6 +94,9 @@ class Elementwise(OperationKind):
     def function_params(self, target, args, kwargs):
         if target is F.batch_norm and not batch_statistics(args, kwargs):
             return {"affine": True}
+        if (getattr(target, "__module__", "") or "").startswith("torchvision.ops") and \
+                getattr(target, "__name__", "") == "stochastic_depth":
+            return {"affine": True}     # identity in eval mode, a per-sample scaling in training
         params = super().function_params(target, args, kwargs)
         return None if params is None else {"affine": target in AFFINE_FUNCTIONS}
 
