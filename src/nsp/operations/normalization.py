@@ -1,7 +1,8 @@
 """Reductions: operations whose outputs read whole axes of the input (kind ``reduce``).
 
 Batch norm with batch statistics (each channel over batch and space),
-instance norm (each sample and channel over space), layer norm (the
+instance norm (each sample and channel over space), group norm (each
+sample's group of channels over space), layer norm (the
 trailing normalised axes), softmax-like functions (the given axis), and
 reductions to one value over axes (sum, mean, amax, var, logsumexp, ...).
 Connectivity: all-ones on the reduced axes ⊗ identity on the rest.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -67,6 +69,8 @@ class Reduce(OperationKind):
             return {"last": int(type(module).__name__[-2])}
         if isinstance(module, nn.LayerNorm):
             return {"last": len(module.normalized_shape)}
+        if isinstance(module, nn.GroupNorm):
+            return {"groups": int(module.num_groups)}
         if isinstance(module, SOFTMAX_MODULES):
             return _softmax(module.dim)
         return None
@@ -76,6 +80,8 @@ class Reduce(OperationKind):
             return {"keep": [1]} if batch_statistics(args, kwargs) else None
         if target in SOFTMAX_FUNCTIONS:
             return _softmax(bind(("input", "dim"), args, kwargs).get("dim"))
+        if target is F.group_norm:
+            return {"groups": int(bind(("input", "num_groups"), args, kwargs)["num_groups"])}
         if target is F.layer_norm:
             return {"last": len(as_tuple(bind(("input", "normalized_shape"), args, kwargs)["normalized_shape"], 1))}
         if target in REDUCTION_FUNCTIONS:
@@ -92,6 +98,11 @@ class Reduce(OperationKind):
     def blocks(self, op, inputs, incl, limit):
         shape = tuple(op.in_shapes[0])
         rank = len(shape)
+        if "groups" in op.params:       # group norm: each sample's group of channels, over all positions
+            groups, channels = op.params["groups"], shape[1]
+            within = np.kron(np.eye(groups, dtype=bool), np.ones((channels // groups,) * 2, dtype=bool))
+            return [Kron(tuple([Factor.eye(shape[0]), Factor.of(within)]
+                               + [Factor.ones(n, n) for n in shape[2:]]))]
         if "last" in op.params:         # layer / instance norm: the trailing axes
             dims = set(range(rank - op.params["last"], rank))
         elif "keep" in op.params:       # batch norm with batch statistics: all axes but the channel axis
