@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module
 from nsp.operations.base import FALLBACK
@@ -31,6 +30,26 @@ _OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": 
 SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 #: properties that compute a tensor from a tensor
 _PROPERTIES = {"T": "T", "mT": "mT", "data": "detach"}
+
+
+def _leaves(value) -> list:
+    """The leaves of nested tuples, lists and dicts (call arguments), in order."""
+    if isinstance(value, (tuple, list)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    return [value]
+
+
+def _map(fn, value, key=None):
+    """``value`` with every leaf ``v`` replaced by ``fn(v)`` (or ``fn(v, k)`` with the leaf of ``key`` at the
+    same place), keeping tuples, lists and dicts."""
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        keys = key if key is not None else [None] * len(value)
+        return type(value)(_map(fn, v, k) for v, k in zip(value, keys))
+    if isinstance(value, dict):
+        return {name: _map(fn, v, None if key is None else key[name]) for name, v in value.items()}
+    return fn(value) if key is None else fn(value, key)
 
 
 class _Node:
@@ -68,7 +87,7 @@ class _Capture(TorchFunctionMode):
     def tracked(self, value) -> list:
         """(tensor, layer) for the input-dependent tensors among ``value`` (nested), in order."""
         found = []
-        for leaf in tree_flatten(value)[0]:
+        for leaf in _leaves(value):
             if isinstance(leaf, torch.Tensor) and id(leaf) in self.owner:
                 found.append((leaf, self.owner[id(leaf)]))
         return found
@@ -163,23 +182,23 @@ def _setitem(x, index, value):
 def _evaluator(func, args, kwargs, owner, parents, piece):
     """Repeat the call with new values for the parent layers' tensors (clones: in-place calls are safe)."""
     where = {}
-    for leaf in tree_flatten((args, kwargs))[0]:
+    for leaf in _leaves((args, kwargs)):
         if isinstance(leaf, torch.Tensor) and owner.get(id(leaf)) in parents:
             where[id(leaf)] = parents.index(owner[id(leaf)])
-    frozen = tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) and id(v) not in where else v,
-                      (args, kwargs))
-    keys = tree_map(lambda v: where.get(id(v)) if isinstance(v, torch.Tensor) else None, (args, kwargs))
+    frozen = _map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) and id(v) not in where else v,
+                  (args, kwargs))
+    keys = _map(lambda v: where.get(id(v), -1) if isinstance(v, torch.Tensor) else -1, (args, kwargs))
 
     def evaluate(inputs, randomize):
         gen = torch.Generator().manual_seed(1)
 
         def pick(value, key):
-            if key is not None:
+            if key >= 0:
                 return inputs[key].clone()
             if randomize and isinstance(value, nn.Parameter):
                 return torch.randn(value.shape, generator=gen, dtype=torch.float64).to(value.dtype)
             return value
-        a, k = tree_map(pick, frozen, keys)
+        a, k = _map(pick, frozen, keys)
         out = func(*a, **k)
         return out if piece is None else out[piece]
 
