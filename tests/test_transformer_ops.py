@@ -332,7 +332,7 @@ def test_container_children_without_kronecker_form_use_exact_reachability():
 
 
 def test_bitset_reachability_is_the_same_forward_and_backward():
-    from nsp.graph.core import _bitset_reach
+    from nsp.graph.collapse import _bitset_reach
     torch.manual_seed(11)
     shrink = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))
     grow = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(5, 3, 1))

@@ -91,6 +91,14 @@ class Coo:
         return cls(key // shape[1], key % shape[1], shape)
 
 
+def union(blocks: list, shape: tuple):
+    """One block for the union of several blocks of the same ``shape``: the block itself when there is one."""
+    if len(blocks) == 1:
+        return blocks[0]
+    coo = [block.coo() for block in blocks]
+    return Coo.union([r for r, _ in coo], [c for _, c in coo], shape)
+
+
 def eyes(shape) -> list:
     """Identity factors for the given axes (axes an operation leaves alone)."""
     return [Factor.eye(int(n)) for n in shape]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nsp.operations.base import LinearPart, OperationKind, bind, register
-from nsp.operations.blocks import Coo, Kron
+from nsp.operations.blocks import Kron, union
 from nsp.operations.kronecker import Factor
 
 
@@ -46,21 +46,14 @@ class Matmul(OperationKind):
         out = tuple(op.out_shape)
         blocks = []
         for roles in op.params["roles"]:        # per parent: the operand positions it fills (0: a, 1: b)
-            blocks.append(_union([_block(a if r == 0 else b, out, r == 0) for r in roles]))
+            parts = [_block(a if r == 0 else b, out, r == 0) for r in roles]
+            blocks.append(union(parts, parts[0].shape))
         return blocks
 
     def linear_parts(self, op, inputs, blocks):
         if sum(len(r) for r in op.params["roles"]) == 2:
             return [LinearPart.rows(1.0) for _ in op.in_shapes]       # a product of layers: not linear
         return [LinearPart.rows(1.0, fallback=f"matmul {op.path!r} with a constant operand: unit weights")]
-
-
-def _union(parts: list):
-    """One block for a layer that fills several operand roles: the union of their blocks."""
-    if len(parts) == 1:
-        return parts[0]
-    coo = [p.coo() for p in parts]
-    return Coo.union([r for r, _ in coo], [c for _, c in coo], parts[0].shape)
 
 
 def _operands(a, b) -> dict | None:
@@ -140,7 +133,7 @@ class Attention(OperationKind):
                 else:
                     tail = [attend, Factor.eye(out[-1])]
                 parts.append(Kron(tuple(lead + tail)))
-            blocks.append(_union(parts))
+            blocks.append(union(parts, parts[0].shape))
         return blocks
 
     def linear_parts(self, op, inputs, blocks):
