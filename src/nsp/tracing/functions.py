@@ -26,7 +26,7 @@ from nsp.operations.base import FALLBACK
 _OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": "mul", "__rmul__": "mul",
               "__truediv__": "div", "__neg__": "neg", "__matmul__": "matmul", "__getitem__": "__getitem__",
               "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_"}
-#: methods whose second tensor gives only its shape or dtype
+#: methods whose second tensor gives only its shape or dtype (no dependence on its values; both captures)
 SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 #: properties that compute a tensor from a tensor
 _PROPERTIES = {"T": "T", "mT": "mT", "data": "detach"}

@@ -33,12 +33,10 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
-from nsp.tracing.functions import capture
+from nsp.tracing.functions import SHAPE_ONLY, capture
 from nsp.tracing.table import LayerTable, plain
 
 TRACE_MODES = ("children", "ops")
-#: methods whose second tensor gives only its shape or dtype (no dependence on its values)
-SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 
 
 class TraceError(RuntimeError):
