@@ -55,7 +55,7 @@ METHODS = {
     "sub_", "mul", "mul_", "div", "div_", "pow", "maximum", "minimum", "float",
     "double", "half", "to", "type_as", "clone", "detach", "contiguous", "addcmul", "addcmul_", "addcdiv",
     "lerp", "erf", "reciprocal", "rsqrt", "floor", "ceil", "round", "sign", "log1p", "expm1", "sin", "cos",
-    "gelu", "silu", "hardswish", "mish", "softplus", "masked_fill", "masked_fill_", "fill_", "zero_",
+    "gelu", "silu", "hardswish", "mish", "softplus", "masked_fill", "masked_fill_",
 }
 
 #: what can be affine in an input by what it is (the coefficient is then measured); the rest is not
