@@ -331,8 +331,10 @@ def test_container_children_without_kronecker_form_use_exact_reachability():
     assert np.array_equal(got, reach(traced, traced.n_layers - 1))
 
 
-def test_bitset_reachability_is_the_same_forward_and_backward():
-    from nsp.graph.collapse import _bitset_reach
+@pytest.mark.parametrize("bitset_bytes", [1 << 28, 1])        # one pass; one 64-bit word per pass
+def test_bitset_reachability_is_the_same_forward_and_backward(monkeypatch, bitset_bytes):
+    from nsp.graph import collapse
+    monkeypatch.setattr(collapse, "BITSET_BYTES", bitset_bytes)
     torch.manual_seed(11)
     shrink = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))
     grow = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(5, 3, 1))
@@ -340,10 +342,47 @@ def test_bitset_reachability_is_the_same_forward_and_backward():
         core = nsp.GraphCore.from_activations(nsp.Activations(inner, torch.randn(1, 2, 5, 9), trace="ops"))
         assert (core.sizes[0] > core.sizes[-1]) == (inner is shrink)
         shape = tuple(core.sizes)
-        block = _bitset_reach(core, core.n_layers - 1)
+        block = collapse._bitset_reach(core, core.n_layers - 1, 1 << 30, "m")
+        assert block.nnz == len(set(zip(block.rows.tolist(), block.cols.tolist())))
         got = np.zeros(block.shape, dtype=bool)
         got[block.rows, block.cols] = True
         assert np.array_equal(got, reach(core, core.n_layers - 1)), shape
+
+
+def test_collapsed_blocks_above_the_size_limit_are_refused_with_their_size(monkeypatch):
+    from nsp.graph import collapse
+    torch.manual_seed(12)
+    inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), inner).eval()
+    x = torch.randn(1, 1, 5, 9)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+    nnz = core.blocks[2][0][1].nnz
+    monkeypatch.setattr(collapse, "COLLAPSE_LIMIT", nnz)         # at the limit: accepted
+    assert nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children")).blocks[2][0][1].nnz == nnz
+    monkeypatch.setattr(collapse, "COLLAPSE_LIMIT", nnz - 1)
+    with pytest.raises(nsp.ConnectivityError, match=rf"layer 2 \('1'\): module Sequential .* \(81 outputs x 90 "
+                       rf"inputs\) would have {nnz:,} edges, more than the limit of {nnz - 1:,}. Use trace='ops'"):
+        nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"), jacobian_limit=16)
+    monkeypatch.setattr(collapse, "BITSET_BYTES", 1)             # several passes: estimated first
+    monkeypatch.setattr(collapse, "COLLAPSE_LIMIT", nnz // 3)
+    with pytest.raises(nsp.ConnectivityError, match=r"would have about [\d,]+ edges \(estimated from 64 sampled"):
+        nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"), jacobian_limit=16)
+
+
+def test_container_children_that_cannot_be_traced_are_refused(monkeypatch):
+    from nsp.graph import collapse
+
+    def fails(*args):
+        raise nsp.tracing.TraceError("torch.fx could not trace it")
+    monkeypatch.setattr(collapse, "record", fails)
+    x = torch.randn(1, 1, 3, 3)
+    container = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU())).eval()
+    with pytest.raises(nsp.ConnectivityError, match=r"layer 2 \('1'\): module Sequential has no connectivity rule "
+                       r"and its internals could not be traced \(torch.fx could not trace it\); .* use trace='ops'"):
+        nsp.GraphCore.from_activations(nsp.Activations(container, x, trace="children"))
+    leaf = nn.Sequential(nn.Conv2d(1, 2, 1), Transpose()).eval()      # no child modules: the fallback decides
+    core = nsp.GraphCore.from_activations(nsp.Activations(leaf, x, trace="children"))
+    assert core.kinds == ["input", "conv", "jacobian"]
 
 
 def test_shape_only_arguments_are_not_dependences():

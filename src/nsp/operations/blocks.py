@@ -62,6 +62,11 @@ class Kron:
             indptr = new_ptr
         return indptr, indices
 
+    @property
+    def T(self) -> "Kron":
+        """The transposed block (inputs as rows)."""
+        return Kron(tuple(f.T for f in self.factors))
+
     def coo(self) -> tuple[np.ndarray, np.ndarray]:
         indptr, indices = self.csr()
         return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr)), indices

@@ -103,6 +103,20 @@ class Factor:
         return sp.csr_matrix(self.array)
 
     @property
+    def T(self) -> "Factor":
+        """The transposed factor."""
+        m, n = self.shape
+        if self.kind == "ones":
+            return Factor.ones(n, m)
+        if self.kind == "eye":
+            return self
+        if self.kind == "sparse":
+            matrix = self.array.T.tocsr()
+            matrix.sort_indices()
+            return Factor("sparse", (n, m), matrix)
+        return Factor("dense", (n, m), np.ascontiguousarray(self.array.T))
+
+    @property
     def nnz(self) -> int:
         if self.kind == "ones":
             return self.shape[0] * self.shape[1]
