@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import nsp
 from nsp.tracing import record
 
-EXACT_KINDS = {"gather", "matmul", "attention", "reduce", "reshape", "linear"}
+EXACT_KINDS = {"gather", "matmul", "attention", "multihead_attention", "reduce", "reshape", "linear"}
 
 
 def jacobian_support(op, shapes):
@@ -315,6 +315,78 @@ def test_scaled_dot_product_attention_with_a_boolean_mask():
 class Transpose(nn.Module):
     def forward(self, x):
         return x.transpose(2, 3)
+
+
+class TorchAttention(nn.Module):
+    """nn.MultiheadAttention with queries and keys from one layer, values from another, and options."""
+
+    def __init__(self, batch_first, mask=None, padding=None, **options):
+        super().__init__()
+        self.batch_first, self.mask, self.padding = batch_first, mask, padding
+        self.fc = nn.Linear(4, 4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=batch_first, **options)
+
+    def forward(self, x):                                      # (1, 5, 4)
+        y = self.fc(x)
+        q, v = (y, x) if self.batch_first else (y.transpose(0, 1), x.transpose(0, 1))
+        out = self.attn(q, q, v, need_weights=False, attn_mask=self.mask, key_padding_mask=self.padding)[0]
+        return out if self.batch_first else out.transpose(0, 1)
+
+
+ONE_KEY = torch.tensor([[0, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 0, 0, 1, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]).bool()
+
+
+@pytest.mark.parametrize("options", [
+    dict(batch_first=True), dict(batch_first=False),
+    dict(batch_first=True, mask=ONE_KEY),                                    # rows 0 and 3 attend to one key
+    dict(batch_first=True, mask=torch.zeros(5, 5).masked_fill(ONE_KEY, float("-inf"))),
+    dict(batch_first=True, mask=ONE_KEY, add_zero_attn=True),               # a zero key: every row scored
+    dict(batch_first=True, mask=ONE_KEY, add_bias_kv=True),
+    dict(batch_first=False, padding=torch.tensor([[False, True, False, False, True]])),
+], ids=["batch-first", "sequence-first", "bool-mask", "float-mask", "zero-key", "bias-kv", "padding"])
+def test_multihead_attention_blocks_are_exact(options):
+    torch.manual_seed(13)
+    net = TorchAttention(**options)
+    core = check_blocks(net, torch.randn(1, 5, 4), {"multihead_attention"})
+    assert "jacobian" not in core.kinds
+
+
+def test_union_of_kronecker_blocks_differing_in_one_factor_stays_kronecker():
+    from nsp.operations.blocks import Kron, union
+    rng = np.random.default_rng(0)
+    a, b, c, d = (rng.random(shape) < 0.4 for shape in ((3, 4), (3, 4), (2, 5), (2, 5)))
+
+    def dense(block):
+        got = np.zeros(block.shape, dtype=bool)
+        got[block.coo()] = True
+        return got
+    one = union([Kron((a, c)), Kron((b, c))], (6, 20))
+    assert isinstance(one, Kron) and np.array_equal(dense(one), np.kron(a | b, c))
+    two = union([Kron((a, c)), Kron((b, d))], (6, 20))
+    assert not isinstance(two, Kron) and np.array_equal(dense(two), np.kron(a, c) | np.kron(b, d))
+
+
+def test_multihead_attention_in_nets_fx_cannot_trace():
+    class Branching(TorchAttention):
+        def forward(self, x):
+            if x.shape[1] > 1:                                 # control flow on a shape
+                x = x * 2
+            return super().forward(x)
+    torch.manual_seed(14)
+    net = Branching(batch_first=True, mask=ONE_KEY).double().eval()
+    x = torch.randn(1, 5, 4, dtype=torch.float64)
+    rec = record(net, x, "ops")
+    assert rec.capture.startswith("functions")
+    attention = [l for l in rec.layers[1:] if l.op.kind == "multihead_attention"]
+    assert len(attention) == 1 and attention[0].op.params["piece"] == 0
+    core = nsp.GraphCore.from_recording(rec)
+    assert "jacobian" not in core.kinds
+    index = rec.layers.index(attention[0])
+    want = jacobian_support(attention[0].op, attention[0].op.in_shapes)
+    for (_, block), expected in zip(core.blocks[index], want):
+        got = np.zeros(block.shape, dtype=bool)
+        got[block.coo()] = True
+        assert np.array_equal(got, expected)
 
 
 def test_container_children_without_kronecker_form_use_exact_reachability():

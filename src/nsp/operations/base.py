@@ -114,7 +114,9 @@ class OperationKind:
     come as one sequence argument, as for ``torch.cat``), ``part_kinds``
     (the :class:`LinearPart` kinds its :meth:`apply_part` and
     :meth:`part_edges` handle), ``positional`` (the tracer adds
-    ``params['roles']``: for each parent, the argument positions it fills).
+    ``params['roles']``: for each parent, the argument positions it fills),
+    ``pieces`` (for a call that returns a tuple: the items the rule
+    describes; the tracer adds ``params['piece']``, the item recorded).
     """
 
     name: str = ""
@@ -124,12 +126,17 @@ class OperationKind:
     single_input: bool = False
     sequence_input: bool = False
     positional: bool = False
+    pieces: tuple = ()
     part_kinds: tuple = ()
 
     # -- recognising calls: parameters, or None when the call is not of this kind ------------
 
     def module_params(self, module: torch.nn.Module) -> dict | None:
         return {} if self.modules and isinstance(module, self.modules) else None
+
+    def call_params(self, module: torch.nn.Module, args: Sequence, kwargs: dict) -> dict | None:
+        """Parameters of a call of ``module`` with these arguments (default: :meth:`module_params`)."""
+        return self.module_params(module)
 
     def function_params(self, target: Any, args: Sequence, kwargs: dict) -> dict | None:
         return {} if target in self.functions else None
@@ -187,16 +194,18 @@ def _classify(method: str, *args) -> tuple[str, dict]:
     return FALLBACK, {}
 
 
-def classify_module(module) -> tuple[str, dict]:
-    """Kind and rule parameters of a module. A module whose ``forward`` is not torch's own (a subclass
-    that overrides it computes something else: padding or weights made in ``forward``, a norm over
-    another axis) gets no rule of its parent class: it is the fallback's."""
+def classify_module(module, args: Sequence = (), kwargs: dict | None = None) -> tuple[str, dict]:
+    """Kind and rule parameters of a module (called with ``args`` and ``kwargs``, values, where known). A
+    module whose ``forward`` is not torch's own (a subclass that overrides it computes something else:
+    padding or weights made in ``forward``, a norm over another axis) gets no rule of its parent class:
+    it is the fallback's."""
     forward = getattr(type(module), "forward", None)
+    kwargs = kwargs or {}
     if getattr(forward, "__module__", "").startswith("torch."):
-        return _classify("module_params", module)
+        return _classify("call_params", module, args, kwargs)
     for kind in OPERATIONS.values():         # a forward of its own: only a kind naming that class claims it
         if any(isinstance(module, c) and c.forward is forward for c in kind.modules):
-            params = kind.module_params(module)
+            params = kind.call_params(module, args, kwargs)
             if params is not None:
                 return kind.name, params
     return FALLBACK, {}

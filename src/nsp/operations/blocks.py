@@ -14,7 +14,7 @@ from math import prod
 
 import numpy as np
 
-from nsp.operations.kronecker import Factor
+from nsp.operations.kronecker import Factor, KroneckerError, logical_or
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,23 @@ class Coo:
 
 
 def union(blocks: list, shape: tuple):
-    """One block for the union of several blocks of the same ``shape``: the block itself when there is one."""
+    """One block for the union of several blocks of the same ``shape``: the block itself when there is one,
+    a :class:`Kron` where the blocks are Kronecker products that differ in one factor at most
+    (``kron(A, C) | kron(B, C) = kron(A | B, C)``), else explicit."""
     if len(blocks) == 1:
         return blocks[0]
+    if all(isinstance(b, Kron) and len(b.factors) == len(blocks[0].factors) for b in blocks):
+        differ = [k for k in range(len(blocks[0].factors))
+                  if any(b.factors[k] != blocks[0].factors[k] for b in blocks[1:])]
+        if len(differ) <= 1:
+            factors = list(blocks[0].factors)
+            try:
+                for k in differ:
+                    for b in blocks[1:]:
+                        factors[k] = logical_or(factors[k], b.factors[k])
+                return Kron(tuple(factors))
+            except KroneckerError:
+                pass                    # factors too large to combine densely: the explicit union
     coo = [block.coo() for block in blocks]
     return Coo.union([r for r, _ in coo], [c for _, c in coo], shape)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
 import torch
 
 from nsp.operations.base import LinearPart, OperationKind, bind, register
@@ -71,70 +70,3 @@ def _block(shape: tuple, out: tuple, first: bool) -> Kron:
     else:
         factors += [Factor.ones(out[-2], padded[-2]), Factor.eye(out[-1])]
     return Kron(tuple(factors))
-
-
-@register
-class Attention(OperationKind):
-    """``F.scaled_dot_product_attention(q, k, v)`` (kind ``attention``).
-
-    ``out[..., i, :]`` reads the whole row ``i`` of ``q``, every key row ``j`` of ``k`` (all features) and
-    feature ``d`` of every value row ``j``, for the rows ``j`` the mask lets ``i`` attend to (all, the
-    causal ``j <= i``, or a constant boolean mask); a row that attends to a single key reads neither
-    its query nor the keys (its softmax weight is 1). Leading axes: identity, or all-ones from a broadcast
-    size-1 axis. Linear part: 1 (not linear).
-    """
-
-    name = "attention"
-    positional = True
-    functions = {torch.nn.functional.scaled_dot_product_attention}
-
-    def function_params(self, target, args, kwargs):
-        if target not in self.functions:
-            return None
-        bound = bind(("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"), args, kwargs)
-        q, k, v = bound.get("query"), bound.get("key"), bound.get("value")
-        mask = bound.get("attn_mask")
-        if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in (q, k, v)) or bound.get("enable_gqa"):
-            return None
-        if mask is not None and (mask.dtype != torch.bool or mask.dim() > 2):
-            return None                 # additive or batched masks: the Jacobian fallback
-        rows, cols = q.shape[-2], k.shape[-2]
-        if mask is not None:
-            allowed = torch.broadcast_to(mask, (rows, cols)).cpu().numpy()
-        elif bound.get("is_causal"):
-            allowed = np.tril(np.ones((rows, cols), dtype=bool))
-        else:
-            allowed = None
-        return {"q": list(q.shape), "k": list(k.shape), "v": list(v.shape),
-                "mask": None if allowed is None else allowed.astype(int).tolist()}
-
-    def blocks(self, op, inputs, incl, limit):
-        out = tuple(op.out_shape)
-        shapes = [tuple(op.params[n]) for n in ("q", "k", "v")]
-        rows, cols = shapes[0][-2], shapes[1][-2]
-        mask = op.params.get("mask")
-        allowed = np.ones((rows, cols), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        attend = Factor.of(allowed)
-        # a row that attends to one key has softmax weight 1 whatever the scores: it reads neither q nor k
-        scored = allowed.sum(axis=1) > 1
-        keys = Factor.of(allowed & scored[:, None])
-        queries = Factor.of(np.diag(scored))
-        blocks = []
-        for roles in op.params["roles"]:
-            parts = []
-            for r in roles:
-                shape = shapes[r]
-                padded = (1,) * (len(out) - len(shape)) + shape
-                lead = [Factor.eye(n) if p == n else Factor.ones(n, p) for p, n in zip(padded[:-2], out[:-2])]
-                if r == 0:
-                    tail = [queries, Factor.ones(out[-1], shape[-1])]
-                elif r == 1:
-                    tail = [keys, Factor.ones(out[-1], shape[-1])]
-                else:
-                    tail = [attend, Factor.eye(out[-1])]
-                parts.append(Kron(tuple(lead + tail)))
-            blocks.append(union(parts, parts[0].shape))
-        return blocks
-
-    def linear_parts(self, op, inputs, blocks):
-        return [LinearPart.rows(1.0) for _ in op.in_shapes]

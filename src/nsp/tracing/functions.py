@@ -104,8 +104,12 @@ class _Capture(TorchFunctionMode):
             return out
         if _name(func) == "__setitem__" and isinstance(args[0], torch.Tensor):
             out, func = args[0], _setitem        # a write in place: the written tensor is a new layer
-        pieces = [out] if isinstance(out, torch.Tensor) else (
-            list(out) if isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out) else [])
+        if isinstance(out, torch.Tensor):
+            pieces = [(None, out)]
+        elif isinstance(out, (tuple, list)):
+            pieces = [(i, o) for i, o in enumerate(out) if isinstance(o, torch.Tensor)]
+        else:
+            pieces = []
         if not pieces:
             return out                  # sizes, booleans, scalars: not layers
         kind, params = self.classify(func, args, kwargs)
@@ -113,8 +117,6 @@ class _Capture(TorchFunctionMode):
         first = args[0] if args else None
         if OPERATIONS[kind].single_input and not (len(parents) == 1 and isinstance(first, torch.Tensor)
                                                   and self.owner.get(id(first)) == parents[0]):
-            kind, params = FALLBACK, {}
-        if len(pieces) > 1 and kind != "gather":
             kind, params = FALLBACK, {}
         if OPERATIONS[kind].positional:
             params = dict(params, roles=[[i for i, a in enumerate(args) if isinstance(a, torch.Tensor)
@@ -128,10 +130,15 @@ class _Capture(TorchFunctionMode):
             op_inputs = [self.owner[id(items[i])] for i in layer_items]
         else:
             op_inputs = parents
-        for index, piece in enumerate(pieces):
-            evaluate = _evaluator(func, args, kwargs, self.owner, op_inputs, None if len(pieces) == 1 else index)
+        for index, piece in pieces:
+            evaluate = _evaluator(func, args, kwargs, self.owner, op_inputs, index)
             in_shapes = tuple(tuple(self.layers[p].value.shape) for p in op_inputs)
-            op = Op(kind, _name(func), params, in_shapes, tuple(piece.shape), evaluate)
+            if index is None or kind == "gather":
+                op = Op(kind, _name(func), params, in_shapes, tuple(piece.shape), evaluate)
+            elif index in OPERATIONS[kind].pieces:    # an item of the result a rule describes
+                op = Op(kind, _name(func), dict(params, piece=index), in_shapes, tuple(piece.shape), evaluate)
+            else:
+                op = Op(FALLBACK, _name(func), {}, in_shapes, tuple(piece.shape), evaluate)
             description = f"{_name(func)}({', '.join(self.layers[p].name for p in parents)})"
             self.owner[id(piece)] = self.layer(_name(func), description, piece, parents, op, op_inputs)
             self.alive.append(piece)

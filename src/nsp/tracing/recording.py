@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
+from nsp.operations.base import FALLBACK
 from nsp.tracing.functions import SHAPE_ONLY, capture
 from nsp.tracing.table import LayerTable, plain
 
@@ -399,11 +400,12 @@ def _tensor_args(n, rec, depends):
     return [rec.source(n, a) for a in nodes if depends.get(rec.source(n, a))]
 
 
-def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
+def _fx_op(gm, node, rec, depends, index, parents) -> tuple[Op, list]:
+    n = node
     values = fx.node.map_arg(n.args, lambda a: rec.snap[a])
     kwvalues = fx.node.map_arg(n.kwargs, lambda a: rec.snap[a])
     if n.op == "call_module":
-        kind, params = classify_module(gm.get_submodule(n.target))
+        kind, params = classify_module(gm.get_submodule(n.target), values, kwvalues)
         path = n.target
     elif n.op == "call_function":
         kind, params = classify_function(n.target, values, kwvalues)
@@ -415,8 +417,12 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
     if n.op == "call_method" and n.target in SHAPE_ONLY:
         direct = direct[:1]
     if any(a not in index for a in direct):
-        # reads a tuple-valued node: a piece of chunk/split/unbind is data movement, the rest has no rule
-        kind, params = ("gather", {}) if _piece_of_data_movement(gm, n, rec, depends, index) else ("jacobian", {})
+        # reads a tuple-valued node: a piece of chunk/split/unbind is data movement, an item a rule
+        # describes (the output of nn.MultiheadAttention) is that rule's, the rest has no rule
+        if _piece_of_data_movement(gm, n, rec, depends, index):
+            kind, params = "gather", {}
+        else:
+            n, kind, params, path = _described_piece(gm, n, rec) or (n, FALLBACK, {}, path)
     elif OPERATIONS[kind].single_input and (len(set(direct)) != 1 or direct[0] is not _first_arg(n, rec)):
         kind, params = "jacobian", {}       # e.g. weights computed from the input
     elif OPERATIONS[kind].sequence_input:
@@ -436,11 +442,31 @@ def _fx_op(gm, n, rec, depends, index, parents) -> tuple[Op, list]:
         if any(not r for r in params["roles"]):
             kind, params = "jacobian", {}   # a parent reached through keyword arguments or containers
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
-    alone = n.op == "call_module" and not n.kwargs and len(n.args) == 1 and len(parents) == 1 \
+    alone = n is node and n.op == "call_module" and not n.kwargs and len(n.args) == 1 and len(parents) == 1 \
         and _first_arg(n, rec) is parents[0]
-    op = Op(kind, path, params, in_shapes, tuple(rec.snap[n].shape),
-            _fx_evaluator(gm, n, rec, depends, index, parents), gm.get_submodule(n.target) if alone else None)
+    op = Op(kind, path, params, in_shapes, tuple(rec.snap[node].shape),
+            _fx_evaluator(gm, node, rec, depends, index, parents), gm.get_submodule(n.target) if alone else None)
     return op, parents
+
+
+def _described_piece(gm, n, rec) -> tuple | None:
+    """For ``call(...)[i]`` where a rule describes item ``i`` of the call's result: the call's node, kind,
+    parameters (with ``piece``) and path; else None."""
+    if n.op != "call_function" or n.target is not operator.getitem or not isinstance(n.args[0], fx.Node) \
+            or not isinstance(n.args[1], int):
+        return None
+    producer = rec.source(n, n.args[0])
+    values = fx.node.map_arg(producer.args, lambda a: rec.snap[a])
+    kwvalues = fx.node.map_arg(producer.kwargs, lambda a: rec.snap[a])
+    if producer.op == "call_module":
+        (kind, params), path = classify_module(gm.get_submodule(producer.target), values, kwvalues), producer.target
+    elif producer.op == "call_function":
+        (kind, params), path = classify_function(producer.target, values, kwvalues), function_name(producer.target)
+    else:
+        return None
+    if kind == FALLBACK or n.args[1] not in OPERATIONS[kind].pieces:
+        return None
+    return producer, kind, dict(params, piece=n.args[1]), path
 
 
 def _piece_of_data_movement(gm, n, rec, depends, index) -> bool:
