@@ -389,6 +389,72 @@ def test_multihead_attention_in_nets_fx_cannot_trace():
         assert np.array_equal(got, expected)
 
 
+def window_attention(x, weight, shift: int):
+    """A Python function torch.fx keeps whole (as torchvision's shifted_window_attention): a rolled
+    window attention over (1, H, W, C) with a mask made from the input's shape, 2 x 2 windows."""
+    h, w, c = x.shape[1:]
+    x = torch.roll(x, (-shift, -shift), (1, 2))
+    mask = x.new_zeros((h, w))
+    mask[h - shift:, :] = 1
+    windows = x.view(1, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4, c)
+    groups = mask.view(h // 2, 2, w // 2, 2).permute(0, 2, 1, 3).reshape(-1, 4)
+    blocked = (groups.unsqueeze(1) != groups.unsqueeze(2))
+    qkv = F.linear(windows, weight)
+    scores = (qkv @ qkv.transpose(1, 2)).masked_fill(blocked, float("-inf")).softmax(-1)
+    out = (scores @ windows).reshape(1, h // 2, w // 2, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(1, h, w, c)
+    return torch.roll(out, (shift, shift), (1, 2))
+
+
+torch.fx.wrap("window_attention")
+
+
+class Windows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 3))
+
+    def forward(self, x):                                      # (1, 4, 4, 3)
+        return window_attention(x, self.weight, 1) + window_attention(x, self.weight, 0)
+
+
+def test_python_functions_kept_whole_by_fx_are_wired_from_their_internals():
+    torch.manual_seed(15)
+    net = Windows().double().eval()
+    x = torch.randn(1, 4, 4, 3, dtype=torch.float64)
+    rec = record(net, x, "ops")
+    calls = [i for i, l in enumerate(rec.layers) if l.name.startswith("window_attention")]
+    assert len(calls) == 2 and all(rec.layers[i].op.kind == "jacobian" for i in calls)
+    core = nsp.GraphCore.from_recording(rec)
+    found = []
+    for index in calls:
+        op = rec.layers[index].op
+        (_, block), = core.blocks[index]
+        got = np.zeros(block.shape, dtype=bool)
+        got[block.coo()] = True
+        want = np.zeros_like(got)
+        for seed in range(3):                                  # union over inputs: the structural pattern
+            gen = torch.Generator().manual_seed(seed)
+            probe = torch.randn(op.in_shapes[0], generator=gen, dtype=torch.float64)
+            jac = torch.autograd.functional.jacobian(lambda v: op.evaluate((v,), False), probe)
+            want |= (jac.reshape(block.shape) != 0).numpy()
+        inner = nsp.GraphCore.from_recording(record(op.module, rec.layers[0].value, "ops"))
+        assert np.array_equal(got, reach(inner, inner.n_layers - 1))     # the internals' reachability
+        found.append((got.sum(), want.sum(), (want & ~got).sum()))
+    # unshifted: every token reads the 4 tokens of its window, 3 features each: exactly the Jacobian's.
+    # Shifted: the scores masked with -inf before the softmax are wired as read (a superset: 144 extra)
+    assert found == [(576, 432, 0), (576, 576, 0)]
+
+
+def test_comparisons_and_constants_made_from_a_layer():
+    class Masked(nn.Module):
+        def forward(self, x):                                  # (1, 2, 3)
+            zeros = torch.zeros_like(x) + x.new_ones(x.shape)
+            return torch.where(x > zeros, x, -x) * (x != 0).float() + zeros
+    core = check_blocks(Masked(), torch.randn(1, 2, 3), set())
+    assert "jacobian" not in core.kinds
+    assert core.names == ["input", "gt", "neg", "where", "ne", "float", "mul", "add_1"]    # no constant layers
+
+
 def test_container_children_without_kronecker_form_use_exact_reachability():
     torch.manual_seed(10)
     inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))

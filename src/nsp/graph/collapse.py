@@ -179,8 +179,9 @@ def _unpack(bits: np.ndarray, width: int, budget: int = 1 << 26) -> tuple[np.nda
     for first in range(0, bits.shape[0], step):
         flags = np.unpackbits(little[first:first + step].view(np.uint8), axis=1, bitorder="little")[:, :width]
         r, c = np.nonzero(flags)
-        rows.append(r.astype(np.int64) + first)
-        cols.append(c.astype(np.int64))
+        r += first
+        rows.append(r)
+        cols.append(c)
     return np.concatenate(rows), np.concatenate(cols)
 
 

@@ -54,8 +54,10 @@ class Op:
     parameters are replaced by seeded random values (for structural Jacobian
     patterns that must not depend on the trained weights). ``params`` may
     hold tensors (weights); the layer table keeps only their plain part.
-    ``module``: the module, where the op calls one on its single input (a
-    module without a rule is then wired from its traced internals).
+    ``module``: the module, where the op calls one on its single input, or
+    a module wrapping the call of a Python function (torch.fx keeps
+    functions registered with ``torch.fx.wrap`` whole); an op without a
+    rule is then wired from its traced internals.
     """
 
     kind: str

@@ -1,4 +1,4 @@
-"""Elementwise operations (activations, arithmetic, eval-mode batch norm, dropout, identity, casts).
+"""Elementwise operations (activations, arithmetic, comparisons, eval-mode batch norm, dropout, identity, casts).
 
 Output neuron ``i`` reads neuron ``i`` of every input, broadcasting over
 size-1 axes. Linear part: where the operation can be affine by what it is
@@ -47,6 +47,8 @@ FUNCTIONS = {
     torch.erf, torch.reciprocal, torch.floor, torch.ceil, torch.round, torch.sign, torch.log1p, torch.expm1,
     operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
     operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+    torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_not, torch.logical_and,
+    torch.logical_or, torch.masked_fill, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
 }
 
 METHODS = {
@@ -56,6 +58,8 @@ METHODS = {
     "double", "half", "to", "type_as", "clone", "detach", "contiguous", "addcmul", "addcmul_", "addcdiv",
     "lerp", "erf", "reciprocal", "rsqrt", "floor", "ceil", "round", "sign", "log1p", "expm1", "sin", "cos",
     "gelu", "silu", "hardswish", "mish", "softplus", "masked_fill", "masked_fill_",
+    "eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+    "logical_not", "logical_and", "logical_or", "bool", "long", "int",
 }
 
 #: what can be affine in an input by what it is (the coefficient is then measured); the rest is not

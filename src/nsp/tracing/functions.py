@@ -28,6 +28,9 @@ _OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": 
               "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_"}
 #: methods whose second tensor gives only its shape or dtype (no dependence on its values; both captures)
 SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
+#: calls that make a new tensor from another one's shape, dtype and device only: constants (both captures)
+CONSTANT_MAKERS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
+                   "full_like", "empty_like", "rand_like", "randn_like", "randint_like"}
 #: properties that compute a tensor from a tensor
 _PROPERTIES = {"T": "T", "mT": "mT", "data": "detach"}
 
@@ -97,7 +100,7 @@ class _Capture(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.inside is not None:
+        if self.inside is not None or _name(func) in CONSTANT_MAKERS:
             return out
         inputs = self.tracked(args[:1] if _name(func) in SHAPE_ONLY else (args, kwargs))
         if not inputs:

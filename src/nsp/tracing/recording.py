@@ -22,6 +22,7 @@ a batch; :class:`nsp.Activations` is the one-sample facade over it.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from torch.func import functional_call
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
 from nsp.operations.base import FALLBACK
-from nsp.tracing.functions import SHAPE_ONLY, capture
+from nsp.tracing.functions import CONSTANT_MAKERS, SHAPE_ONLY, capture
 from nsp.tracing.table import LayerTable, plain
 
 TRACE_MODES = ("children", "ops")
@@ -351,6 +352,9 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
             depends[n] = n is placeholders[0]
         elif n.op in ("get_attr", "output"):
             depends[n] = False
+        elif (n.op == "call_method" and n.target in CONSTANT_MAKERS) or getattr(n.target, "__name__", None) in \
+                CONSTANT_MAKERS and n.op == "call_function":
+            depends[n] = False              # zeros_like(x), x.new_zeros(...): constants
         else:
             depends[n] = _contains_tensor(rec.snap[n]) and any(depends[s] for s in rec.sources[n].values())
 
@@ -442,11 +446,31 @@ def _fx_op(gm, node, rec, depends, index, parents) -> tuple[Op, list]:
         if any(not r for r in params["roles"]):
             kind, params = "jacobian", {}   # a parent reached through keyword arguments or containers
     in_shapes = tuple(tuple(rec.snap[p].shape) for p in parents)
-    alone = n is node and n.op == "call_module" and not n.kwargs and len(n.args) == 1 and len(parents) == 1 \
-        and _first_arg(n, rec) is parents[0]
-    op = Op(kind, path, params, in_shapes, tuple(rec.snap[node].shape),
-            _fx_evaluator(gm, node, rec, depends, index, parents), gm.get_submodule(n.target) if alone else None)
+    evaluate = _fx_evaluator(gm, node, rec, depends, index, parents)
+    module = None
+    if n is node and n.op == "call_module" and not n.kwargs and len(n.args) == 1 and len(parents) == 1 \
+            and _first_arg(n, rec) is parents[0]:
+        module = gm.get_submodule(n.target)
+    elif kind == FALLBACK and n.op == "call_function" and len(parents) == 1 and inspect.isfunction(n.target) \
+            and n.target.__module__.split(".")[0] != "torch":
+        module = _Call(path, evaluate)          # a Python function torch.fx kept whole (torch.fx.wrap)
+    op = Op(kind, path, params, in_shapes, tuple(rec.snap[node].shape), evaluate, module)
     return op, parents
+
+
+class _Call(nn.Module):
+    """A call of a Python function on one layer, as a module whose internals can be traced."""
+
+    def __init__(self, name: str, evaluate):
+        super().__init__()
+        self.name = name
+        self.evaluate = evaluate
+
+    def forward(self, x):
+        return self.evaluate((x,), False)
+
+    def extra_repr(self) -> str:
+        return self.name
 
 
 def _described_piece(gm, n, rec) -> tuple | None:
