@@ -60,22 +60,25 @@ class Gather(OperationKind):
         return super().function_params(target, args, kwargs)
 
     def blocks(self, op, inputs, incl, limit):
-        return [gather_block(op)]
+        return [gather_block(op, which) for which in range(len(op.in_shapes))]
 
 
-def gather_block(op) -> Kron | Coo:
-    """The exact block of a data-movement operation, from its evaluation on input indices.
+def gather_block(op, which: int = 0) -> Kron | Coo:
+    """The exact block from input ``which`` of a data-movement operation, from its evaluation on indices.
 
-    Evaluated twice, on the flat indices plus 1 and plus 2: an output that copies an input element shows
-    its index + 1 and + 2; an output that changes by neither (padding with a constant) reads no input.
+    Evaluated twice, on the flat indices plus 1 and plus 2 (other inputs zero): an output that copies an
+    element of the input shows its index + 1 and + 2; an output that changes by neither (padding with a
+    constant, or a copy from another input) reads no element of it.
     """
-    in_shape, out_shape = tuple(op.in_shapes[0]), tuple(op.out_shape)
+    in_shape, out_shape = tuple(op.in_shapes[which]), tuple(op.out_shape)
     n_in = prod(in_shape)
     if op.evaluate is None or n_in >= 1 << 52:
         raise ConnectivityError(f"operation {op.path!r} (data movement) cannot be re-evaluated on indices")
     index = torch.arange(n_in, dtype=torch.float64).reshape(in_shape)
+    others = [torch.zeros(s, dtype=torch.float64) for s in op.in_shapes]
     with torch.no_grad():
-        first, second = (op.evaluate((index + shift,), False) for shift in (1.0, 2.0))
+        first, second = (op.evaluate(tuple(index + shift if i == which else others[i]
+                                           for i in range(len(others))), False) for shift in (1.0, 2.0))
     if not isinstance(first, torch.Tensor) or tuple(first.shape) != out_shape:
         raise ConnectivityError(f"operation {op.path!r} (data movement) gave {type(first).__name__} "
                                 f"{tuple(getattr(first, 'shape', ()))} on indices, not its output shape {out_shape}")

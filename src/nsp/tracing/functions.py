@@ -121,6 +121,8 @@ class _Capture(TorchFunctionMode):
         if OPERATIONS[kind].single_input and not (len(parents) == 1 and isinstance(first, torch.Tensor)
                                                   and self.owner.get(id(first)) == parents[0]):
             kind, params = FALLBACK, {}
+        if func is _setitem and not self.tracked(args[1]):
+            kind, params = "gather", {}     # values copied into a constant place: data movement from both
         if OPERATIONS[kind].positional:
             params = dict(params, roles=[[i for i, a in enumerate(args) if isinstance(a, torch.Tensor)
                                           and self.owner.get(id(a)) == p] for p in parents])
@@ -145,7 +147,24 @@ class _Capture(TorchFunctionMode):
             description = f"{_name(func)}({', '.join(self.layers[p].name for p in parents)})"
             self.owner[id(piece)] = self.layer(_name(func), description, piece, parents, op, op_inputs)
             self.alive.append(piece)
+        if isinstance(out, torch.Tensor) and args and out is args[0]:
+            self.write_back(out)        # written in place: what shares its memory changed too
         return out
+
+    def write_back(self, written: torch.Tensor) -> None:
+        """Give every tracked tensor that shares memory with one just written in place (its base, other views
+        of it) a new layer: its old values where the write did not reach, the written values where it did
+        (data movement from both, kind ``gather``)."""
+        memory, seen = written.untyped_storage().data_ptr(), {id(written)}
+        for t in list(self.alive):
+            if id(t) in seen or id(t) not in self.owner or t.untyped_storage().data_ptr() != memory:
+                continue
+            seen.add(id(t))
+            parents = [self.owner[id(t)], self.owner[id(written)]]
+            op = Op("gather", "write", {}, (tuple(t.shape), tuple(written.shape)), tuple(t.shape),
+                    _overlay(t, written))
+            description = f"write({self.layers[parents[0]].name} <- {self.layers[parents[1]].name})"
+            self.owner[id(t)] = self.layer("write", description, t, parents, op, parents)
 
     def classify(self, func, args, kwargs) -> tuple[str, dict]:
         name = _name(func)
@@ -181,6 +200,22 @@ class _Capture(TorchFunctionMode):
         self.owner[id(output)] = self.layer(path.replace(".", "_") or "module", module, output, [parent], op,
                                             [parent])
         self.alive.append(output)
+
+
+def _overlay(target: torch.Tensor, written: torch.Tensor):
+    """Evaluator of a write through shared memory: ``target``'s new values from its old ones and the
+    written tensor's, both placed by their strides into one buffer of the memory's size."""
+    size = target.untyped_storage().nbytes() // target.element_size()
+    places = [(tuple(t.shape), t.stride(), t.storage_offset()) for t in (target, written)]
+
+    def evaluate(inputs, randomize):
+        old, new = inputs
+        buffer = torch.zeros(size, dtype=torch.promote_types(old.dtype, new.dtype), device=old.device)
+        for value, (shape, stride, offset) in zip((old, new), places):
+            buffer.as_strided(shape, stride, offset).copy_(value.reshape(shape))
+        return buffer.as_strided(*places[0]).clone()
+
+    return evaluate
 
 
 def _setitem(x, index, value):
@@ -231,5 +266,27 @@ def capture(network: nn.Module, input: torch.Tensor) -> tuple[list, int | None]:
         for h in hooks:
             h.remove()
     returned = state.owner.get(id(output)) if isinstance(output, torch.Tensor) else None
-    layers = [Layer(n.name, n.description, n.value, n.parents, n.op, n.op_inputs) for n in state.layers]
+    nodes, returned = _unread_writes_dropped(state.layers, returned)
+    layers = [Layer(n.name, n.description, n.value, n.parents, n.op, n.op_inputs) for n in nodes]
     return layers, returned
+
+
+def _unread_writes_dropped(nodes: list, returned: int | None) -> tuple[list, int | None]:
+    """The nodes without the write-back layers nothing reads (views changed through their base after their
+    last use), renumbered."""
+    keep = list(range(len(nodes)))
+    while True:                         # a write read only by a dropped write goes too
+        read = {p for i in keep for p in nodes[i].parents} | {returned}
+        fewer = [i for i in keep if i in read or nodes[i].op is None or nodes[i].op.path != "write"]
+        if len(fewer) == len(keep):
+            break
+        keep = fewer
+    if len(keep) == len(nodes):
+        return nodes, returned
+    new = {old: i for i, old in enumerate(keep)}
+    kept = []
+    for i in keep:
+        n = nodes[i]
+        n.parents, n.op_inputs = tuple(new[p] for p in n.parents), tuple(new[p] for p in n.op_inputs)
+        kept.append(n)
+    return kept, None if returned is None else new[returned]

@@ -293,6 +293,10 @@ def _snapshot(value):
     return value
 
 
+class _StaleView(RuntimeError):
+    """A node read a tensor whose memory was written in place through another one (a view, or its base)."""
+
+
 class _Recorder(fx.Interpreter):
     """Runs the traced graph, keeping a snapshot of every node's value and,
     for in-place operations, which node last wrote each tensor object."""
@@ -302,15 +306,31 @@ class _Recorder(fx.Interpreter):
         self.snap = {}
         self.sources = {}    # node -> {arg node: node that last wrote that tensor}
         self._writer = {}    # id(tensor) -> node
+        self._stale = {}     # id(tensor) -> name of the node that wrote its memory through another tensor
+
 
     def run_node(self, n):
+        for a in n.all_input_nodes:
+            if id(self.env[a]) in self._stale:
+                raise _StaleView(f"{n.name!r} reads {a.name!r}, which {self._stale[id(self.env[a])]!r} changed by "
+                                 f"writing in place to a tensor that shares its memory")
         self.sources[n] = {a: self._writer.get(id(self.env[a]), a) if isinstance(self.env[a], torch.Tensor) else a
                            for a in n.all_input_nodes}
         out = super().run_node(n)
         if isinstance(out, torch.Tensor):
+            if any(out is self.env[a] for a in n.all_input_nodes):      # written in place
+                self._mark_aliases(n, out)
             self._writer[id(out)] = n
         self.snap[n] = _snapshot(out)
         return out
+
+    def _mark_aliases(self, n, written: torch.Tensor) -> None:
+        """Every other tensor sharing the written one's memory (a view of it, or its base) is stale now."""
+        memory = written.untyped_storage().data_ptr()
+        for node, value in self.env.items():
+            if isinstance(value, torch.Tensor) and value is not written and node.op != "get_attr" \
+                    and value.untyped_storage().data_ptr() == memory:
+                self._stale[id(value)] = n.name
 
     def source(self, user, arg):
         """The node whose value ``user`` really read through argument ``arg``."""
@@ -323,18 +343,8 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     try:
         gm = fx.symbolic_trace(network)
     except Exception as err:
-        reason = (f"torch.fx could not trace {type(network).__name__} ({type(err).__name__}: "
-                  f"{str(err).splitlines()[0] if str(err) else ''})")
-        try:
-            layers, output = capture(network, input)
-        except Exception as second:
-            raise TraceError(
-                f"{reason}. torch.fx runs forward() on symbolic tensors, so Python control flow on a tensor's "
-                f"values or shape (for example 'if x.shape[-1] != size:') or a call it cannot follow stops "
-                f"it; recording the calls of a real forward pass failed too ({type(second).__name__}: "
-                f"{second}); use trace='children', which records the outputs of the child modules "
-                f"instead") from second
-        return layers, output, f"functions ({reason})"
+        return _captured(network, input, f"torch.fx could not trace {type(network).__name__} "
+                                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     extra = [n.name for n in placeholders[1:] if not n.args]
     if extra:
@@ -342,7 +352,9 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
                          f"nsp records networks with a single input tensor")
     rec = _Recorder(gm)
     try:
-        rec.run(input)
+        rec.run(input.detach().clone())     # in-place code on the input leaves the caller's tensor alone
+    except _StaleView as err:
+        return _captured(network, input, f"the torch.fx graph does not show in-place writes through views: {err}")
     except Exception as err:
         raise _forward_failed(network, input, err) from err
 
@@ -378,6 +390,20 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     output = index.get(rec.source([n for n in gm.graph.nodes if n.op == "output"][0], returned)) \
         if isinstance(returned, fx.Node) else None
     return layers, output, "torch.fx"
+
+
+def _captured(network: nn.Module, input: torch.Tensor, reason: str) -> tuple[list[Layer], int | None, str]:
+    """The layers recorded from the calls of a real forward pass (where torch.fx fails, for ``reason``)."""
+    try:
+        layers, output = capture(network, input)
+    except Exception as second:
+        raise TraceError(
+            f"{reason}. torch.fx runs forward() on symbolic tensors, so Python control flow on a tensor's "
+            f"values or shape (for example 'if x.shape[-1] != size:') or a call it cannot follow stops "
+            f"it; recording the calls of a real forward pass failed too ({type(second).__name__}: "
+            f"{second}); use trace='children', which records the outputs of the child modules "
+            f"instead") from second
+    return layers, output, f"functions ({reason})"
 
 
 def _parents(n, rec, depends, index) -> list:
