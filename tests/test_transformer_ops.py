@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import nsp
 from nsp.tracing import record
 
-EXACT_KINDS = {"gather", "matmul", "attention", "multihead_attention", "reduce", "reshape", "linear"}
+EXACT_KINDS = {"gather", "matmul", "einsum", "attention", "multihead_attention", "reduce", "reshape", "linear"}
 
 
 def jacobian_support(op, shapes):
@@ -349,6 +349,30 @@ def test_multihead_attention_blocks_are_exact(options):
     net = TorchAttention(**options)
     core = check_blocks(net, torch.randn(1, 5, 4), {"multihead_attention"})
     assert "jacobian" not in core.kinds
+
+
+class Einsums(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 5))
+
+    def forward(self, x):                                      # (1, 2, 3, 3)
+        scores = torch.einsum("bhqd,bhkd->bhqk", x, x * 2)     # Kronecker: same rank, letters aligned
+        mixed = torch.einsum("...d,de->...e", x, self.w)       # a constant operand, ellipsis
+        diagonal = torch.einsum("bhii->bhi", x)                # a repeated letter
+        swapped = torch.einsum("bhij->bjhi", scores)           # a permutation: explicit
+        implicit = torch.einsum("bhij,bhjk", x, scores)        # implicit output "ik" (repeated letters summed)
+        outer = torch.einsum("bhi,bhj->bhij", diagonal, x[:, :1, 0])   # a broadcast size-1 axis
+        return mixed.sum() + swapped.sum() + implicit.sum() + outer.sum()
+
+
+def test_einsum_blocks_are_exact():
+    torch.manual_seed(17)
+    core = check_blocks(Einsums(), torch.randn(1, 2, 3, 3), {"einsum"})
+    assert core.kinds.count("einsum") == 6
+    kron = [type(b).__name__ for i, k in enumerate(core.kinds) if k == "einsum" for _, b in core.blocks[i]]
+    # scores: x aligned (Kron), x * 2 reads its k axis into output axis 3 (explicit); the rest as commented
+    assert kron == ["Kron", "Coo", "Kron", "Coo", "Coo", "Coo", "Coo", "Coo", "Coo"]
 
 
 def test_union_of_kronecker_blocks_differing_in_one_factor_stays_kronecker():
