@@ -4,7 +4,8 @@ The block from the module's input to the layer it returns is the reachability th
 graph: from the Kronecker closure terms where the internals are factorable, otherwise over bitsets (one
 bit per neuron of the smaller side, OR-reduced along the blocks, in passes of bounded memory). Exact;
 nothing is probed. A collapsed block can be dense (a stage of a network reads its whole input in every
-output), so its size is bounded: :data:`COLLAPSE_LIMIT` edges, or ``jacobian_limit`` where that is larger.
+output), so the size of an explicit one is bounded: :data:`COLLAPSE_LIMIT` edges, or ``jacobian_limit``
+where that is larger (a single Kronecker block costs no more than any other and is not bounded).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.base import FALLBACK, ConnectivityError
-from nsp.operations.blocks import Coo, Kron, union
+from nsp.operations.blocks import Coo, Kron, kron_union, union
 from nsp.tracing.recording import TraceError, record
 
 #: most edges a collapsed block may have (``jacobian_limit`` raises it where larger)
@@ -61,6 +62,9 @@ def traced_blocks(graph_core, op, inputs: Sequence, incl: bool, jacobian_limit: 
         terms = [Kron(t) for t in reach_terms(core, recording.output)]
     except NotFactorable:
         return [_bitset_reach(core, recording.output, limit, what)]
+    block = kron_union(terms)
+    if block is not None:
+        return [block]                  # one Kronecker block: no explicit edges to form, whatever its size
     if sum(t.nnz for t in terms) > limit:
         _check_size(_bitset_reach(core, recording.output, limit, what, estimate_only=True), limit, what, shape,
                     estimated=True)

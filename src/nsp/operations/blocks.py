@@ -98,24 +98,32 @@ class Coo:
 
 def union(blocks: list, shape: tuple):
     """One block for the union of several blocks of the same ``shape``: the block itself when there is one,
-    a :class:`Kron` where the blocks are Kronecker products that differ in one factor at most
-    (``kron(A, C) | kron(B, C) = kron(A | B, C)``), else explicit."""
-    if len(blocks) == 1:
-        return blocks[0]
-    if all(isinstance(b, Kron) and len(b.factors) == len(blocks[0].factors) for b in blocks):
-        differ = [k for k in range(len(blocks[0].factors))
-                  if any(b.factors[k] != blocks[0].factors[k] for b in blocks[1:])]
-        if len(differ) <= 1:
-            factors = list(blocks[0].factors)
-            try:
-                for k in differ:
-                    for b in blocks[1:]:
-                        factors[k] = logical_or(factors[k], b.factors[k])
-                return Kron(tuple(factors))
-            except KroneckerError:
-                pass                    # factors too large to combine densely: the explicit union
+    a :class:`Kron` where :func:`kron_union` finds one, else explicit."""
+    merged = kron_union(blocks)
+    if merged is not None:
+        return merged
     coo = [block.coo() for block in blocks]
     return Coo.union([r for r, _ in coo], [c for _, c in coo], shape)
+
+
+def kron_union(blocks: list) -> "Kron | None":
+    """The union of Kronecker blocks that differ in one factor at most, as one Kronecker block
+    (``kron(A, C) | kron(B, C) = kron(A | B, C)``); None where the blocks are not such."""
+    if len(blocks) == 1 and isinstance(blocks[0], Kron):
+        return blocks[0]
+    if not all(isinstance(b, Kron) and len(b.factors) == len(blocks[0].factors) for b in blocks):
+        return None
+    differ = [k for k in range(len(blocks[0].factors)) if any(b.factors[k] != blocks[0].factors[k] for b in blocks[1:])]
+    if len(differ) > 1:
+        return None
+    factors = list(blocks[0].factors)
+    try:
+        for k in differ:
+            for b in blocks[1:]:
+                factors[k] = logical_or(factors[k], b.factors[k])
+    except KroneckerError:
+        return None                     # factors too large to combine densely
+    return Kron(tuple(factors))
 
 
 def eyes(shape) -> list:
