@@ -1,12 +1,12 @@
 """Graphs of the models users bring: timm and torchvision architectures, random weights, small inputs.
 
-Per model: the trace mode and whether it built a graph, neurons, edges, seconds, whether the standard
-transform can take the factored path (or why not), layers left to the Jacobian fallback, and a
+Per model: whether ops mode built a graph, neurons, edges, seconds, ``fallback`` (layers whose edges the
+Jacobian fallback's probes found: neither a rule nor traceable internals cover them), ``missing`` (a
 brute-force check: the nonzero pattern of the Jacobian of the network's output with respect to its
-input (autograd, float64, two random inputs) against the graph's reachability from input to output —
-``missing`` counts Jacobian entries the graph has no path for (must be 0). Then children mode: graph
-or error, and its time. Needs the ``models`` extra (timm, torchvision). ``--quick``: the first 8 models;
-``--from NAME``: start at that model.
+input, autograd, float64, two random inputs, against the graph's reachability from input to output;
+Jacobian entries without a path, must be 0), then children mode (graph or error, and its time) and
+whether the standard transform can take the factored path (or why not). Needs the ``models`` extra
+(timm, torchvision). ``--quick``: the first 8 models; ``--from NAME``: start at that model.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
             except NotFactorable as err:
                 factored = str(err)[:90]
             missing = missing_edges(net, core, x)
-            row = (f"{'yes':>5}{core.n_nodes:>10,}{edges:>12,}{seconds:>7.1f}{core.kinds.count('jacobian'):>9}"
+            row = (f"{'yes':>5}{core.n_nodes:>10,}{edges:>12,}{seconds:>7.1f}{len(core.probed):>9}"
                    f"{missing:>8}")
             built += 1
         except Exception as err:

@@ -449,6 +449,7 @@ def test_python_functions_kept_whole_by_fx_are_wired_from_their_internals():
     calls = [i for i, l in enumerate(rec.layers) if l.name.startswith("window_attention")]
     assert len(calls) == 2 and all(rec.layers[i].op.kind == "jacobian" for i in calls)
     core = nsp.GraphCore.from_recording(rec)
+    assert core.probed == ()                                   # collapsed from the internals, not probed
     found = []
     for index in calls:
         op = rec.layers[index].op
@@ -588,7 +589,7 @@ def test_container_children_that_cannot_be_traced_are_refused(monkeypatch):
         nsp.GraphCore.from_activations(nsp.Activations(container, x, trace="children"))
     leaf = nn.Sequential(nn.Conv2d(1, 2, 1), Transpose()).eval()      # no child modules: the fallback decides
     core = nsp.GraphCore.from_activations(nsp.Activations(leaf, x, trace="children"))
-    assert core.kinds == ["input", "conv", "jacobian"]
+    assert core.kinds == ["input", "conv", "jacobian"] and core.probed == (2,)
 
 
 def test_shape_only_arguments_are_not_dependences():

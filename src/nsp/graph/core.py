@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations import JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, blocks_for, linear_parts
-from nsp.operations.base import unit_parts
+from nsp.operations.base import FALLBACK, unit_parts
 from nsp.operations.blocks import Kron
 from nsp.graph import collapse
 from nsp.tracing.table import LayerTable
@@ -42,6 +42,7 @@ class GraphCore:
     csr: sp.csr_matrix | None = field(default=None, repr=False)     # the adjacency, once assembled
     weights_sha256: str | None = None                               # provenance of the network's weights
     linear: list | None = field(default=None, repr=False)   # per layer: [(LinearPart, in shape, out shape)]
+    probed: tuple = ()      # layers whose blocks the Jacobian fallback's probes found (no rule, not traceable)
 
     @property
     def adjacency(self) -> sp.csr_matrix:
@@ -77,13 +78,16 @@ class GraphCore:
             raise ValueError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
                              f"(record inputs[:1])")
         layers = recording.layers
-        blocks, linear = [[]], [[]]
+        blocks, linear, probed = [[]], [[]], []
         for index, layer in enumerate(layers[1:], start=1):
             op = layer.op
             inputs = list(layer.received) or [layers[p].value.reshape(s) for p, s in zip(layer.op_inputs, op.in_shapes)]
             try:
-                found = (collapse.traced_blocks(cls, op, inputs, incl, jacobian_limit)
-                         or blocks_for(op, inputs, incl, jacobian_limit))
+                found = collapse.traced_blocks(cls, op, inputs, incl, jacobian_limit)
+                if found is None:
+                    found = blocks_for(op, inputs, incl, jacobian_limit)
+                    if op.kind == FALLBACK:
+                        probed.append(index)
             except ConnectivityError as err:
                 raise ConnectivityError(f"layer {index} ({layer.name!r}): {err}") from None
             blocks.append(list(zip(layer.op_inputs, found)))
@@ -97,7 +101,8 @@ class GraphCore:
                 warnings.warn(reason, EdgeWeightWarning, stacklevel=2)
                 parts = unit_parts(op, fallback=reason)
             linear.append([(part, tuple(shape), tuple(op.out_shape)) for part, shape in zip(parts, op.in_shapes)])
-        return cls(table=recording.table, blocks=blocks, incl=incl, linear=linear if weights else None)
+        return cls(table=recording.table, blocks=blocks, incl=incl, linear=linear if weights else None,
+                   probed=tuple(probed))
 
     def weight_fallbacks(self) -> list[str]:
         """Why unit weights stand in for the linear part of some blocks (empty when all were derived)."""
