@@ -524,6 +524,37 @@ def test_writes_in_place_through_views_are_attributed_to_the_tensor_they_change(
     check_blocks(net, x, {"gather"}, fallback=True)          # write blocks: exact against the Jacobian
 
 
+class OptionalArgument(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x, extra=None, skips=None):             # as timm's DlaTree
+        skips = [] if skips is None else skips
+        out = self.conv(x)
+        return out if extra is None else out + extra
+
+
+def test_optional_forward_arguments_are_traced_at_their_defaults():
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), OptionalArgument()).eval()
+    x = torch.randn(1, 1, 4, 4)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="children"))
+    assert core.probed == () and type(core.blocks[2][0][1]).__name__ == "Kron"
+    assert core.blocks[2][0][1].nnz == 2 * 2 * (4 * 4 * 9 - 4 * 3 * 4 + 4)    # 3 x 3 windows, zero padding
+
+
+def test_traced_graphs_that_fail_to_run_fall_back_to_the_real_forward(monkeypatch):
+    from nsp.tracing import recording
+
+    def broken(self, *args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(recording._Recorder, "run", broken)
+    rec = record(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU()), torch.randn(1, 1, 3, 3), "ops")
+    assert rec.capture == ("functions (the torch.fx graph of Sequential failed where its forward() runs "
+                           "(RuntimeError: boom))")
+    assert [l.op.kind for l in rec.layers[1:]] == ["conv", "elementwise"]
+
+
 def test_container_children_without_kronecker_form_use_exact_reachability():
     torch.manual_seed(10)
     inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), Transpose(), nn.ReLU(), nn.Conv2d(2, 3, (1, 3)))

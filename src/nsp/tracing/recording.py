@@ -341,7 +341,7 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     """Layers, the returned layer, and how they were captured (torch.fx, or the calls of a real forward
     pass where torch.fx fails, with its reason)."""
     try:
-        gm = fx.symbolic_trace(network)
+        gm = fx.symbolic_trace(network, concrete_args=_optional_arguments(network))
     except Exception as err:
         return _captured(network, input, f"torch.fx could not trace {type(network).__name__} "
                                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
@@ -356,7 +356,12 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     except _StaleView as err:
         return _captured(network, input, f"the torch.fx graph does not show in-place writes through views: {err}")
     except Exception as err:
-        raise _forward_failed(network, input, err) from err
+        try:                            # the real forward pass may still run where the traced graph cannot
+            network(input.detach().clone())
+        except Exception as real:
+            raise _forward_failed(network, input, real) from real
+        return _captured(network, input, f"the torch.fx graph of {type(network).__name__} failed where its "
+                                         f"forward() runs ({type(err).__name__}: {str(err).splitlines()[0]})")
 
     depends = {}
     for n in gm.graph.nodes:
@@ -390,6 +395,17 @@ def _record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], i
     output = index.get(rec.source([n for n in gm.graph.nodes if n.op == "output"][0], returned)) \
         if isinstance(returned, fx.Node) else None
     return layers, output, "torch.fx"
+
+
+def _optional_arguments(network: nn.Module) -> dict:
+    """The arguments of ``forward`` after the first that have defaults, at their defaults (torch.fx would
+    otherwise trace them as inputs and take ``if arg is None`` the wrong way)."""
+    try:
+        parameters = list(inspect.signature(network.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters[1:]
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _captured(network: nn.Module, input: torch.Tensor, reason: str) -> tuple[list[Layer], int | None, str]:
