@@ -151,13 +151,30 @@ def test_deep_chain_where_the_float_path_fails(capsys):
     check(core, signals, "deep conv-bn-relu chain")
 
 
-@pytest.mark.parametrize("name", ["mixed", "block"])
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style block: channels last through a permute, layer norm and MLP there, back, residual."""
+
+    def __init__(self, c=2):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.mlp = nn.Linear(c, c)
+
+    def forward(self, x):                       # (1, c, h, w)
+        y = self.mlp(F.gelu(self.norm(self.dw(x).permute(0, 2, 3, 1))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("name", ["mixed", "block", "channels-last"])
 def test_residuals_pooling_concatenation_and_attention(name):
     torch.manual_seed(1)
     if name == "mixed":
         net, x = Mixed(), torch.randn(2, 1, 6, 6)
-    else:
+    elif name == "block":
         net, x = Block(), torch.randn(2, 3, 4)
+    else:
+        net, x = nn.Sequential(nn.Conv2d(1, 2, 1), ChannelsLast(), ChannelsLast()), torch.randn(2, 1, 3, 4)
+        assert nsp.StandardTransform().fit(graph_of(net, x[:1])).factored      # permuted axes, factored
     check(graph_of(net, x[:1]), signals_of(net, x), name)
 
 

@@ -165,21 +165,61 @@ def test_mnist_fixture_same_spectrum_both_ways(mnist_weights, trace):
 
 
 class TransposeNet(nn.Module):
-    def __init__(self):
+    def __init__(self, flatten=False):
         super().__init__()
         self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.flatten = flatten
 
     def forward(self, x):                                    # (1, 3, 4, 5)
-        return F.relu(self.conv(x).transpose(2, 3))
+        y = F.relu(self.conv(x).transpose(2, 3))
+        return y.flatten(2) if self.flatten else y
+
+
+class ConvNeXtLike(nn.Module):
+    """Depthwise conv, then channels last: layer norm and an MLP over channels, back, residual."""
+
+    def __init__(self, c=3):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.up, self.down = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
+
+    def forward(self, x):                                    # (1, c, h, w)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.down(F.gelu(self.up(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class TokenMixing(nn.Module):
+    """ResMLP/Mixer-style: a linear layer across tokens through a transpose, and one across features."""
+
+    def __init__(self, tokens=4, d=3):
+        super().__init__()
+        self.tokens, self.features = nn.Linear(tokens, tokens), nn.Linear(d, d)
+
+    def forward(self, x):                                    # (1, tokens, d)
+        x = x + self.tokens(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.features(x)
+
+
+def test_permuted_axes_take_the_factored_path():
+    for make, shape in ((TransposeNet, (1, 3, 4, 5)), (lambda: nn.Sequential(nn.Conv2d(1, 3, 2), ConvNeXtLike(),
+                                                                              ConvNeXtLike()), (1, 1, 5, 6)),
+                        (TokenMixing, (1, 4, 3))):
+        torch.manual_seed(0)
+        core = core_of(make(), torch.randn(*shape), trace="ops")
+        assert any(type(b).__name__ == "Permutation" for blocks in core.blocks for _, b in blocks)
+        closure = compare(core)
+        assert closure is not None and any(o != tuple(range(len(o))) for o in closure.orders)
 
 
 def test_auto_falls_back_with_the_reason():
     torch.manual_seed(0)
-    core = core_of(TransposeNet(), torch.randn(1, 3, 4, 5), trace="ops")
+    core = core_of(TransposeNet(flatten=True), torch.randn(1, 3, 4, 5), trace="ops")
     auto = StandardTransform().fit(core)
     assert not auto.factored and auto.zeta is not None
-    assert "layer 2 ('transpose', operation gather)" in auto.reason and "explicit connectivity block" in auto.reason
-    with pytest.raises(NotFactorable, match="'transpose'.*method='auto' or 'explicit'"):
+    assert "layer 4 ('flatten', operation reshape)" in auto.reason and "a reshape of permuted axes" in auto.reason
+    with pytest.raises(NotFactorable, match="'flatten'.*method='auto' or 'explicit'"):
         StandardTransform("factored").fit(core)
     forced = StandardTransform("explicit").fit(core_of(zoo.ToyNet(), torch.randn(1, 1, 4, 4)))
     assert not forced.factored and forced.reason == "method='explicit' was asked for"
@@ -220,9 +260,11 @@ def test_bad_method_and_bare_adjacency():
     assert np.allclose(auto.transform([3, 5, 4, 4]), [3, 2, -1, 0])
 
 
-def test_lazy_matrices_and_storage_round_trip(tmp_path):
+@pytest.mark.parametrize("make, shape", [(GroupedDilatedStrided, (1, 2, 9, 9)), (ConvNeXtLike, (1, 3, 3, 4))],
+                         ids=["grouped", "permuted"])
+def test_lazy_matrices_and_storage_round_trip(tmp_path, make, shape):
     torch.manual_seed(0)
-    core = core_of(GroupedDilatedStrided(), torch.randn(1, 2, 9, 9), trace="ops")
+    core = core_of(make(), torch.randn(*shape), trace="ops")
     fitted = StandardTransform().fit(core)
     explicit = StandardTransform("explicit").fit(core)
     assert fitted.factored and fitted._zeta is None
@@ -235,6 +277,7 @@ def test_lazy_matrices_and_storage_round_trip(tmp_path):
         assert "zeta" not in f["transform"]
     loaded = storage.read_transformer(path)
     assert loaded.factored and loaded.method == "auto"
+    assert loaded.closure.orders == fitted.closure.orders
     s = np.random.default_rng(0).standard_normal((2, core.n_nodes))
     assert np.array_equal(loaded.transform(s), fitted.transform(s))
     assert np.array_equal(loaded.inverse_transform(s), fitted.inverse_transform(s))

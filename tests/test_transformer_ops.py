@@ -100,14 +100,20 @@ def test_product_of_a_layer_with_itself_is_the_union_of_both_roles():
     check_blocks(Square(), torch.randn(1, 3, 3), {"matmul"})
 
 
-def test_slices_and_broadcasts_stay_kronecker_permutes_do_not():
+def test_slices_and_broadcasts_stay_kronecker_permutes_are_permutations():
     class Net(nn.Module):
         def forward(self, x):                                  # (1, 2, 6, 6)
-            return x[:, :, 1::2, ::3].flip(1), x.transpose(2, 3)
+            return x[:, :, 1::2, ::3].flip(1), x.transpose(2, 3), x.permute(0, 2, 3, 1)[:, [2, 0]]
     rec = record(Net().eval(), torch.randn(1, 2, 6, 6), "ops")
     core = nsp.GraphCore.from_recording(rec)
     kinds = {layer.name: type(core.blocks[i][0][1]).__name__ for i, layer in enumerate(rec.layers) if i}
-    assert kinds == {"getitem": "Kron", "flip": "Kron", "transpose": "Coo"}
+    assert kinds == {"getitem": "Kron", "flip": "Kron", "transpose": "Permutation", "permute": "Permutation",
+                     "getitem_1": "Kron"}
+    assert core.blocks[3][0][1].order == (0, 1, 3, 2) and core.blocks[4][0][1].order == (0, 2, 3, 1)
+    for index in (3, 4):                                       # the order says where each element goes
+        block = core.blocks[index][0][1]
+        want = np.arange(72).reshape(1, 2, 6, 6).transpose(block.order).reshape(-1)
+        assert np.array_equal(block.rows, np.arange(72)) and np.array_equal(block.cols, want)
 
 
 def test_exact_spectra_through_the_new_rules():

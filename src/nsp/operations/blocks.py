@@ -96,6 +96,14 @@ class Coo:
         return cls(key // shape[1], key % shape[1], shape)
 
 
+@dataclass(frozen=True)
+class Permutation(Coo):
+    """An axis permutation, ``out = in.permute(order)`` (full shapes, batch axis included): explicit for
+    everything that reads coordinates, and an identity on permuted axes for the factored closure."""
+
+    order: tuple = ()
+
+
 def union(blocks: list, shape: tuple):
     """One block for the union of several blocks of the same ``shape``: the block itself when there is one,
     a :class:`Kron` where :func:`kron_union` finds one, else explicit."""

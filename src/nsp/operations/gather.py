@@ -16,6 +16,7 @@ on every edge.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from math import prod
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from nsp.operations.base import ConnectivityError, OperationKind, register
-from nsp.operations.blocks import Coo, Kron
+from nsp.operations.blocks import Coo, Kron, Permutation
 from nsp.operations.kronecker import Factor
 
 FUNCTIONS = {
@@ -93,7 +94,22 @@ def gather_block(op, which: int = 0) -> Kron | Coo:
     rows = np.flatnonzero(copies).astype(np.int64)
     cols = source.astype(np.int64)
     block = Coo(rows, cols, (a.size, n_in))
-    return _separable(block, out_shape, in_shape) or block
+    return _separable(block, out_shape, in_shape) or _permutation(block, out_shape, in_shape) or block
+
+
+def _permutation(block: Coo, out_shape: tuple, in_shape: tuple) -> Permutation | None:
+    """The block as an axis permutation of the input, where it is one."""
+    n = prod(in_shape)
+    if len(out_shape) != len(in_shape) or sorted(out_shape) != sorted(in_shape) or block.rows.size != n \
+            or not np.array_equal(block.rows, np.arange(n)):
+        return None
+    index = np.arange(n).reshape(in_shape)
+    moved = [k for k in range(len(in_shape)) if in_shape[k] != 1]       # size-1 axes go anywhere
+    for order in itertools.permutations(range(len(in_shape))):
+        if tuple(in_shape[k] for k in order) == out_shape and [k for k in order if in_shape[k] != 1] != moved \
+                and np.array_equal(index.transpose(order).reshape(-1), block.cols):
+            return Permutation(block.rows, block.cols, block.shape, tuple(order))
+    return None
 
 
 def _separable(block: Coo, out_shape: tuple, in_shape: tuple) -> Kron | None:

@@ -370,6 +370,10 @@ class Backend:
             self._matrices[key] = self.asarray(factor.array.astype(np.float64))
         return self._matrices[key]
 
+    def permute(self, x, order: tuple):
+        """The axes of ``x`` in the given order (a view)."""
+        return x.permute(order) if self.torch else x.transpose(order)
+
     def moveaxis(self, x, source: int, target: int):
         return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
 

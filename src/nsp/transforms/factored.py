@@ -27,7 +27,7 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations.blocks import Kron
+from nsp.operations.blocks import Kron, Permutation
 from nsp.operations.kronecker import (Backend, Factor, KroneckerError, Moduli, apply_term, fan_in, regroup,
                                       signed_terms, term_dense, term_matmul, term_nnz, union_add)
 
@@ -39,16 +39,50 @@ class NotFactorable(ValueError):
     """A graph whose closure has no Kronecker-factored form; the message says why."""
 
 
-def layer_axes(core) -> list[tuple]:
-    """``K`` axis sizes per layer (see the module docstring); raises :class:`NotFactorable`."""
+def layer_axes(core) -> tuple[list, list]:
+    """``K`` axis sizes per layer and the order of the layer's own axes among them (see the module
+    docstring): axis ``k`` of a layer's tensor (padded with trailing 1s) is its axis ``orders[L][k]``.
+    Raises :class:`NotFactorable`."""
     rank = max(1, max(len(s) for s in core.shapes))
     padded = [tuple(s) + (1,) * (rank - len(s)) for s in core.shapes]
-    axes = [padded[0]]
+    identity = tuple(range(rank))
+    axes, orders = [padded[0]], [identity]
     for layer in range(1, core.n_layers):
-        candidates = [axes[p] for p, _ in core.blocks[layer] if prod(axes[p]) == core.sizes[layer]]
+        blocks = core.blocks[layer]
+        if len(blocks) == 1 and isinstance(blocks[0][1], Permutation):
+            parent, block = blocks[0]
+            if tuple(axes[parent][orders[parent][k]] for k in range(rank)) != padded[parent]:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) permutes the axes of layer {parent}, "
+                                    f"whose axes are regrouped {axes[parent]}")
+            sigma = _sample_order(block.order, core, layer, parent) + tuple(range(len(core.shapes[layer]), rank))
+            axes.append(axes[parent])
+            orders.append(tuple(orders[parent][sigma[k]] for k in range(rank)))
+            continue
+        permuted = {orders[p] for p, _ in blocks} - {identity}
+        if permuted:                    # reads layers whose axes are permuted: the same order, axis by axis
+            if len({orders[p] for p, _ in blocks}) > 1:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) reads layers whose axes are in "
+                                    f"different orders (a permute on one path only)")
+            (order,) = permuted
+            canonical = [1] * rank
+            for k in range(rank):
+                canonical[order[k]] = padded[layer][k]
+            axes.append(tuple(canonical))
+            orders.append(order)
+            continue
+        candidates = [axes[p] for p, _ in blocks if prod(axes[p]) == core.sizes[layer]]
         candidates = list(dict.fromkeys(candidates + [padded[layer]]))
         axes.append(candidates[0] if len(candidates) == 1 else _pick(core, layer, axes, candidates))
-    return axes
+        orders.append(identity)
+    return axes, orders
+
+
+def _sample_order(order: tuple, core, layer: int, parent: int) -> tuple:
+    """A permutation of full shapes (batch axis first) as one of the layer table's sample shapes."""
+    rank = len(core.shapes[layer])
+    if len(order) == rank + 1 and order[0] == 0 and len(core.shapes[parent]) == rank:
+        return tuple(k - 1 for k in order[1:])
+    raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) moves the batch axis")
 
 
 def _pick(core, layer: int, axes: list, candidates: list) -> tuple:
@@ -67,17 +101,29 @@ class FactoredClosure:
     """Closure blocks ``Z[L, l]`` of a graph core as signed sums of Kronecker terms.
 
     Attributes: ``table`` (the graph's :class:`~nsp.tracing.table.LayerTable`;
-    ``offsets`` and ``names`` come from it), ``axes`` (per layer), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
+    ``offsets`` and ``names`` come from it), ``axes`` (per layer), ``orders``
+    (per layer: tensor axis ``k`` of the layer is its axis ``orders[L][k]``;
+    not the identity after a permute), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
     ancestor layer ``l`` of ``L``: the inclusion–exclusion form of the union
-    of terms, which the transforms apply). Build it with :meth:`of`, which
+    of terms, on the layers' axes, which the transforms apply). Build it with :meth:`of`, which
     raises :class:`NotFactorable` naming the first layer that breaks the
     structure.
     """
 
-    def __init__(self, table, axes: list, signed: list):
+    def __init__(self, table, axes: list, signed: list, orders: list | None = None):
         self.table = table
         self.axes = [tuple(int(n) for n in a) for a in axes]
+        rank = len(self.axes[0]) if self.axes else 0
+        self.orders = [tuple(int(k) for k in o) for o in orders] if orders is not None else \
+            [tuple(range(rank))] * len(self.axes)
         self.signed = signed
+
+    def positions(self, layer: int) -> np.ndarray:
+        """Node position (within the layer) of each entry of the layer on its axes, in C order."""
+        size = int(self.offsets[layer + 1] - self.offsets[layer])
+        order = self.orders[layer]
+        shape = tuple(self.axes[layer][k] for k in order)     # the tensor's own (padded) axes
+        return np.arange(size).reshape(shape).transpose(np.argsort(order)).reshape(-1)
 
     @property
     def offsets(self) -> np.ndarray:
@@ -89,7 +135,7 @@ class FactoredClosure:
 
     @classmethod
     def of(cls, core, term_limit: int = TERM_LIMIT) -> "FactoredClosure":
-        axes, unions = closure_unions(core)
+        axes, orders, unions = closure_unions(core)
         signed = [[] for _ in range(core.n_layers)]
         for L in range(core.n_layers):
             for l, union in sorted(unions[L].items()):
@@ -100,7 +146,7 @@ class FactoredClosure:
                 except KroneckerError as err:
                     raise NotFactorable(f"closure block from layer {l} ({core.names[l]!r}) to layer {L} "
                                         f"({core.names[L]!r}): {err}") from None
-        return cls(core.table, axes, signed)
+        return cls(core.table, axes, signed, orders)
 
     @property
     def n_layers(self) -> int:
@@ -141,13 +187,15 @@ class FactoredClosure:
         return np.array(forward), np.array(inverse)
 
     def block(self, L: int, l: int) -> np.ndarray:
-        """Dense block ``Z[L, l]`` summed from the signed terms (0/1 unless inclusion–exclusion is wrong)."""
+        """Dense block ``Z[L, l]`` (node order) summed from the signed terms (0/1 unless inclusion–exclusion
+        is wrong)."""
         size = (int(self.offsets[L + 1] - self.offsets[L]), int(self.offsets[l + 1] - self.offsets[l]))
         out = np.eye(size[0], dtype=np.int64) if L == l else np.zeros(size, dtype=np.int64)
+        rows, cols = np.ix_(self.positions(L), self.positions(l))
         for ancestor, terms in self.signed[L]:
             if ancestor == l:
                 for coef, term in terms:
-                    out += coef * term_dense(term)
+                    out[rows, cols] += coef * term_dense(term)
         return out
 
     def zeta(self) -> sp.csr_matrix:
@@ -157,11 +205,13 @@ class FactoredClosure:
         for L in range(self.n_layers):
             start, stop = int(self.offsets[L]), int(self.offsets[L + 1])
             rows, cols, vals = [np.arange(stop - start)], [np.arange(start, stop)], [np.ones(stop - start, np.int64)]
+            here = self.positions(L)
             for l, terms in self.signed[L]:
+                there = self.positions(l)
                 for coef, term in terms:
                     r, c = Kron(term).coo()
-                    rows.append(r)
-                    cols.append(c + self.offsets[l])
+                    rows.append(here[r])
+                    cols.append(there[c] + self.offsets[l])
                     vals.append(np.full(r.size, coef, dtype=np.int64))
             slab = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                  shape=(stop - start, n))
@@ -172,11 +222,11 @@ class FactoredClosure:
         return out
 
 
-def closure_unions(core) -> tuple[list, list]:
-    """Axes per layer and, per layer ``L``, ``{ancestor l: union of Kronecker terms}`` whose union is the
-    closure block ``Z[L, l]``; raises :class:`NotFactorable`."""
+def closure_unions(core) -> tuple[list, list, list]:
+    """Axes and axis orders per layer and, per layer ``L``, ``{ancestor l: union of Kronecker terms}`` whose
+    union is the closure block ``Z[L, l]``; raises :class:`NotFactorable`."""
     blocks = _factored_blocks(core)
-    axes = _checked_axes(core, blocks)
+    axes, orders = _checked_axes(core, blocks)
     unions = [dict() for _ in range(core.n_layers)]          # per layer: ancestor -> union of terms
     for L in range(1, core.n_layers):
         for parent, term in blocks[L]:
@@ -184,14 +234,16 @@ def closure_unions(core) -> tuple[list, list]:
             for l, union in unions[parent].items():
                 for t in union:
                     unions[L][l] = union_add(unions[L].get(l, []), term_matmul(term, t))
-    return axes, unions
+    return axes, orders, unions
 
 
 def reach_terms(core, last: int) -> list:
     """The closure block ``Z[last, 0]`` (which input neurons reach layer ``last``) as a union of
     Kronecker terms, propagated from the input only; raises :class:`NotFactorable`."""
     blocks = _factored_blocks(core)
-    axes = _checked_axes(core, blocks)
+    axes, orders = _checked_axes(core, blocks)
+    if orders[last] != orders[0]:
+        raise NotFactorable(f"the axes of layer {last} ({core.names[last]!r}) are permuted")
     reach = [[tuple(Factor.eye(n) for n in axes[0])]] + [[] for _ in range(last)]
     for L in range(1, last + 1):
         for parent, term in blocks[L]:
@@ -201,7 +253,8 @@ def reach_terms(core, last: int) -> list:
 
 
 def _factored_blocks(core) -> list:
-    """Per layer ``[(parent, Factor tuple)]`` in the blocks' own axes; NotFactorable for explicit blocks."""
+    """Per layer ``[(parent, Factor list or Permutation)]`` in the blocks' own axes; NotFactorable for other
+    explicit blocks."""
     if not core.incl:
         raise NotFactorable("the graph is input-local (INCL=False): max-pooling winners and zero weights "
                             "are not Kronecker-structured")
@@ -209,6 +262,9 @@ def _factored_blocks(core) -> list:
     for layer in range(1, core.n_layers):
         row = []
         for parent, block in core.blocks[layer]:
+            if isinstance(block, Permutation):
+                row.append((parent, block))
+                continue
             if not isinstance(block, Kron):
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}) "
                                     f"has an explicit connectivity block (no Kronecker rule)")
@@ -221,14 +277,21 @@ def _factored_blocks(core) -> list:
     return out
 
 
-def _checked_axes(core, blocks: list) -> list:
-    """Axes per layer, and the blocks regrouped onto them (in place)."""
-    axes = layer_axes(core)
+def _checked_axes(core, blocks: list) -> tuple[list, list]:
+    """Axes and axis orders per layer, and the blocks regrouped onto the axes (in place)."""
+    axes, orders = layer_axes(core)
+    identity = tuple(range(len(axes[0])))
     for layer in range(1, core.n_layers):
         regrouped = []
         for parent, factors in blocks[layer]:
+            if isinstance(factors, Permutation):        # the same axes, in another order: an identity
+                regrouped.append((parent, tuple(Factor.eye(n) for n in axes[layer])))
+                continue
             try:
-                term = regroup(factors, axes[layer], axes[parent])
+                if orders[layer] == identity:
+                    term = regroup(factors, axes[layer], axes[parent])
+                else:
+                    term = _reordered(factors, orders[layer], axes[layer], axes[parent], core, layer)
             except KroneckerError as err:
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}): "
                                     f"its block from layer {parent} ({core.names[parent]!r}) has no form on "
@@ -236,7 +299,26 @@ def _checked_axes(core, blocks: list) -> list:
             if term is not None:
                 regrouped.append((parent, term))
         blocks[layer] = regrouped
-    return axes
+    return axes, orders
+
+
+def _reordered(factors: list, order: tuple, rows: tuple, cols: tuple, core, layer: int) -> tuple | None:
+    """A block between two layers whose axes are in the same permuted ``order``, written on their axes:
+    the factor of tensor axis ``k`` becomes the factor of axis ``order[k]``."""
+    rank = len(core.shapes[layer])
+    if len(factors) == rank + 1 and factors[0].shape == (1, 1):
+        factors = factors[1:]                           # the batch axis
+    if len(factors) != rank:
+        raise KroneckerError(f"the block has {len(factors)} factors for a layer of {rank} permuted axes "
+                             f"(a reshape of permuted axes has no factored form)")
+    if any(f.empty for f in factors):
+        return None
+    term = [Factor.eye(1)] * len(order)
+    for k, factor in enumerate(factors):
+        term[order[k]] = factor
+    if any(f.shape != (r, c) for f, r, c in zip(term, rows, cols)):
+        raise KroneckerError(f"factors of shapes {[f.shape for f in factors]} do not align with the permuted axes")
+    return tuple(term)
 
 
 def _broadcast_shape(term: tuple, batch: int) -> tuple:
@@ -256,8 +338,13 @@ def run(closure: FactoredClosure, x: np.ndarray, forward: bool, device=None, mod
     out = given if overwrite else backend.empty(x.shape)
     source = out if forward else given
 
-    def view(array, layer):
-        return array[:, closure.offsets[layer]:closure.offsets[layer + 1]].reshape((batch,) + closure.axes[layer])
+    def view(array, layer):             # the layer on its axes: a view (its own axes transposed after a permute)
+        order = closure.orders[layer]
+        part = array[:, closure.offsets[layer]:closure.offsets[layer + 1]]
+        if order == tuple(range(len(order))):
+            return part.reshape((batch,) + closure.axes[layer])
+        part = part.reshape((batch,) + tuple(closure.axes[layer][k] for k in order))
+        return backend.permute(part, (0,) + tuple(1 + int(k) for k in np.argsort(order)))
 
     layers = [view(source, i) for i in range(closure.n_layers)]
     reduced = [dict() for _ in range(closure.n_layers)]

@@ -322,6 +322,7 @@ def _write_closure(group, closure: FactoredClosure) -> None:
     terms = np.asarray(rows, dtype=np.int64).reshape(-1, 3 + rank)
     h5.write(group, "layers", closure.table)
     h5.array(group, "axes", np.asarray(closure.axes, dtype=np.int64))
+    h5.array(group, "orders", np.asarray(closure.orders, dtype=np.int64))
     h5.array(group, "factor_kind", np.asarray([_FACTOR_KINDS.index(f.kind) for f in ordered], dtype=np.uint8))
     h5.array(group, "factor_shape", np.asarray([f.shape for f in ordered], dtype=np.int64).reshape(-1, 2))
     dense = [f.array.ravel() for f in ordered if f.kind == "dense"]
@@ -350,7 +351,7 @@ def _read_closure(group, table) -> StandardTransform:
         if not pairs or pairs[-1][0] != int(l):
             pairs.append((int(l), []))
         pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
-    closure = FactoredClosure(table, group["axes"][()], signed)
+    closure = FactoredClosure(table, group["axes"][()], signed, group["orders"][()] if "orders" in group else None)
     return StandardTransform.from_closure(closure, str(group.attrs["method"]), _precision(group))
 
 
