@@ -15,12 +15,11 @@ import sys
 import time
 import warnings
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 
 import nsp
 from nsp import external
+from nsp.graph.verify import missing_dependences
 from nsp.transforms.factored import FactoredClosure, NotFactorable
 
 VIT = {"img_size": 32, "patch_size": 8}
@@ -47,32 +46,6 @@ MODELS = [
 ]
 
 
-def reachability(core, outputs: int) -> np.ndarray:
-    """(outputs, input neurons): which input neurons have a path to each neuron of the last layer."""
-    a = sp.csr_matrix(core.adjacency, dtype=np.float32)
-    o = core.offsets
-    mark = np.zeros((core.n_nodes, outputs), dtype=np.float32)
-    mark[o[-2]:o[-1]] = np.eye(outputs, dtype=np.float32)
-    for layer in range(core.n_layers - 1, 0, -1):
-        rows = a[o[layer]:o[layer + 1]]
-        mark += (rows.T @ mark[o[layer]:o[layer + 1]]) > 0
-        np.minimum(mark, 1, out=mark)
-    return mark[o[0]:o[1]].T > 0
-
-
-def missing_edges(net, core, x) -> int:
-    net = net.double()
-    outputs = int(core.sizes[-1])
-    reach = reachability(core, outputs)
-    missing = 0
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        probe = torch.randn(x.shape, generator=gen, dtype=torch.float64)
-        jac = torch.autograd.functional.jacobian(lambda v: net(v).reshape(-1), probe).reshape(outputs, -1)
-        missing += int(((jac != 0).numpy() & ~reach).sum())
-    return missing
-
-
 def main() -> None:
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")
@@ -97,7 +70,7 @@ def main() -> None:
                 factored = "yes"
             except NotFactorable as err:
                 factored = str(err)[:90]
-            missing = missing_edges(net, core, x)
+            missing = missing_dependences(net, core, x)
             row = (f"{'yes':>5}{core.n_nodes:>10,}{edges:>12,}{seconds:>7.1f}{len(core.probed):>9}"
                    f"{missing:>8}")
             built += 1

@@ -7,6 +7,7 @@ import yaml
 
 import nsp
 from nsp import external
+from nsp.graph.verify import missing_dependences
 from nsp.pipeline import cli
 from nsp.pipeline.config import ConfigError, validate
 
@@ -68,3 +69,23 @@ def test_a_timm_transformer_through_the_pipeline_stages(tmp_path, monkeypatch):
     spectra = nsp.OutputLoader.load("s.h5")
     want = nsp.StandardTransform().fit(core).transform(np.asarray(signals.values, dtype=np.float64))
     assert np.array_equal(np.asarray(spectra.values), want)
+
+
+def test_torchvision_vision_transformer_with_multihead_attention():
+    torch.manual_seed(0)
+    net = external.build("torchvision:vit_b_16", {"image_size": 16, "num_classes": 10}).eval()
+    x = torch.randn(1, 3, 16, 16)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="ops"))
+    assert core.kinds.count("multihead_attention") == 12 and core.probed == ()
+    assert missing_dependences(net, core, x) == 0
+    with pytest.raises(nsp.tracing.TraceError, match="child module 'encoder' .* use trace='ops'"):
+        nsp.Activations(net.float(), x, trace="children")
+
+
+def test_convnext_takes_the_factored_path_through_its_permutes():
+    torch.manual_seed(0)
+    net = external.build("timm:convnext_atto", {"num_classes": 10}).eval()
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, torch.randn(1, 3, 32, 32), trace="ops"))
+    fitted = nsp.StandardTransform().fit(core)
+    assert fitted.factored, fitted.reason
+    assert any(o != tuple(range(len(o))) for o in fitted.closure.orders)

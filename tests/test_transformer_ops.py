@@ -640,3 +640,17 @@ def test_shape_only_arguments_are_not_dependences():
             return y.reshape_as(x) + x[:, :1].expand_as(x) + y.view_as(x).type_as(x)
     core = check_blocks(AsShapes(), torch.randn(1, 2, 3), {"reshape", "gather"})
     assert "jacobian" not in core.kinds
+
+
+def test_missing_dependences_finds_removed_edges():
+    from nsp.graph.verify import missing_dependences
+    torch.manual_seed(18)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    x = torch.randn(1, 1, 4, 4)
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace="ops"))
+    assert missing_dependences(net, core, x) == 0
+    adjacency = core.adjacency.tolil()
+    assert adjacency[:, 0].nnz == 2 * 4                       # input 0 feeds 4 positions in 2 channels
+    adjacency[:, 0] = 0                                       # cut every edge out of input 0
+    core.csr = adjacency.tocsr()
+    assert missing_dependences(net, core, x) == 2 * 3          # linear: all 3 outputs read it, at both inputs
