@@ -104,9 +104,8 @@ def _permutation(block: Coo, out_shape: tuple, in_shape: tuple) -> Permutation |
             or not np.array_equal(block.rows, np.arange(n)):
         return None
     index = np.arange(n).reshape(in_shape)
-    moved = [k for k in range(len(in_shape)) if in_shape[k] != 1]       # size-1 axes go anywhere
     for order in itertools.permutations(range(len(in_shape))):
-        if tuple(in_shape[k] for k in order) == out_shape and [k for k in order if in_shape[k] != 1] != moved \
+        if tuple(in_shape[k] for k in order) == out_shape \
                 and np.array_equal(index.transpose(order).reshape(-1), block.cols):
             return Permutation(block.rows, block.cols, block.shape, tuple(order))
     return None
