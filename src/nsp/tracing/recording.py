@@ -308,7 +308,6 @@ class _Recorder(fx.Interpreter):
         self._writer = {}    # id(tensor) -> node
         self._stale = {}     # id(tensor) -> name of the node that wrote its memory through another tensor
 
-
     def run_node(self, n):
         for a in n.all_input_nodes:
             if id(self.env[a]) in self._stale:
