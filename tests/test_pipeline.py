@@ -166,6 +166,27 @@ def test_lint_and_default_dry_run(tmp_path):
     assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
 
 
+def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
+    folder = tmp_path / "own"
+    (folder / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", folder / "config" / "config.yaml")     # the default, present
+    own = {"results": "mine", "shard_size": 25, "datasets": {"digits": TINY["datasets"]["digits"]},
+           "models": {"only": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1}},
+           "transforms": {"standard": {}}}
+    (folder / "my.yaml").write_text(yaml.safe_dump(own))
+    dry = run(folder, "-n", "--configfile", str(folder / "my.yaml"))
+    text = dry.stdout + dry.stderr
+    counts = dict(line.split()[:2] for line in text.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    # one model, one transform, 60 digits in shards of 25
+    assert counts["train"] == "1" and counts["extract_graph"] == "1" and counts["compute_transformer"] == "1"
+    assert counts["collect_activations"] == "3" and counts["transform"] == "3" and counts["visualize_spectrum"] == "1"
+    assert "mine/models/only/weights.npz" in text and "results/" not in text
+    default = dict(line.split()[:2] for line in run(folder, "-n").stdout.splitlines()
+                   if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert default["train"] == "6"                         # without --configfile: the default experiment
+
+
 def test_bad_config_key_fails_before_any_job(tmp_path):
     bad = {**TINY, "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits", "epoch": 1}}}
     folder = workspace(tmp_path, "bad", bad)
