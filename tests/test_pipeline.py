@@ -145,6 +145,17 @@ def test_cores_do_not_change_a_single_byte(tiny_runs):
     assert len(a) >= 45 and a == b
 
 
+def test_every_job_writes_its_log(tiny_runs):
+    folder, _ = tiny_runs
+    logs = sorted((folder / "results" / "logs").rglob("*.log"))
+    rules = {p.relative_to(folder / "results" / "logs").parts[0].removesuffix(".log") for p in logs}
+    assert rules == {"resolve_config", "train", "extract_graph", "compute_transformer", "collect_activations",
+                     "transform", "visualize", "summarize", "figures"}           # visualize: both drawing rules
+    empty = [str(p) for p in logs if p.stat().st_size == 0]
+    assert not empty, empty
+    assert (folder / "results" / "logs" / "resolve_config.log").read_text() == "wrote results/config.resolved.yaml\n"
+
+
 def test_second_run_does_nothing(tiny_runs):
     folder, _ = tiny_runs
     out = run(folder, "-n", "--cores", "2")

@@ -13,6 +13,7 @@ DATASET = {m: spec["dataset"] for m, spec in config["models"].items()}
 
 wildcard_constraints:
     model="|".join(MODELS),
+    dataset="|".join(config["datasets"]),
     transform="|".join(TRANSFORMS),
     shard=r"\d+",
 

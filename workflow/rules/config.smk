@@ -12,3 +12,4 @@ rule resolve_config:
         runtime=5,
     run:
         nsp_config.dump(params.config, output[0])
+        Path(log[0]).write_text(f"wrote {output[0]}\n")
