@@ -73,7 +73,8 @@ class _Capture(TorchFunctionMode):
         super().__init__()
         self.layers = []                # recorded nodes; layer 0 is the input
         self.owner = {}                 # id(tensor) -> layer index of its current value
-        self.alive = [input]            # every tensor seen, so that ids are never reused
+        # every tensor seen, by its memory (kept alive, so that ids are never reused)
+        self.memory = {input.untyped_storage().data_ptr(): [input]}
         self.names = {}
         self.paths = {id(m): n for n, m in network.named_modules()}
         self.inside = None              # the module with a rule being recorded whole
@@ -86,6 +87,9 @@ class _Capture(TorchFunctionMode):
         self.layers.append(_Node(name if count == 0 else f"{name}_{count}", description, value.detach().clone(),
                                  tuple(parents), op, tuple(op_inputs)))
         return len(self.layers) - 1
+
+    def keep(self, tensor: torch.Tensor) -> None:
+        self.memory.setdefault(tensor.untyped_storage().data_ptr(), []).append(tensor)
 
     def tracked(self, value) -> list:
         """(tensor, layer) for the input-dependent tensors among ``value`` (nested), in order."""
@@ -146,7 +150,7 @@ class _Capture(TorchFunctionMode):
                 op = Op(FALLBACK, _name(func), {}, in_shapes, tuple(piece.shape), evaluate)
             description = f"{_name(func)}({', '.join(self.layers[p].name for p in parents)})"
             self.owner[id(piece)] = self.layer(_name(func), description, piece, parents, op, op_inputs)
-            self.alive.append(piece)
+            self.keep(piece)
         if isinstance(out, torch.Tensor) and args and out is args[0]:
             self.write_back(out)        # written in place: what shares its memory changed too
         return out
@@ -155,9 +159,9 @@ class _Capture(TorchFunctionMode):
         """Give every tracked tensor that shares memory with one just written in place (its base, other views
         of it) a new layer: its old values where the write did not reach, the written values where it did
         (data movement from both, kind ``gather``)."""
-        memory, seen = written.untyped_storage().data_ptr(), {id(written)}
-        for t in list(self.alive):
-            if id(t) in seen or id(t) not in self.owner or t.untyped_storage().data_ptr() != memory:
+        seen = {id(written)}
+        for t in list(self.memory.get(written.untyped_storage().data_ptr(), [])):
+            if id(t) in seen or id(t) not in self.owner:
                 continue
             seen.add(id(t))
             parents = [self.owner[id(t)], self.owner[id(written)]]
@@ -199,7 +203,7 @@ class _Capture(TorchFunctionMode):
         op = _module_op(module, path, (shape,), tuple(output.shape))
         self.owner[id(output)] = self.layer(path.replace(".", "_") or "module", module, output, [parent], op,
                                             [parent])
-        self.alive.append(output)
+        self.keep(output)
 
 
 def _overlay(target: torch.Tensor, written: torch.Tensor):
