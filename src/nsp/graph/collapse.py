@@ -1,4 +1,4 @@
-"""Wiring a module without a rule from its internals: the module traced in ops mode, its graph collapsed.
+"""Wiring a module (or a wrapped function) without a rule from its internals: traced in ops mode, collapsed.
 
 The block from the module's input to the layer it returns is the reachability through its internal
 graph: from the Kronecker closure terms where the internals are factorable, otherwise over bitsets (one
@@ -28,7 +28,8 @@ SAMPLES = 64
 
 
 def traced_blocks(graph_core, op, inputs: Sequence, incl: bool, jacobian_limit: int) -> list | None:
-    """The block of a call of a module that has no rule, from its internals traced in ops mode.
+    """The block of a call of a module that has no rule (or of a Python function torch.fx kept whole,
+    wrapped as a module), from its internals traced in ops mode.
 
     The module is recorded on the input it received, its internal graph built with the same rules, and
     the block is the reachability from its input to the layer it returns: the union over internal paths
