@@ -111,6 +111,7 @@ def _read(group):
 @pytest.fixture
 def extension(tmp_path, monkeypatch):
     """The extension module imported from a temporary folder; registries restored afterwards."""
+    assert "jacobian" in nsp.operations.OPERATIONS and "sem" in nsp.transforms.TRANSFORMS   # built-ins first
     saved = [(d, dict(d)) for d in (operations_base.OPERATIONS, operations_base._PART_OWNERS,
                                    transforms_base.TRANSFORMS, h5._WRITERS, h5._READERS)]
     (tmp_path / "nsp_extension.py").write_text(EXTENSION)
@@ -144,7 +145,8 @@ def test_new_operation_kind_and_transform_through_cli_and_storage(extension, tmp
     assert cli.main(["collect-activations", *common, "--model", "m", "--weights", "w.npz", "--shard", "0",
                      "--out", "a.h5"]) == 0
     assert cli.main(["transform", *common, "--activations", "a.h5", "--transformer", "t.h5", "--out", "s.h5"]) == 0
-    assert cli.main(["visualize", *common, "--activations", "a.h5", "--spectra", "s.h5", "--spectra-dir", "."]) == 0
+    assert cli.main(["visualize", *common, "--activations", "a.h5", "--spectra", "s.h5", "--spectra-out",
+                     "spectrum_scaled.pdf"]) == 0
 
     # the graph: the new kind in the stored layer table, its block equal to the Jacobian's pattern
     core = storage.read_graph("g.h5")

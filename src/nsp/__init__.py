@@ -6,22 +6,24 @@ variables); the architecture is described in ``docs/architecture.md``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from nsp.operations import OPERATIONS, ConnectivityError, OperationKind
-from nsp.tracing import TRACE_MODES, LayerInfo, LayerTable, Recording, TraceError, record
-from nsp.graph.core import EdgeWeightWarning, GraphCore
-from nsp.storage import SignalBatch, SignalWriter, StorageError
-from nsp.transforms import (TRANSFORMS, LaplacianTransform, NotFittedError, SemTransform, StandardTransform,
-                            Transform, make_transform, register_transform)
-from nsp.activations import Activations
-from nsp.nngraph import NNGraph
-from nsp.transformer import TRANSFORM_TYPES, Spectrum, Transformer
-from nsp.outputloader import OutputLoader
-from nsp.visualizer import Visualizer
+from nsp._lazy import exports
 
 try:
     __version__ = version("nsp")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
+
+# Public names load on first use: ``import nsp`` alone imports neither torch nor matplotlib.
+__getattr__, __dir__ = exports(__name__, {
+    **dict.fromkeys(["OPERATIONS", "ConnectivityError", "OperationKind"], "nsp.operations"),
+    **dict.fromkeys(["TRACE_MODES", "LayerInfo", "LayerTable", "Recording", "TraceError", "record"], "nsp.tracing"),
+    **dict.fromkeys(["EdgeWeightWarning", "GraphCore"], "nsp.graph.core"),
+    **dict.fromkeys(["SignalBatch", "SignalWriter", "StorageError"], "nsp.storage"),
+    **dict.fromkeys(["TRANSFORMS", "LaplacianTransform", "NotFittedError", "SemTransform", "StandardTransform",
+                     "Transform", "make_transform", "register_transform"], "nsp.transforms"),
+    "Activations": "nsp.activations", "NNGraph": "nsp.nngraph", "OutputLoader": "nsp.outputloader",
+    **dict.fromkeys(["TRANSFORM_TYPES", "Spectrum", "Transformer"], "nsp.transformer"),
+    "Visualizer": "nsp.visualizer"})
 
 __all__ = [
     "Activations", "NNGraph", "GraphCore", "LayerTable", "LayerInfo", "Recording", "record", "TraceError",

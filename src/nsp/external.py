@@ -19,8 +19,10 @@ import difflib
 import importlib
 import re
 import sys
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+if TYPE_CHECKING:                # annotations only; torch loads where a function needs it
+    import torch
 
 #: the sources a named architecture may come from
 SOURCES = ("timm", "torchvision")
@@ -82,7 +84,7 @@ def check(architecture: str) -> None:
         raise ExternalModelError(f"{architecture!r}: {source} has no model {name!r}{hint}")
 
 
-def build(architecture: str, options: dict | None = None) -> nn.Module:
+def build(architecture: str, options: dict | None = None) -> torch.nn.Module:
     """The named model with random weights, constructed with ``options`` (``num_classes``, ``img_size``, ...)."""
     check(architecture)
     source, _, name = architecture.partition(":")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from nsp.plotting import figures as plotting
-from nsp.activations import Activations
-from nsp.transforms import TRANSFORMS
+from nsp.plotting import pages
+
+if TYPE_CHECKING:
+    from nsp.activations import Activations
 
 
-def _layers(activations: Activations) -> list[np.ndarray]:
+def _layers(activations) -> list[np.ndarray]:
+    from nsp.activations import Activations
     if not isinstance(activations, Activations):
         raise TypeError(f"activations must be an nsp.Activations or Spectrum, got {type(activations).__name__}")
     return [a.detach().cpu().numpy() for a in activations.layeractivations]
@@ -31,23 +35,13 @@ class Visualizer:
         diverging colormaps). ``cmap_style``: any matplotlib colormap.
         Missing folders are created. Returns the number of pages.
         """
-        plotting.check_scale(scale)
-        plotting.colormap(cmap_style)
-        kind = getattr(activations, "transform_type", None)
-        note = TRANSFORMS[kind].description if kind in TRANSFORMS and not TRANSFORMS[kind].coefficients_at_nodes else ""
-        figures = plotting.pattern_figures(_layers(activations), activations.layernames, scale, cmap_style, note)
-        return plotting.write_pdf(figures, pdf_filepath)
+        return pages.pattern_pdf(_layers(activations), activations.layernames, pdf_filepath, scale, cmap_style,
+                                 getattr(activations, "transform_type", None))
 
     @staticmethod
     def visualize_spectrum(spectrum, pdf_filepath, scale: str = "layernorm", cmap_style: str = "RdBu_r") -> int:
         """Write a spectrum to a PDF: its coefficients in the layer layout, page per layer, and for
         Laplacian spectra a last page of |coefficient| against eigenvalue. Returns the page count."""
-        plotting.check_scale(scale)
-        plotting.colormap(cmap_style)
-        kind = getattr(spectrum, "transform_type", None)
-        note = TRANSFORMS[kind].description if kind in TRANSFORMS else f"{kind or 'standard'} spectrum: coefficient at its node"
-        figures = list(plotting.pattern_figures(_layers(spectrum), spectrum.layernames, scale, cmap_style, note))
-        if getattr(spectrum, "eigenvalues", None) is not None:
-            figures.append(plotting.eigenvalue_figure(spectrum.eigenvalues, spectrum.to_array(np.float64),
-                                                      f"{TRANSFORMS[kind].label if kind in TRANSFORMS else kind} spectrum: |coefficient| against eigenvalue"))
-        return plotting.write_pdf(figures, pdf_filepath)
+        return pages.spectrum_pdf(_layers(spectrum), spectrum.layernames, pdf_filepath,
+                                  getattr(spectrum, "transform_type", None), getattr(spectrum, "eigenvalues", None),
+                                  scale, cmap_style)

@@ -17,10 +17,8 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations import JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, blocks_for, linear_parts
-from nsp.operations.base import FALLBACK, unit_parts
+from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, unit_parts
 from nsp.operations.blocks import Kron
-from nsp.graph import collapse
 from nsp.tracing.table import LayerTable
 
 
@@ -74,6 +72,8 @@ class GraphCore:
                        weights: bool = True) -> "GraphCore":
         """The graph from a :class:`nsp.tracing.Recording` of one sample (``weights=False``: connectivity
         only, no linear parts)."""
+        from nsp.graph import collapse
+        from nsp.operations import blocks_for, linear_parts        # registers every operation kind
         if recording.batch != 1:
             raise ValueError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
                              f"(record inputs[:1])")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations import apply_part, part_edges
 
 
 def incoming(core, layer: int, s: np.ndarray, device=None) -> np.ndarray:
     """``sum over parents p of A[layer, p] s_p`` for a batch ``s`` of shape (B, nodes)."""
+    from nsp.operations import apply_part             # the operation kinds own the linear parts (torch)
     total = np.zeros((s.shape[0], int(core.sizes[layer])))
     offsets = core.offsets
     for (parent, block), (part, in_shape, out_shape) in zip(core.blocks[layer], core.linear[layer]):
@@ -25,6 +25,7 @@ def incoming(core, layer: int, s: np.ndarray, device=None) -> np.ndarray:
 
 def weighted_adjacency(core) -> sp.csr_matrix:
     """The weighted adjacency ``A`` (float64 CSR, row = target): the linear part of every edge."""
+    from nsp.operations import part_edges
     if core.linear is None:
         raise ValueError("this graph has no edge weights (it was read from a file written without them)")
     n = core.n_nodes

@@ -3,19 +3,22 @@
 One module per kind (``elementwise``, ``reshape``, ``gather`` (data
 movement), ``conv``, ``pooling``, ``linear``, ``matmul``, ``attention``, ``normalization``, ``cat``,
 and the ``jacobian`` fallback), each
-registering an :class:`OperationKind` in :data:`OPERATIONS`; the order of the
-imports below is the order in which kinds are asked to claim a call.
+registering an :class:`OperationKind` in :data:`OPERATIONS`; the order of
+``_KINDS`` below is the order in which kinds are asked to claim a call.
 ``kronecker`` is the algebra of Kronecker-factored 0/1 matrices, ``blocks``
 the connectivity blocks built from it, ``windows`` the sliding-window
 geometry shared by convolution and pooling.
 """
 
-from nsp.operations.base import (JACOBIAN_LIMIT, OPERATIONS, ConnectivityError, EdgeWeightError, LinearPart, Op,
-                                 OperationKind, apply_part, blocks_for, classify_function, classify_method,
-                                 classify_module, function_name, linear_parts, part_edges, register)
-from nsp.operations import (conv, pooling, linear, matmul, attention, reshape, gather,  # noqa: F401,E402
-                            normalization, elementwise, cat, jacobian)
+from nsp._lazy import exports
 
-__all__ = ["JACOBIAN_LIMIT", "OPERATIONS", "ConnectivityError", "EdgeWeightError", "LinearPart", "Op",
-           "OperationKind", "apply_part", "blocks_for", "classify_function", "classify_method", "classify_module",
-           "function_name", "linear_parts", "part_edges", "register"]
+_KINDS = tuple(f"nsp.operations.{kind}" for kind in (
+    "conv", "pooling", "linear", "matmul", "attention", "reshape", "gather", "normalization", "elementwise", "cat",
+    "jacobian"))
+_NAMES = ["JACOBIAN_LIMIT", "OPERATIONS", "ConnectivityError", "EdgeWeightError", "LinearPart", "Op",
+          "OperationKind", "apply_part", "blocks_for", "classify_function", "classify_method", "classify_module",
+          "function_name", "linear_parts", "part_edges", "register"]
+# the first use of a name registers every kind (and imports torch); the submodules alone do not
+__getattr__, __dir__ = exports(__name__, dict.fromkeys(_NAMES, "nsp.operations.base"), before=_KINDS)
+
+__all__ = list(_NAMES)

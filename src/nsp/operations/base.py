@@ -22,14 +22,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import Backend, apply_term
+
+if TYPE_CHECKING:                # annotations only; torch loads where a function needs it
+    import torch
 
 #: Largest Jacobian (output neurons x input neurons) the fallback may form.
 JACOBIAN_LIMIT = 1 << 24
@@ -264,6 +266,7 @@ def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shap
         y = block_product(block, x, in_shape, device).reshape((batch,) + tuple(out_shape[1:]))
         return (y * part.arrays["r"]).reshape(batch, -1)       # r: a scalar or of the full output shape
     owner = _part_owner(part)
+    import torch
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape((batch,) + tuple(in_shape[1:]))
     with torch.no_grad():
         y = owner.apply_part(part, t.to(device) if device is not None else t)

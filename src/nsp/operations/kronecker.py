@@ -22,7 +22,6 @@ from math import prod
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 #: Largest dense factor (entries) that a split or merge may form.
 DENSE_LIMIT = 1 << 26
@@ -351,17 +350,20 @@ class Backend:
 
     def __init__(self, device=None):
         self.torch = device is not None
+        if self.torch:
+            import torch                     # only where a device is asked for
+            self._t = torch
         self.device = torch.device(device) if self.torch else None
         self._matrices: dict = {}
 
     def asarray(self, values: np.ndarray):
-        return torch.from_numpy(values).to(self.device) if self.torch else values
+        return self._t.from_numpy(values).to(self.device) if self.torch else values
 
     def tonumpy(self, values) -> np.ndarray:
         return values.cpu().numpy() if self.torch else values
 
     def empty(self, shape):
-        return torch.empty(shape, dtype=torch.float64, device=self.device) if self.torch else np.empty(shape)
+        return self._t.empty(shape, dtype=self._t.float64, device=self.device) if self.torch else np.empty(shape)
 
     def matrix(self, factor: Factor):
         """The float64 matrix of a dense factor, converted once."""
@@ -375,7 +377,7 @@ class Backend:
         return x.permute(order) if self.torch else x.transpose(order)
 
     def moveaxis(self, x, source: int, target: int):
-        return torch.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
+        return self._t.movedim(x, source, target) if self.torch else np.moveaxis(x, source, target)
 
 
 #: elements reduced at once on NumPy (the temporary stays in cache)

@@ -161,11 +161,12 @@ def write_pdf(figures, path) -> int:
 
 
 def save_figure(fig: Figure, path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
-    """Save one figure as ``path`` with each suffix in ``formats`` (for papers and for the README)."""
+    """Save one figure as ``path`` plus each suffix in ``formats`` (``results/compaction`` ->
+    ``results/compaction.pdf`` and ``.png``; a dot in the name stays: ``energy_vit.tiny.pdf``)."""
     path = Path(path)
     written = []
     for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
+        target = path.with_name(f"{path.name}.{fmt}")
         metadata = PDF_METADATA if fmt == "pdf" else PNG_METADATA if fmt == "png" else None
         with atomic_output(target) as tmp, style():
             fig.savefig(tmp, format=fmt, metadata=metadata)
@@ -245,7 +246,14 @@ def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: floa
 
 def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
                        title: str = "Mean spectrum per class") -> Figure:
-    """|class mean| as an image: one row per class, nodes along x, layer boundaries marked."""
+    """|class mean| as an image: one row per class, nodes along x, layer boundaries marked (no classes, as
+    for a dataset without labels: a page that says so)."""
+    if len(classes) == 0:
+        with style():
+            fig = new_figure(figsize=(9, 2), layout="constrained")
+            fig.text(0.5, 0.5, "no labels: no class means", ha="center", va="center")
+            fig.suptitle(title)
+        return fig
     magnitude = np.abs(np.asarray(means, dtype=np.float64))
     positive = magnitude[magnitude > 0]
     lo = float(positive.min()) if positive.size else 1e-12

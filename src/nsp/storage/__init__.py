@@ -6,12 +6,14 @@ the file conventions (kind, format version, provenance, atomic writes);
 Transforms register their own encodings in their modules.
 """
 
-from nsp.storage.container import FORMAT_VERSION, open_file
-from nsp.storage.graphs import read_graph, read_graph_transforms, write_graph
-from nsp.storage.h5 import StorageError
-from nsp.storage.signals import SAMPLE_COMPRESSION, SignalBatch, SignalWriter, read_signals, write_signals
-from nsp.storage.transformers import read_transformer, write_transformer
+from nsp._lazy import exports
 
-__all__ = ["FORMAT_VERSION", "open_file", "read_graph", "read_graph_transforms", "write_graph", "StorageError",
-           "SAMPLE_COMPRESSION", "SignalBatch", "SignalWriter", "read_signals", "write_signals",
-           "read_transformer", "write_transformer"]
+_MODULES = {"FORMAT_VERSION": "container", "open_file": "container", "read_graph": "graphs",
+            "read_graph_transforms": "graphs", "write_graph": "graphs", "StorageError": "h5",
+            "SAMPLE_COMPRESSION": "signals", "SignalBatch": "signals", "SignalWriter": "signals",
+            "read_signals": "signals", "write_signals": "signals", "read_transformer": "transformers",
+            "write_transformer": "transformers"}
+# each family loads on first use: reading activations needs neither the graph nor the transform code
+__getattr__, __dir__ = exports(__name__, {name: f"nsp.storage.{module}" for name, module in _MODULES.items()})
+
+__all__ = list(_MODULES)

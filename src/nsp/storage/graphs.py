@@ -1,4 +1,4 @@
-"""Encodings of the layer table, connectivity blocks, edge weights and graph cores; graph files."""
+"""Encodings of connectivity blocks, edge weights and graph cores; graph files."""
 
 from __future__ import annotations
 
@@ -11,50 +11,14 @@ import scipy.sparse as sp
 from nsp.operations.blocks import Coo, Kron
 from nsp.graph.core import GraphCore
 from nsp.operations.kronecker import Factor
-from nsp.operations import LinearPart
+from nsp.operations.base import LinearPart
 from nsp.storage import h5
 from nsp.storage.container import create, open_file, provenance_attrs
-from nsp.tracing.table import LayerTable
+from nsp.storage.layers import write_layer_table
 
 #: graph files hold the assembled CSR adjacency up to this many edges; larger graphs are stored by their
 #: connectivity blocks only (from which GraphCore assembles the CSR when something needs it)
 ADJACENCY_IN_FILE = 1 << 25
-
-
-# --- the layer table ----------------------------------------------------------------------------
-
-@h5.writer(LayerTable)
-def write_layer_table(parent: h5py.Group, name: str, table: LayerTable) -> h5py.Group:
-    group = h5.group(parent, name, "nsp.layer-table", version=2)
-    h5.array(group, "name", np.asarray(table.names, dtype=object))
-    h5.array(group, "kind", np.asarray(table.kinds, dtype=object))
-    h5.array(group, "path", np.asarray(table.paths, dtype=object))
-    h5.array(group, "description", np.asarray(table.descriptions, dtype=object))
-    h5.array(group, "offset", table.offsets)
-    h5.write_ragged(group, "shape", table.shapes)
-    h5.write_ragged(group, "parents", table.parents)
-    h5.array(group, "params", np.asarray([json.dumps(l.params, sort_keys=True) for l in table], dtype=object))
-    return group
-
-
-def _read_table(group: h5py.Group, params: list) -> LayerTable:
-    table = LayerTable.build(h5.strings(group["name"]), h5.strings(group["kind"]), h5.strings(group["path"]),
-                             h5.strings(group["description"]), h5.read_ragged(group["shape"]),
-                             h5.read_ragged(group["parents"]), params)
-    if not np.array_equal(table.offsets, group["offset"][()]):
-        raise h5.StorageError(f"{group.file.filename}: {group.name}: stored offsets disagree with the shapes")
-    return table
-
-
-@h5.reader("nsp.layer-table", 1)
-def _read_table_v1(group: h5py.Group) -> LayerTable:
-    """Version 1: no operation parameters."""
-    return _read_table(group, [{} for _ in range(len(group["name"]))])
-
-
-@h5.reader("nsp.layer-table", 2)
-def _read_table_v2(group: h5py.Group) -> LayerTable:
-    return _read_table(group, [json.loads(p) for p in h5.strings(group["params"])])
 
 
 # --- connectivity blocks and their edge weights --------------------------------------------------------
@@ -114,7 +78,7 @@ def write_core(parent: h5py.Group, name: str | None, core: GraphCore, encoding: 
     """A graph core as a group (``name=None``: into ``parent`` itself, e.g. a file's root)."""
     where = parent if name is None else h5.group(parent, name, encoding)
     where.attrs["INCL"] = bool(core.incl)
-    h5.write(where, "layers", core.table)
+    write_layer_table(where, "layers", core.table)
     _write_blocks(where, core)
     return where
 
@@ -151,5 +115,7 @@ def read_graph(path) -> GraphCore:
 
 def read_graph_transforms(path) -> dict:
     """The fitted transforms stored with the graph at ``path``, by name."""
+    from nsp.storage.transformers import built_in_encodings
+    built_in_encodings()
     with open_file(path, "graph") as f:
         return {name: h5.read(group) for name, group in f["transformers"].items()}

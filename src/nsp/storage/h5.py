@@ -28,7 +28,6 @@ from typing import Callable
 
 import h5py
 import numpy as np
-import scipy.sparse as sp
 
 #: default filters (bench/bench_storage.py): deflate, which every HDF5 tool reads (lzf is faster but
 #: h5py-only); level 1 (higher levels gain 3 % for 20 % more time); the byte shuffle helps float64
@@ -155,7 +154,8 @@ def strings(dataset: h5py.Dataset) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
-def write_csr(parent: h5py.Group, name: str, matrix: sp.spmatrix) -> None:
+def write_csr(parent: h5py.Group, name: str, matrix) -> None:
+    import scipy.sparse as sp
     matrix = sp.csr_matrix(matrix)
     out = group(parent, name, "csr_matrix", shape=np.asarray(matrix.shape, dtype=np.int64))
     for key in ("data", "indices", "indptr"):
@@ -163,7 +163,8 @@ def write_csr(parent: h5py.Group, name: str, matrix: sp.spmatrix) -> None:
 
 
 @reader("csr_matrix", 1)
-def read_csr(node: h5py.Group) -> sp.csr_matrix:
+def read_csr(node: h5py.Group):
+    import scipy.sparse as sp
     shape = tuple(int(v) for v in node.attrs["shape"])
     return sp.csr_matrix((node["data"][()], node["indices"][()], node["indptr"][()]), shape=shape)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 from importlib.metadata import PackageNotFoundError, version
 
-import torch
-import torch.nn as nn
 
 
-def weights_sha256(network: nn.Module) -> str:
-    """SHA-256 over the state dict: names, dtypes, shapes and bytes, in name order."""
+def weights_sha256(network) -> str:
+    """SHA-256 over the state dict of a torch module: names, dtypes, shapes and bytes, in name order."""
+    import torch
     digest = hashlib.sha256()
     for name, tensor in sorted(network.state_dict().items()):
         t = tensor.detach().cpu().contiguous()

@@ -8,6 +8,7 @@ import numpy as np
 
 from nsp.storage import h5
 from nsp.storage.container import create, open_file, provenance_attrs
+from nsp.storage.layers import write_layer_table
 from nsp.tracing.table import LayerTable
 
 SAMPLE_COMPRESSION = {"activations": {"compression": "gzip", "compression_opts": 1}, "spectra": h5.COMPRESSION}
@@ -58,7 +59,7 @@ class SignalWriter:
             raise
 
     def _setup(self, layers, width, dtype, kind, compression, with_labels, eigenvalues) -> None:
-        h5.write(self._file, "layers", layers)
+        write_layer_table(self._file, "layers", layers)
         options = dict(SAMPLE_COMPRESSION[kind] if compression is None else compression)
         name = "values" if kind == "activations" else "coefficients"
         self._values = self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,

@@ -35,10 +35,9 @@ from torch.func import functional_call
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
 from nsp.operations.base import FALLBACK
+from nsp.tracing import TRACE_MODES
 from nsp.tracing.functions import CONSTANT_MAKERS, SHAPE_ONLY, capture
 from nsp.tracing.table import LayerTable, plain
-
-TRACE_MODES = ("children", "ops")
 
 
 class TraceError(RuntimeError):

@@ -23,6 +23,8 @@ import numpy as np
 
 #: type name -> transform class, in registration order
 TRANSFORMS: dict[str, type] = {}
+#: the built-in transforms, in the order ``nsp.transforms`` registers them
+BUILT_IN = ("standard", "laplacian", "sem")
 
 
 class NotFittedError(RuntimeError):

@@ -23,7 +23,6 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.sparse.csgraph import laplacian as csgraph_laplacian
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
-import torch
 
 from nsp.graph.core import GraphCore
 from nsp.storage import h5
@@ -222,6 +221,7 @@ class LaplacianTransform(Transform):
 def _product(x: np.ndarray, matrix: np.ndarray, device) -> np.ndarray:
     if device is None:
         return x @ matrix
+    import torch
     return (torch.from_numpy(x).to(device) @ torch.from_numpy(np.ascontiguousarray(matrix)).to(device)).cpu().numpy()
 
 

@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from nsp.graph.core import GraphCore
 from nsp.operations.kronecker import Factor
@@ -251,8 +250,7 @@ class StandardTransform(Transform):
             if zeta is None:                 # every prime at once: the primes are more samples
                 flat = stacked.reshape(-1, x.shape[1])
                 moduli = np.repeat(np.asarray(primes, dtype=np.float64), stacked.shape[1])
-                stacked = run(self.closure, flat, forward, device or "cpu", moduli,     # torch: two threads
-                              overwrite=True).reshape(stacked.shape)
+                stacked = run(self.closure, flat, forward, device, moduli, overwrite=True).reshape(stacked.shape)
             else:
                 for i, p in enumerate(primes):
                     stacked[i] = substitute(*zeta, offsets, stacked[i], forward, p)
@@ -270,6 +268,7 @@ def _apply(matrix: sp.csr_matrix, x: np.ndarray, device=None) -> np.ndarray:
     """``matrix`` applied to every row of ``x`` (samples x nodes), float64, optionally on a torch device."""
     if device is None:
         return np.ascontiguousarray((matrix @ x.T).T)
+    import torch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)          # "sparse CSR support is in beta"
         m = torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
