@@ -1,6 +1,7 @@
 """Config validation, datasets, zoo loading and the CLI's error handling (no Snakemake needed)."""
 
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import nsp
@@ -139,7 +140,7 @@ def test_cli_help_and_errors(tmp_path, capsys):
         cli.main(["--help"])
     help_text = capsys.readouterr().out
     for stage in ("train", "extract-graph", "compute-transformer", "collect-activations", "transform",
-                  "visualize", "summarize", "figures"):
+                  "visualize", "summarize", "class-means", "figures"):
         assert stage in help_text
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(with_model(input_shape=[1, 8, 9])))
@@ -167,7 +168,7 @@ def test_device_option():
         assert np.allclose(on_device, transform.transform(x), rtol=1e-13, atol=1e-13)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="config key device: 'cuda' requested but no CUDA device"):
-            cli._device({"device": "cuda"})
+            cli._device(SimpleNamespace(threads=1), {"device": "cuda"})
 
 
 def test_sigterm_leaves_no_partial_file(tmp_path):
@@ -181,3 +182,163 @@ def test_sigterm_leaves_no_partial_file(tmp_path):
             "    os.kill(os.getpid(), signal.SIGTERM)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path)
     assert done.returncode == 143 and list(tmp_path.iterdir()) == []
+
+
+FULL = {**BASE, "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 2,
+                                   "transforms": ["standard"]},
+                           "cnn": {"architecture": "digits_cnn", "dataset": "photos", "trace": "ops"}},
+        "datasets": {**BASE["datasets"], "photos": {"source": "sklearn-photos", "limit": 10}},
+        "transforms": {"standard": {}, "laplacian": {"k": 5}}, "seed": 3, "visualize": {"cmap": "magma"}}
+
+
+def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
+    cfg = config.validate(FULL)
+    assert config.part_names(cfg) == [
+        "train/mlp", "train/cnn", "extract-graph/mlp", "extract-graph/cnn", "collect-activations/mlp",
+        "collect-activations/cnn", "compute-transformer/standard", "compute-transformer/laplacian", "transform",
+        "visualize", "summarize"]
+    network = {"architecture": "digits_cnn", "options": {}, "input_shape": None, "dataset": "photos", "trace": "ops"}
+    assert config.part(cfg, "train/mlp") == {
+        "part": "train/mlp", "seed": 3, "datasets": {"digits": cfg["datasets"]["digits"]},
+        "models": {"mlp": {"architecture": "digits_mlp", "options": {}, "input_shape": None, "dataset": "digits",
+                           "epochs": 2, "batch_size": 64, "learning_rate": 0.003}}}
+    assert config.part(cfg, "extract-graph/cnn") == {"part": "extract-graph/cnn", "models": {"cnn": network}}
+    assert config.part(cfg, "collect-activations/cnn") == {
+        "part": "collect-activations/cnn", "shard_size": 500, "device": "cpu",
+        "datasets": {"photos": cfg["datasets"]["photos"]}, "models": {"cnn": network}}
+    assert config.part(cfg, "compute-transformer/laplacian") == {
+        "part": "compute-transformer/laplacian", "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
+    assert config.part(cfg, "transform") == {"part": "transform", "device": "cpu"}
+    assert config.part(cfg, "visualize") == {"part": "visualize", "visualize": {"label": 7, "scale": "layerscale",
+                                                                                 "cmap": "magma"}}
+    assert config.part(cfg, "summarize") == {"part": "summarize", "summary": {"sparsity_threshold": 0.001}}
+    # a part loads as itself (nothing filled in) and only for its own stage
+    for name in config.part_names(cfg):
+        path = tmp_path / f"{name.replace('/', '_')}.yaml"
+        path.write_text(config.part_text(cfg, name))
+        assert config.load(path, name.partition("/")[0]) == config.part(cfg, name)
+    with pytest.raises(config.ConfigError, match=r"config file .*train_mlp.yaml is the part of stage train; "
+                                                 r"stage collect-activations reads the whole config or its own part"):
+        config.load(tmp_path / "train_mlp.yaml", "collect-activations")
+    with pytest.raises(config.ConfigError, match="no config part 'plot': a part is one of train, extract-graph"):
+        config.part(cfg, "plot")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.pop("seed"), "config key seed: missing from the part of stage train"),
+    (lambda p: p.update(figures=["energy"]), "config key figures: not read by stage train (its part has seed, "
+                                             "datasets, models)"),
+    (lambda p: p["models"]["mlp"].pop("epochs"), "config key models.mlp: epochs missing from the part of stage train"),
+    (lambda p: p["models"]["mlp"].update(epochs=-2), "config key models.mlp.epochs: -2 is less than the minimum of 0"),
+    (lambda p: p.update(part="plot/mlp"), "config key part: 'plot/mlp' is not a stage's part"),
+])
+def test_damaged_config_parts_name_the_key(edit, message):
+    part = config.part(config.validate(FULL), "train/mlp")
+    edit(part)
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(part)
+    assert message in str(err.value)
+
+
+def test_a_stage_gives_the_same_on_its_part_as_on_the_whole_config(tmp_path):
+    cfg = config.validate({**FULL, "models": {"mlp": {**FULL["models"]["mlp"], "epochs": 1}}})
+    whole, part = tmp_path / "whole.yaml", tmp_path / "part.yaml"
+    config.dump(cfg, whole)
+    part.write_text(config.part_text(cfg, "train/mlp"))
+    for name, path in (("a", whole), ("b", part)):
+        assert cli.main(["train", "--config", str(path), "--model", "mlp", "--quiet", "--out",
+                         str(tmp_path / f"{name}.npz"), "--metrics", str(tmp_path / f"{name}.json")]) == 0
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+def test_stages_import_only_what_they_use():
+    import subprocess
+    import sys
+    code = ("import sys\nfrom nsp.pipeline import cli\n"
+            "from nsp.storage import read_signals\nfrom nsp.plotting import statistics\nimport nsp\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'nsp.transforms') if m in sys.modules))\n"
+            "from nsp.pipeline import datasets\n"
+            "datasets.load({'source': 'sklearn-digits'}), datasets.photo_tiles()\n"
+            "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+def test_bundled_images_read_as_scikit_learn_reads_them():
+    from sklearn.datasets import load_digits, load_sample_images
+    images, labels = datasets.digit_images()
+    digits = load_digits()
+    assert np.array_equal(images, digits.images.astype(np.float32)) and images.dtype == np.float32
+    assert np.array_equal(labels, digits.target) and labels.dtype == np.int64
+    photos = datasets._photographs()
+    assert len(photos) == 2 and all(np.array_equal(a, b) and a.dtype == b.dtype
+                                    for a, b in zip(photos, load_sample_images().images))
+
+
+def test_datasets_are_counted_from_headers_without_loading(tmp_path, monkeypatch):
+    import h5py
+    np.savez(tmp_path / "a.npz", inputs=np.zeros((17, 3, 2), np.float32), labels=np.arange(17))
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["x"] = np.zeros((9, 4))
+    specs = [{"source": "sklearn-digits"}, {"source": "sklearn-photos"}, {"source": "sklearn-photos", "limit": 200},
+             {"source": "sklearn-digits", "limit": 5000}, {"source": str(tmp_path / "a.npz")},
+             {"source": str(tmp_path / "a.npz"), "limit": 4}, {"source": str(tmp_path / "a.h5"), "inputs_key": "x"}]
+    expected = [len(datasets.load(spec)[0]) for spec in specs]
+    assert expected == [1797, 520, 200, 1797, 17, 4, 9]
+    monkeypatch.setattr(datasets, "load", lambda *a: pytest.fail("count() loaded the dataset"))
+    assert [datasets.count(spec) for spec in specs] == expected
+
+
+def test_series_follow_the_registry_order():
+    from nsp.transforms.base import BUILT_IN
+    assert list(nsp.TRANSFORMS)[:3] == list(BUILT_IN)
+    assert config.series(["sem", "zeta2", "standard", "a1"]) == ["activations", "standard", "sem", "a1", "zeta2"]
+
+
+def _signals(path, kind, transform_type=None, labels=(0, 1, 0)):
+    from nsp import storage
+    from nsp.tracing.table import LayerTable
+    table = LayerTable.build(["input", "fc"], ["input", "linear"], ["", "fc"], ["", "fc"], [(2,), (1,)],
+                             [[], [0]])
+    values = np.arange(9.0).reshape(3, 3)
+    storage.write_signals(path, storage.SignalBatch(
+        kind=kind, values=values if kind == "spectra" else values.astype(np.float32), layers=table,
+        sample_ids=np.arange(3), labels=None if labels is None else np.asarray(labels), transform_type=transform_type))
+
+
+def test_new_stages_name_their_bad_arguments(tmp_path, capsys):
+    _signals(tmp_path / "a.h5", "activations")
+    _signals(tmp_path / "s.h5", "spectra", "standard")
+    _signals(tmp_path / "u.h5", "activations", labels=None)
+    cases = [
+        (["figures", "--kind", "energy", "--out", "e.pdf"], "--kind energy needs --summaries"),
+        (["figures", "--kind", "class_means", "--class-means", "c.h5", "--out", "c.pdf"],
+         "--kind class_means needs --model"),
+        (["figures", "--kind", "compaction", "--summaries", "s.json", "--model", "m", "--out", "c.pdf"],
+         "--kind compaction takes no --model"),
+        (["figures", "--kind", "class_means", "--class-means", str(tmp_path / "a.h5"), "--model", "m", "--out",
+          str(tmp_path / "c.png")], "the figure's PDF (a name ending in .pdf"),
+        (["class-means", "--signals", str(tmp_path / "a.h5"), str(tmp_path / "s.h5"), "--out", str(tmp_path / "m.h5")],
+         "--signals: the shards mix series (activations, standard)"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "m.h5").exists() and not (tmp_path / "c.png").exists()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    assert cli.main(["visualize", "--config", str(cfg), "--activations", str(tmp_path / "a.h5"), "--spectra",
+                     str(tmp_path / "s.h5"), "--spectra-out", "x.pdf", "y.pdf"]) == 2
+    assert "--spectra-out: 2 files for 1 spectra files; give one per spectra file" in capsys.readouterr().err
+    # class means: the mean of each class; without labels an empty table and a page that says so
+    assert cli.main(["class-means", "--signals", str(tmp_path / "a.h5"), "--out", str(tmp_path / "m.h5")]) == 0
+    from nsp import storage
+    means = storage.read_signals(tmp_path / "m.h5")
+    assert means.sample_ids.tolist() == [0, 1] and means.values.tolist() == [[3.0, 4.0, 5.0], [3.0, 4.0, 5.0]]
+    assert cli.main(["class-means", "--signals", str(tmp_path / "u.h5"), "--out", str(tmp_path / "n.h5")]) == 0
+    assert storage.read_signals(tmp_path / "n.h5").values.shape == (0, 3)
+    assert cli.main(["figures", "--kind", "class_means", "--class-means", str(tmp_path / "n.h5"), "--model", "m.v1",
+                     "--out", str(tmp_path / "class_means_m.v1_activations.pdf")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("class_means_*")) == ["class_means_m.v1_activations.pdf",
+                                                                      "class_means_m.v1_activations.png"]

@@ -105,8 +105,14 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
     assert acts.labels.tolist() == [1, 0, 1, 0, 1]                        # tiles 25..29 alternate photographs
     assert (r / "figures" / "vgg" / "photos" / "spectrum_standard.pdf").is_file()
     assert not (r / "figures" / "vgg" / "photos" / "spectrum_laplacian.pdf").exists()
-    assert sorted(p.name for p in (r / "summary" / "vgg" / "photos" / "class_means").glob("*.h5")) == \
+    assert sorted(p.name for p in (r / "summary" / "vgg" / "photos").glob("class_means_*.h5")) == \
         ["class_means_activations.h5", "class_means_sem.h5", "class_means_standard.h5"]
+    means = storage.read_signals(r / "summary" / "mlp" / "digits" / "class_means_standard.h5")
+    spectra = [storage.read_signals(r / "spectra" / "mlp" / "digits" / "standard" / f"shard_{i}.h5") for i in range(3)]
+    values, labels = np.concatenate([b.values for b in spectra]), np.concatenate([b.labels for b in spectra])
+    assert means.transform_type == "standard" and means.sample_ids.tolist() == sorted(set(labels.tolist()))
+    for row, label in zip(means.values, means.sample_ids):
+        assert np.allclose(row, values[labels == label].mean(axis=0), rtol=1e-12, atol=1e-15)
     # sem: c = (I - A) s from the network's weights; on the first linear layer of the MLP, its bias
     sem = storage.read_signals(r / "spectra" / "mlp" / "digits" / "sem" / "shard_0.h5")
     mlp_graph = storage.read_graph(r / "models" / "mlp" / "graph.h5")
@@ -149,11 +155,14 @@ def test_every_job_writes_its_log(tiny_runs):
     folder, _ = tiny_runs
     logs = sorted((folder / "results" / "logs").rglob("*.log"))
     rules = {p.relative_to(folder / "results" / "logs").parts[0].removesuffix(".log") for p in logs}
-    assert rules == {"resolve_config", "train", "extract_graph", "compute_transformer", "collect_activations",
-                     "transform", "visualize", "summarize", "figures"}           # visualize: both drawing rules
-    empty = [str(p) for p in logs if p.stat().st_size == 0]
+    assert rules == {"resolve_config", "config_part", "train", "extract_graph", "compute_transformer",
+                     "collect_activations", "transform", "visualize", "summarize", "class_means", "figures"}
+    # figures: one log per paper figure
+    empty = [str(p) for p in logs if p.stat().st_size == 0]     # visualize: both drawing rules
     assert not empty, empty
     assert (folder / "results" / "logs" / "resolve_config.log").read_text() == "wrote results/config.resolved.yaml\n"
+    assert (folder / "results" / "logs" / "config_part" / "train" / "mlp.log").read_text() == \
+        "wrote results/config/train/mlp.yaml\n"
 
 
 def test_second_run_does_nothing(tiny_runs):
@@ -173,8 +182,11 @@ def test_lint_and_default_dry_run(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     # 4 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
     assert counts["collect_activations"] == "18" and counts["transform"] == "52"
-    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["figures"] == "1"
+    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_compaction"] == "1"
+    assert counts["paper_per_model"] == "12" and counts["paper_class_means"] == "22"
     assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
+    # one part of the config per model and stage (3 x 6), per transform (3), and 3 shared ones
+    assert counts["config_part"] == "24" and counts["class_means"] == "22"
 
 
 def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
@@ -196,6 +208,60 @@ def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
     default = dict(line.split()[:2] for line in run(folder, "-n").stdout.splitlines()
                    if len(line.split()) == 2 and line.split()[1].isdigit())
     assert default["train"] == "6"                         # without --configfile: the default experiment
+
+
+def plan(folder, config) -> dict:
+    """Rule -> number of jobs a dry run plans after ``config`` replaced the folder's config."""
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    out = run(folder, "-n", "--quiet", "rules")
+    return {line.split()[0]: int(line.split()[1]) for line in (out.stdout + out.stderr).splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+
+
+def edited(**changes) -> dict:
+    """TINY with nested changes: edited(models__mlp__epochs=2)."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    for key, value in changes.items():
+        *path, last = key.split("__")
+        target = config
+        for step in path:
+            target = target.setdefault(step, {})
+        target[last] = value
+    return config
+
+
+RECORD = {"resolve_config": 1}       # the whole config, written for the record, changes with any edit
+
+
+@pytest.mark.parametrize("changes, expected", [
+    # a figure option: only the drawings
+    ({"visualize__cmap": "magma"}, {"config_part": 1, "visualize": 3, "visualize_spectrum": 8}),
+    ({"figures": ["compaction", "sparsity"]}, {"paper_per_model": 3}),
+    # one transform's options: its transformers, spectra, drawings and statistics, nothing else
+    ({"transforms__laplacian__k": 10}, {"config_part": 1, "compute_transformer": 2, "transform": 6,
+                                        "visualize_spectrum": 2, "summarize": 2, "class_means": 2,
+                                        "paper_compaction": 1, "paper_per_model": 2}),
+    # one model's training: its chain only
+    ({"models__mlp__epochs": 2}, {"config_part": 1, "train": 1, "extract_graph": 1, "compute_transformer": 3,
+                                  "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
+                                  "summarize": 1, "class_means": 4, "paper_compaction": 1, "paper_per_model": 1}),
+    # one model's trace mode: not its training
+    ({"models__mlp__trace": "ops"}, {"config_part": 2, "extract_graph": 1, "compute_transformer": 3,
+                                     "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
+                                     "summarize": 1, "class_means": 4, "paper_compaction": 1, "paper_per_model": 1}),
+    # a new model: its jobs, and the figures that show every model
+    ({"models__mlp2": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1, "transforms": ["standard"]}},
+     {"config_part": 3, "train": 1, "extract_graph": 1, "compute_transformer": 1, "collect_activations": 3,
+      "transform": 3, "visualize": 1, "visualize_spectrum": 1, "summarize": 1, "class_means": 2,
+      "paper_compaction": 1, "paper_per_model": 1}),
+    # threads, results of a fixed value: nothing but the record
+    ({"threads": 2}, {}),
+])
+def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, changes, expected):
+    folder = tmp_path / "edit"
+    shutil.copytree(tiny_runs[0], folder, symlinks=True)         # keeps times and Snakemake's records
+    assert plan(folder, TINY) == {}
+    assert plan(folder, edited(**changes)) == {**RECORD, **expected, "all": 1}
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):

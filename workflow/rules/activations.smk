@@ -1,6 +1,6 @@
 rule collect_activations:
     input:
-        config=CONFIG,
+        config=part("collect-activations/{model}"),
         weights=weights,
     output:
         f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",

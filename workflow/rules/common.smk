@@ -1,20 +1,30 @@
 # Names and small input functions shared by the rules (no rules here).
+import re
 import shlex
 
 R = config["results"]
-CONFIG = f"{R}/config.resolved.yaml"
+CONFIG = f"{R}/config.resolved.yaml"                      # the whole experiment, for the record
 ENV = "../../environment.yml"
 MODELS = list(config["models"])
 TRANSFORMS = list(config["transforms"])
 TRANSFORMS_OF = nsp_config.transforms_of(config)           # model -> the transforms it runs
+SERIES_OF = {m: nsp_config.series(TRANSFORMS_OF[m]) for m in MODELS}   # activations, then its transforms
 SHARDS = nsp_config.shard_counts(config)
 DATASET = {m: spec["dataset"] for m, spec in config["models"].items()}
+PAPER = nsp_config.figure_names(config["figures"], SERIES_OF)   # the paper figures, by file name
+
+
+def part(name):
+    """The file of a stage's part of the config: what its jobs read, and all that reruns them."""
+    return f"{R}/config/{name}.yaml"
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
-    dataset="|".join(config["datasets"]),
-    transform="|".join(TRANSFORMS),
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, config["datasets"])),
+    transform="|".join(map(re.escape, TRANSFORMS)),
+    series="|".join(map(re.escape, ["activations", *TRANSFORMS])),
+    part="|".join(map(re.escape, nsp_config.part_names(config))),
     shard=r"\d+",
 
 
@@ -26,6 +36,13 @@ def weights(wildcards):
 def shards(pattern, model, **extra):
     """Every shard file of a model's dataset."""
     return expand(pattern, model=model, dataset=DATASET[model], shard=range(SHARDS[model]), **extra)
+
+
+def series_shards(wildcards):
+    """The shards of one series of a model: its activations, or one transform's spectra."""
+    if wildcards.series == "activations":
+        return shards(f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5", wildcards.model)
+    return shards(f"{R}/spectra/{{model}}/{{dataset}}/{wildcards.series}/shard_{{shard}}.h5", wildcards.model)
 
 
 def training_metrics(wildcards):

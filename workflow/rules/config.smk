@@ -3,7 +3,7 @@ rule resolve_config:
     output:
         CONFIG,
     params:
-        config=config,
+        text=nsp_config.dump_text(config),
     log:
         f"{R}/logs/resolve_config.log",
     threads: 1
@@ -11,5 +11,22 @@ rule resolve_config:
         mem_mb=200,
         runtime=5,
     run:
-        nsp_config.dump(params.config, output[0])
-        Path(log[0]).write_text(f"wrote {output[0]}\n")
+        nsp_config.write_text(params.text, output[0], log[0])
+
+
+# One file per stage's part of the config (rerun when, and only when, its text changes: Snakemake's
+# params trigger), so a job reruns only when what it reads has changed.
+rule config_part:
+    localrule: True
+    output:
+        part("{part}"),
+    params:
+        text=lambda wildcards: nsp_config.part_text(config, wildcards.part),
+    log:
+        f"{R}/logs/config_part/{{part}}.log",
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    run:
+        nsp_config.write_text(params.text, output[0], log[0])

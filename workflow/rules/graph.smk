@@ -1,6 +1,6 @@
 rule extract_graph:
     input:
-        config=CONFIG,
+        config=part("extract-graph/{model}"),
         weights=weights,
     output:
         f"{R}/models/{{model}}/graph.h5",
@@ -21,7 +21,7 @@ rule extract_graph:
 
 rule compute_transformer:
     input:
-        config=CONFIG,
+        config=part("compute-transformer/{transform}"),
         graph=f"{R}/models/{{model}}/graph.h5",
     output:
         f"{R}/models/{{model}}/transformer_{{transform}}.h5",

@@ -1,13 +1,12 @@
 rule summarize:
     input:
-        config=CONFIG,
+        config=part("summarize"),
         activations=lambda w: shards(f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5", w.model),
         spectra=lambda w: shards(f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5", w.model,
                                  transform=TRANSFORMS_OF[w.model]),
         metrics=training_metrics,
     output:
-        summary=f"{R}/summary/{{model}}/{{dataset}}/summary.json",
-        class_means=directory(f"{R}/summary/{{model}}/{{dataset}}/class_means"),
+        f"{R}/summary/{{model}}/{{dataset}}/summary.json",
     params:
         metrics=metrics_option,
     log:
@@ -22,5 +21,23 @@ rule summarize:
         runtime=30,
     shell:
         "nsp summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
-        "--spectra {input.spectra:q} {params.metrics} --out {output.summary:q} --class-means-dir {output.class_means:q} "
-        "--threads {threads} 2> {log:q}"
+        "--spectra {input.spectra:q} {params.metrics} --out {output:q} --threads {threads} 2> {log:q}"
+
+
+rule class_means:
+    input:
+        series_shards,
+    output:
+        f"{R}/summary/{{model}}/{{dataset}}/class_means_{{series}}.h5",
+    log:
+        f"{R}/logs/class_means/{{model}}_{{dataset}}_{{series}}.log",
+    benchmark:
+        f"{R}/benchmarks/class_means/{{model}}_{{dataset}}_{{series}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=10,
+    shell:
+        "nsp class-means --signals {input:q} --out {output:q} 2> {log:q}"

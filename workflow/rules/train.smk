@@ -1,6 +1,6 @@
 rule train:
     input:
-        config=CONFIG,
+        config=part("train/{model}"),
     output:
         weights=f"{R}/models/{{model}}/weights.npz",
         metrics=f"{R}/models/{{model}}/training.json",

@@ -1,6 +1,6 @@
 rule transform:
     input:
-        config=CONFIG,
+        config=part("transform"),
         activations=f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",
         transformer=f"{R}/models/{{model}}/transformer_{{transform}}.h5",
     output:

@@ -1,12 +1,14 @@
 rule visualize:
     input:
-        config=CONFIG,
+        config=part("visualize"),
         activations=f"{R}/activations/{{model}}/{{dataset}}/shard_0.h5",
     output:
         report(f"{R}/figures/{{model}}/{{dataset}}/pattern.pdf", caption="../report/pattern.rst",
                category="Patterns", subcategory="{model}"),
     log:
         f"{R}/logs/visualize/{{model}}_{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/visualize/{{model}}_{{dataset}}.tsv"
     conda:
         ENV
     threads: 1
@@ -19,7 +21,7 @@ rule visualize:
 
 rule visualize_spectrum:
     input:
-        config=CONFIG,
+        config=part("visualize"),
         activations=f"{R}/activations/{{model}}/{{dataset}}/shard_0.h5",
         spectra=f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_0.h5",
     output:
@@ -27,14 +29,14 @@ rule visualize_spectrum:
                category="Patterns", subcategory="{model}"),
     log:
         f"{R}/logs/visualize/{{model}}_{{dataset}}_{{transform}}.log",
+    benchmark:
+        f"{R}/benchmarks/visualize_spectrum/{{model}}_{{dataset}}_{{transform}}.tsv"
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        folder=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "nsp visualize --config {input.config:q} --activations {input.activations:q} --spectra {input.spectra:q} "
-        "--spectra-dir {params.folder:q} 2> {log:q}"
+        "--spectra-out {output:q} 2> {log:q}"

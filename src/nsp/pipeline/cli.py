@@ -15,22 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nsp import __version__, storage, zoo
-from nsp.activations import Activations
-from nsp.graph.core import GraphCore
-from nsp.nngraph import NNGraph
-from nsp.outputloader import from_batch
+from nsp import __version__
 from nsp.pipeline import config as configuration
-from nsp.pipeline import datasets, training
-from nsp.plotting import figures as plotting
-from nsp.plotting import statistics as analysis
 from nsp.storage.files import atomic_output
-from nsp.storage import SignalWriter
-from nsp.tracing import TRACE_MODES, TraceError, record
-from nsp.transforms import TRANSFORMS, make_transform
-from nsp.visualizer import Visualizer
+from nsp.tracing import TRACE_MODES
+from nsp.zoo import INPUT_SHAPES
+
+# Each stage imports what it uses when it runs: a job that runs no network never imports torch, one that
+# draws nothing never imports matplotlib (start-up time of many small jobs).
 
 BATCH = 256
 
@@ -54,13 +47,23 @@ def _write_json(path, data: dict) -> None:
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _model(cfg: dict, name: str, weights):
+def _torch(args):
+    """torch, with the job's thread count."""
+    import torch
+    torch.set_num_threads(args.threads)
+    return torch
+
+
+def _model(args, cfg: dict, name: str, weights):
     """The configured network with its weights, its input shape, and its config entry."""
+    from nsp import zoo
+    torch = _torch(args)
     if name not in cfg["models"]:
         raise configuration.ConfigError(f"config key models.{name}: no such model (defined: {', '.join(cfg['models'])})")
     spec = cfg["models"][name]
+    torch.manual_seed(cfg.get("seed", 0))                # initial weights of a model to train
     net = zoo.build(spec["architecture"], spec["options"])
-    shape = spec["input_shape"] or zoo.ARCHITECTURES[spec["architecture"]][1]
+    shape = spec["input_shape"] or zoo.INPUT_SHAPES[spec["architecture"]]
     if weights is not None:
         zoo.load_weights(net, weights)
     try:
@@ -73,16 +76,20 @@ def _model(cfg: dict, name: str, weights):
 
 
 def _inputs(cfg: dict, spec: dict, shape, model: str):
+    from nsp.pipeline import datasets
     data_spec = cfg["datasets"][spec["dataset"]]
     inputs, labels = datasets.load(data_spec, spec["dataset"])
     return datasets.for_model(inputs, shape, model), labels
 
 
-def _device(cfg: dict) -> torch.device:
-    device = torch.device(cfg["device"])
-    if device.type == "cuda" and not torch.cuda.is_available():
+def _device(args, cfg: dict):
+    """The configured torch device, or None for the CPU without torch."""
+    if cfg["device"] == "cpu":
+        return None
+    torch = _torch(args)
+    if not torch.cuda.is_available():
         raise ValueError(f"config key device: {cfg['device']!r} requested but no CUDA device is available")
-    return device
+    return torch.device(cfg["device"])
 
 
 def _producer(args, **extra) -> dict:
@@ -90,14 +97,25 @@ def _producer(args, **extra) -> dict:
     return {"command": f"nsp {args.command}", **{k: str(v) for k, v in keys.items()}, **extra}
 
 
-def _example(net, shape, trace) -> Activations:
+def _example(net, shape, trace):
+    import torch
+    from nsp.activations import Activations
     return Activations(net, torch.zeros((1, *shape)), trace=trace)
+
+
+def _pairs(paths, outs, what: str, option: str) -> list:
+    """``paths`` paired with ``outs`` (one output per input)."""
+    if len(outs or []) != len(paths or []):
+        raise ValueError(f"{option}: {len(outs or [])} files for {len(paths or [])} {what}; give one per {what[:-1]}")
+    return list(zip(paths or [], outs or []))
 
 
 # --- stages ------------------------------------------------------------------------------------------
 
 def cmd_train(args, cfg) -> None:
-    net, shape, spec = _model(cfg, args.model, None)
+    from nsp import zoo
+    from nsp.pipeline import training
+    net, shape, spec = _model(args, cfg, args.model, None)
     inputs, labels = _inputs(cfg, spec, shape, args.model)
     if labels is None:
         raise ValueError(f"model {args.model}: dataset {spec['dataset']} has no labels to train on")
@@ -112,7 +130,9 @@ def cmd_train(args, cfg) -> None:
 
 
 def cmd_extract_graph(args, cfg) -> None:
-    net, shape, spec = _model(cfg, args.model, args.weights)
+    from nsp import storage
+    from nsp.graph.core import GraphCore
+    net, shape, spec = _model(args, cfg, args.model, args.weights)
     example = _example(net, shape, spec["trace"])
     core = GraphCore.from_activations(example)     # no networkx graph: any size
     storage.write_graph(args.out, core, producer=_producer(args), parameters={"model": spec})
@@ -122,6 +142,11 @@ def cmd_extract_graph(args, cfg) -> None:
 
 
 def cmd_compute_transformer(args, cfg) -> None:
+    from nsp import storage
+    from nsp.transforms import make_transform
+    if args.transform not in cfg["transforms"]:
+        raise configuration.ConfigError(f"config key transforms.{args.transform}: not configured "
+                                        f"(configured: {', '.join(cfg['transforms'])})")
     core = storage.read_graph(args.graph)
     options = dict(cfg["transforms"][args.transform])
     start = time.perf_counter()
@@ -132,55 +157,69 @@ def cmd_compute_transformer(args, cfg) -> None:
 
 
 def cmd_collect_activations(args, cfg) -> None:
-    net, shape, spec = _model(cfg, args.model, args.weights)
+    from nsp.pipeline import datasets
+    from nsp.storage import SignalWriter
+    from nsp.tracing import record
+    net, shape, spec = _model(args, cfg, args.model, args.weights)
     inputs, labels = _inputs(cfg, spec, shape, args.model)
     bounds = datasets.shard_bounds(len(inputs), cfg["shard_size"])
     if not 0 <= args.shard < len(bounds):
         raise ValueError(f"shard {args.shard} does not exist: dataset {spec['dataset']} has {len(bounds)} shards")
     start, stop = bounds[args.shard]
     example = _example(net, shape, spec["trace"])
-    device = _device(cfg)
-    net = net.to(device)
+    device = _device(args, cfg)
+    if device is not None:
+        net = net.to(device)
     with SignalWriter(args.out, "activations", example.table, example.n_neurons,
                       trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
                       weights=example.weights_sha256) as writer:
         batches = range(start, stop, BATCH)
         for first in _progress(args, batches, len(batches), f"{args.model} shard {args.shard}"):
             last = min(stop, first + BATCH)
-            values = record(net, inputs[first:last].to(device), spec["trace"]).values()
+            x = inputs[first:last] if device is None else inputs[first:last].to(device)
+            values = record(net, x, spec["trace"]).values()
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
     _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
 
 
 def cmd_transform(args, cfg) -> None:
+    from nsp import storage
     batch = storage.read_signals(args.activations, "activations")
     transform = storage.read_transformer(args.transformer)
-    device = _device(cfg)
-    coefficients = transform.transform(batch.values, device=None if device.type == "cpu" else device)
-    with SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1], transform_type=transform.type,
-                      eigenvalues=getattr(transform, "eigenvalues", None), trace=batch.trace,
-                      with_labels=batch.labels is not None, producer=_producer(args),
-                      parameters={"transform": transform.type, "options": transform.get_params()},
-                      weights=batch.weights_sha256) as writer:
+    device = _device(args, cfg)
+    coefficients = transform.transform(batch.values, device=device)
+    with storage.SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1],
+                              transform_type=transform.type, eigenvalues=getattr(transform, "eigenvalues", None),
+                              trace=batch.trace, with_labels=batch.labels is not None, producer=_producer(args),
+                              parameters={"transform": transform.type, "options": transform.get_params()},
+                              weights=batch.weights_sha256) as writer:
         writer.append(coefficients, batch.sample_ids, batch.labels)
     _log(args, f"{transform.type}: {coefficients.shape[0]} samples")
 
 
 def cmd_visualize(args, cfg) -> None:
+    from nsp import storage
+    from nsp.plotting import figures as plotting
+    from nsp.plotting import pages
     options = cfg["visualize"]
+    if not args.out and not args.spectra:
+        raise ValueError("nothing to draw: give --out (the pattern) and/or --spectra")
+    outs = args.spectra_out
+    if args.spectra and outs is None:
+        outs = [None] * len(args.spectra)
+    pairs = _pairs(args.spectra, outs, "spectra files", "--spectra-out")
     batch = storage.read_signals(args.activations, "activations")
     hits = np.flatnonzero(batch.labels == options["label"]) if batch.labels is not None else np.array([0])
     index = int(hits[0]) if hits.size else 0
-    if not args.out and not args.spectra:
-        raise ValueError("nothing to draw: give --out (the pattern) and/or --spectra")
     if args.out:
-        Visualizer.visualize_pattern(from_batch(batch, index), args.out, scale=options["scale"], cmap_style=options["cmap"])
-    folder = Path(args.spectra_dir or Path(args.out or ".").parent)
-    for path in args.spectra or []:
+        pages.pattern_pdf(batch.layers.split(batch.values[index]), batch.layers.names, args.out, options["scale"],
+                          options["cmap"])
+    for path, out in pairs:
         spectra = storage.read_signals(path, "spectra")
-        out = folder / f"spectrum_{spectra.transform_type}.pdf"
+        out = out or Path(args.out or ".").parent / f"spectrum_{spectra.transform_type}.pdf"
         if spectra.values.shape[1] == batch.values.shape[1]:
-            Visualizer.visualize_spectrum(from_batch(spectra, index), out)
+            pages.spectrum_pdf(spectra.layers.split(spectra.values[index]), spectra.layers.names, out,
+                               spectra.transform_type, spectra.eigenvalues)
         else:                      # a partial Laplacian basis: coefficients have no layer layout
             title = f"Laplacian spectrum ({spectra.values.shape[1]} lowest eigenvalues): |coefficient| against eigenvalue"
             plotting.write_pdf([plotting.eigenvalue_figure(spectra.eigenvalues, spectra.values[index], title)], out)
@@ -190,6 +229,7 @@ def cmd_visualize(args, cfg) -> None:
 def _stats(values: np.ndarray, offsets, threshold: float) -> dict:
     """Compaction always; energy and sparsity per layer where the values have the layer layout
     (not for a partial Laplacian basis)."""
+    from nsp.plotting import statistics as analysis
     ks, share = analysis.compaction(values)
     out = {"compaction_k": ks.tolist(), "compaction_share": share.tolist(), "coefficients": int(values.shape[1])}
     if values.shape[1] == offsets[-1]:
@@ -198,92 +238,107 @@ def _stats(values: np.ndarray, offsets, threshold: float) -> dict:
     return out
 
 
-def cmd_summarize(args, cfg) -> None:
-    threshold = cfg["summary"]["sparsity_threshold"]
-    series = {"activations": [storage.read_signals(p, "activations") for p in args.activations]}
-    for path in args.spectra or []:
+def _read_series(activations, spectra) -> dict:
+    """Shards by series: activations, then each transform in the order of ``spectra``."""
+    from nsp import storage
+    series = {"activations": [storage.read_signals(p, "activations") for p in activations]}
+    for path in spectra or []:
         batch = storage.read_signals(path, "spectra")
         series.setdefault(batch.transform_type, []).append(batch)
+    return series
+
+
+def cmd_summarize(args, cfg) -> None:
+    threshold = cfg["summary"]["sparsity_threshold"]
+    series = _read_series(args.activations, args.spectra)
     summary = {"model": args.model, "sparsity_threshold": threshold}
     if args.metrics:
         summary["training"] = json.loads(Path(args.metrics).read_text())
     first = series["activations"][0]
     summary["layers"] = first.layers.names
     summary["samples"] = int(sum(b.values.shape[0] for b in series["activations"]))
-    offsets = first.layers.offsets
-    out_dir = Path(args.class_means_dir or Path(args.out).parent)
     for name, batches in series.items():
-        values = np.concatenate([b.values for b in batches]).astype(np.float64)
-        labels = np.concatenate([b.labels for b in batches]) if batches[0].labels is not None else None
-        summary[name] = _stats(values, offsets, threshold)
-        if labels is not None:
-            classes, means = analysis.class_means(values, labels)
-            kind = "activations" if name == "activations" else "spectra"
-            storage.write_signals(out_dir / f"class_means_{name}.h5", storage.SignalBatch(
-                kind=kind, values=means, layers=first.layers, sample_ids=classes,
-                transform_type=None if kind == "activations" else name, trace=first.trace,
-                weights_sha256=first.weights_sha256), producer=_producer(args))
+        summary[name] = _stats(np.concatenate([b.values for b in batches]).astype(np.float64), first.layers.offsets,
+                               threshold)
     _write_json(args.out, summary)
     _log(args, f"{args.model}: {summary['samples']} samples, series {', '.join(series)}")
 
 
+def cmd_class_means(args, cfg) -> None:
+    from nsp import storage
+    from nsp.plotting import statistics as analysis
+    batches = [storage.read_signals(p) for p in args.signals]
+    kinds = {(b.kind, b.transform_type) for b in batches}
+    if len(kinds) != 1:
+        raise ValueError(f"--signals: the shards mix series ({', '.join(sorted(str(t or k) for k, t in kinds))}); "
+                         f"class means are taken over one series")
+    first = batches[0]
+    values = np.concatenate([b.values for b in batches]).astype(np.float64)
+    if first.labels is not None:
+        classes, means = analysis.class_means(values, np.concatenate([b.labels for b in batches]))
+    else:                          # no labels, no classes: an empty table
+        classes, means = np.zeros(0, np.int64), np.zeros((0, values.shape[1]))
+    storage.write_signals(args.out, storage.SignalBatch(
+        kind=first.kind, values=means, layers=first.layers, sample_ids=np.asarray(classes),
+        transform_type=first.transform_type, trace=first.trace,
+        weights_sha256=first.weights_sha256), producer=_producer(args))
+    _log(args, f"{first.transform_type or 'activations'}: {len(classes)} classes over {values.shape[0]} samples")
+
+
 def cmd_figures(args, cfg) -> None:
-    summaries = [json.loads(Path(p).read_text()) for p in args.summaries]
-    out = Path(args.out_dir)
-    wanted = set(cfg["figures"])
-    written = []
-    if "compaction" in wanted:
+    from nsp import storage
+    from nsp.plotting import figures as plotting
+    need = {"compaction": ("summaries",), "energy": ("summaries",), "sparsity": ("summaries",),
+            "class_means": ("class_means", "model")}[args.kind]
+    for option in ("summaries", "class_means", "model"):
+        if (getattr(args, option) is not None) != (option in need):
+            raise ValueError(f"--kind {args.kind} {'needs' if option in need else 'takes no'} "
+                             f"--{option.replace('_', '-')}")
+    summaries = [json.loads(Path(p).read_text()) for p in args.summaries or []]
+    if args.kind in ("energy", "sparsity") and len(summaries) != 1:
+        raise ValueError(f"--kind {args.kind}: one figure per model; give one summary, got {len(summaries)}")
+    if args.kind == "compaction":
         panels = {s["model"]: {name: (np.array(s[name]["compaction_k"]), np.array(s[name]["compaction_share"]))
                                for name in _series(s)} for s in summaries}
-        written += plotting.save_figure(plotting.compaction_grid(panels, "Energy compaction by model and transform"),
-                                        out / "compaction")
-    for kind, key, title in (("energy", "energy_per_layer", "Energy per layer"),
-                             ("sparsity", "sparsity_per_layer", "Sparsity per layer")):
-        if kind not in wanted:
-            continue
-        for s in summaries:
-            shares = {name: np.array(s[name][key]) for name in _series(s) if key in s[name]}
-            if kind == "energy":
-                fig = plotting.energy_figure(shares, s["layers"], f"{title}: {s['model']}")
-            else:
-                fig = plotting.sparsity_figure(shares, s["layers"], s["sparsity_threshold"], f"{title}: {s['model']}")
-            written += plotting.save_figure(fig, out / f"{kind}_{s['model']}")
-    if "class_means" in wanted:
-        for model, path in _class_means_files(args.class_means or []):
-            batch = storage.read_signals(path)
-            name = batch.transform_type or "activations"
-            offsets, names = batch.layers.offsets, batch.layers.names
-            if batch.values.shape[1] != offsets[-1]:          # partial Laplacian basis
-                offsets, names = [0, batch.values.shape[1]], ["coefficients by ascending eigenvalue"]
-            fig = plotting.class_means_figure(batch.sample_ids, batch.values, offsets, names,
-                                              f"Mean {name} per class: {model}")
-            written += plotting.save_figure(fig, out / f"class_means_{model}_{name}")
-    _log(args, f"{len(written)} files")
-
-
-def _class_means_files(paths) -> list[tuple[str, Path]]:
-    """(model, file) of class-means files given directly (<model>/<dataset>/class_means_<series>.h5) or as
-    folders (<model>/<dataset>/class_means/), activations first, then the transforms."""
-    order = ["activations", *TRANSFORMS]
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = {p.stem.removeprefix("class_means_"): p for p in path.glob("class_means_*.h5")}
-            files += [(path.parent.parent.name, found[name]) for name in order if name in found]
-        else:
-            files.append((path.parent.parent.name, path))
-    return files
+        fig = plotting.compaction_grid(panels, "Energy compaction by model and transform")
+    elif args.kind == "energy":
+        s = summaries[0]
+        shares = {name: np.array(s[name]["energy_per_layer"]) for name in _series(s) if "energy_per_layer" in s[name]}
+        fig = plotting.energy_figure(shares, s["layers"], f"Energy per layer: {s['model']}")
+    elif args.kind == "sparsity":
+        s = summaries[0]
+        shares = {name: np.array(s[name]["sparsity_per_layer"]) for name in _series(s)
+                  if "sparsity_per_layer" in s[name]}
+        fig = plotting.sparsity_figure(shares, s["layers"], s["sparsity_threshold"], f"Sparsity per layer: {s['model']}")
+    else:
+        batch = storage.read_signals(args.class_means)
+        name = batch.transform_type or "activations"
+        offsets, layer_names = batch.layers.offsets, batch.layers.names
+        if batch.values.shape[1] != offsets[-1]:          # partial Laplacian basis
+            offsets, layer_names = [0, batch.values.shape[1]], ["coefficients by ascending eigenvalue"]
+        fig = plotting.class_means_figure(batch.sample_ids, batch.values, offsets, layer_names,
+                                          f"Mean {name} per class: {args.model}")
+    out = Path(args.out)
+    if out.suffix != ".pdf":
+        raise ValueError(f"--out {out}: the figure's PDF (a name ending in .pdf; the PNG is written beside it)")
+    written = plotting.save_figure(fig, out.with_name(out.stem))
+    _log(args, f"{args.kind}: {', '.join(map(str, written))}")
 
 
 def _series(summary: dict) -> list[str]:
-    return [k for k in ("activations", *TRANSFORMS) if k in summary]
+    """The series of a summary (the entries with statistics), in their fixed order."""
+    return configuration.series([k for k, v in summary.items() if isinstance(v, dict) and "compaction_k" in v])
 
 
 def cmd_demo(args, cfg) -> None:
+    from nsp import zoo
+    from nsp.activations import Activations
+    from nsp.nngraph import NNGraph
+    torch = _torch(args)
     torch.manual_seed(0)
     for name in args.models:
         net = zoo.build(name).eval()
-        shape = zoo.ARCHITECTURES[name][1]
+        shape = zoo.INPUT_SHAPES[name]
         for trace in args.trace:
             start = time.perf_counter()
             graph = NNGraph(Activations(net, torch.rand((1, *shape)), trace=trace), INCL=not args.input_local)
@@ -324,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("compute-transformer", cmd_compute_transformer, "fit one transform on a stored graph")
     p.add_argument("--graph", required=True)
-    p.add_argument("--transform", required=True, choices=list(TRANSFORMS))
+    p.add_argument("--transform", required=True, help="a transform configured under transforms")
     p.add_argument("--out", required=True)
 
     p = stage("collect-activations", cmd_collect_activations, "record the activations of one dataset shard")
@@ -340,27 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("visualize", cmd_visualize, "draw the configured sample's pattern and spectra (PDF, layer layout)")
     p.add_argument("--activations", required=True, help="first activations shard")
-    p.add_argument("--spectra", nargs="*", help="spectra shards of the same samples")
     p.add_argument("--out", help="pattern PDF")
-    p.add_argument("--spectra-dir", dest="spectra_dir",
-                   help="folder of the spectrum_<type>.pdf files (default: the folder of --out)")
+    p.add_argument("--spectra", nargs="*", help="spectra shards of the same samples")
+    p.add_argument("--spectra-out", nargs="*", dest="spectra_out",
+                   help="one PDF per --spectra file (default: spectrum_<type>.pdf beside --out)")
 
-    p = stage("summarize", cmd_summarize, "statistics over all shards of one model (JSON + class means HDF5)")
+    p = stage("summarize", cmd_summarize, "statistics over all shards of one model (JSON)")
     p.add_argument("--model", required=True)
     p.add_argument("--activations", nargs="+", required=True)
     p.add_argument("--spectra", nargs="*")
     p.add_argument("--metrics", help="training metrics (JSON)")
     p.add_argument("--out", required=True)
-    p.add_argument("--class-means-dir", dest="class_means_dir",
-                   help="folder of the class_means_<series>.h5 files (default: the folder of --out)")
 
-    p = stage("figures", cmd_figures, "the paper figures named in the config (PDF + PNG)")
-    p.add_argument("--summaries", nargs="+", required=True)
-    p.add_argument("--class-means", nargs="*", dest="class_means")
-    p.add_argument("--out-dir", required=True, dest="out_dir")
+    p = stage("class-means", cmd_class_means, "mean of one series (activations or one transform's spectra) "
+              "over the samples of each class (HDF5; no labels: no classes)", needs_config=False)
+    p.add_argument("--signals", nargs="+", required=True, help="the shards of one series")
+    p.add_argument("--out", required=True)
+
+    p = stage("figures", cmd_figures, "one paper figure, as PDF and PNG: energy compaction of every model, "
+              "energy or sparsity per layer of one model, or the class means of one series", needs_config=False)
+    p.add_argument("--kind", required=True, choices=["compaction", "energy", "sparsity", "class_means"])
+    p.add_argument("--summaries", nargs="+", help="summary files (JSON): every model's for compaction, one for "
+                   "energy and sparsity")
+    p.add_argument("--class-means", dest="class_means", help="class-means file (HDF5), for class_means")
+    p.add_argument("--model", help="the model's name, for class_means")
+    p.add_argument("--out", required=True, help="the PDF (the PNG is written beside it)")
 
     p = stage("demo", cmd_demo, "trace zoo networks and print their layer tables", needs_config=False)
-    p.add_argument("--models", nargs="+", choices=sorted(zoo.ARCHITECTURES), default=["toy", "mnist_reference"])
+    p.add_argument("--models", nargs="+", choices=sorted(INPUT_SHAPES), default=["toy", "mnist_reference"])
     p.add_argument("--trace", nargs="+", choices=TRACE_MODES, default=list(TRACE_MODES))
     p.add_argument("--input-local", action="store_true", help="build the INCL=False graph")
     return parser
@@ -373,19 +435,26 @@ def _exit_on_sigterm() -> None:
 
 #: errors that mean bad input (config, files, models): one line, exit code 2. Anything else is a bug and
 #: keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, OSError, TraceError)
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, OSError)
+
+
+def _user_error(err: Exception) -> bool:
+    recording = sys.modules.get("nsp.tracing.recording")    # a TraceError needs it loaded
+    return isinstance(err, USER_ERRORS) or (recording is not None and isinstance(err, recording.TraceError))
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")   # jobs on cluster file systems (NFS, Lustre)
     _exit_on_sigterm()
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):     # torch, wherever the stage imports it
+        os.environ[name] = str(args.threads)
     try:
-        cfg = configuration.load(args.config) if getattr(args, "config", None) else None
-        torch.manual_seed(cfg["seed"] if cfg else 0)        # initial weights of models to train
+        cfg = configuration.load(args.config, args.command) if getattr(args, "config", None) else None
         args.func(args, cfg)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not _user_error(err):
+            raise
         print(f"nsp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -16,10 +16,8 @@ import jsonschema
 import yaml
 
 from nsp import external
-from nsp.pipeline import datasets
 from nsp.storage.files import atomic_output
-from nsp.transforms import TRANSFORMS
-from nsp.zoo import ARCHITECTURES
+from nsp.zoo import INPUT_SHAPES
 
 SCHEMA_PATH = Path(str(files("nsp.pipeline") / "data" / "config.schema.yaml"))
 
@@ -28,9 +26,13 @@ class ConfigError(ValueError):
     """A config that does not follow the schema or refers to something undefined."""
 
 
-def schema() -> dict:
-    """The config schema; the transforms and their options come from the transform registry."""
+def schema(transforms: bool = True) -> dict:
+    """The config schema; the transforms and their options come from the transform registry (not filled
+    in with ``transforms=False``, for parts of a config without transforms)."""
     out = yaml.safe_load(SCHEMA_PATH.read_text())
+    if not transforms:
+        return out
+    from nsp.transforms import TRANSFORMS
     out["properties"]["transforms"]["properties"] = {
         name: {**cls.options_schema, "description": cls.options_schema.get("description", cls.description)}
         for name, cls in TRANSFORMS.items()}
@@ -69,6 +71,9 @@ def _key(path) -> str:
 def validate(config: dict) -> dict:
     """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
     config = copy.deepcopy(config or {})
+    if isinstance(config, dict) and config.get(PART_KEY):
+        return _validate_part(config)
+    from nsp.transforms import TRANSFORMS
     transforms = config.get("transforms") if isinstance(config, dict) else None
     for name in transforms if isinstance(transforms, dict) else ():
         if name not in TRANSFORMS:
@@ -84,9 +89,9 @@ def validate(config: dict) -> dict:
                               f"this config (defined: {', '.join(config['datasets'])})")
         arch = model.get("architecture", name)
         model["architecture"] = arch
-        if arch not in ARCHITECTURES and ":" not in arch:
+        if arch not in INPUT_SHAPES and ":" not in arch:
             raise ConfigError(f"config key models.{name}.architecture: {arch!r} is neither a zoo architecture "
-                              f"({', '.join(ARCHITECTURES)}), timm:<name>, torchvision:<name> nor module:Class")
+                              f"({', '.join(INPUT_SHAPES)}), timm:<name>, torchvision:<name> nor module:Class")
         if external.is_named(arch):
             if not external.NAME.match(arch.partition(":")[2]):
                 raise ConfigError(f"config key models.{name}.architecture: {arch!r}: a model name is letters, "
@@ -103,8 +108,8 @@ def validate(config: dict) -> dict:
     return config
 
 
-def load(path) -> dict:
-    """Read and validate a YAML config file."""
+def load(path, stage: str | None = None) -> dict:
+    """Read and validate a YAML config file: a whole config, or the part of ``stage`` (:func:`part`)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -112,13 +117,113 @@ def load(path) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    return validate(raw)
+    config = validate(raw)
+    owner = str(config.get(PART_KEY, "")).partition("/")[0]
+    if stage is not None and owner and owner != stage:
+        raise ConfigError(f"config file {path} is the part of stage {owner}; stage {stage} reads the whole "
+                          f"config or its own part")
+    return config
+
+
+def dump_text(config: dict) -> str:
+    """A (validated) config as YAML with sorted keys."""
+    return yaml.safe_dump(config, sort_keys=True)
 
 
 def dump(config: dict, path) -> None:
     """Write a (validated) config as YAML with sorted keys, atomically."""
+    write_text(dump_text(config), path)
+
+
+# --- the part of a config each stage reads ---------------------------------------------------------------
+
+#: marks a stage's part of a config (see :func:`part`)
+PART_KEY = "part"
+
+_NETWORK = ("architecture", "options", "input_shape", "dataset", "trace")
+#: stage -> (top-level keys it reads, keys of its model's entry it reads)
+STAGE_KEYS = {
+    "train": (("seed", "datasets", "models"),
+              ("architecture", "options", "input_shape", "dataset", "epochs", "batch_size", "learning_rate")),
+    "extract-graph": (("models",), _NETWORK),
+    "collect-activations": (("shard_size", "device", "datasets", "models"), _NETWORK),
+    "compute-transformer": (("transforms",), ()),
+    "transform": (("device",), ()),
+    "visualize": (("visualize",), ()),
+    "summarize": (("summary",), ()),
+}
+#: the stages whose part is one model's, and the one whose part is one transform's
+MODEL_STAGES = ("train", "extract-graph", "collect-activations")
+
+
+def part_names(config: dict) -> list[str]:
+    """The parts of a validated config, named ``<stage>`` or ``<stage>/<model or transform>``."""
+    names = [f"{stage}/{model}" for stage in MODEL_STAGES for model in config["models"]]
+    names += [f"compute-transformer/{t}" for t in config["transforms"]]
+    return names + [stage for stage in STAGE_KEYS if stage not in MODEL_STAGES and stage != "compute-transformer"]
+
+
+def part(config: dict, name: str) -> dict:
+    """What the stage of part ``name`` (:func:`part_names`) reads of a validated config, and nothing else.
+
+    A stage run on its part gives what it gives on the whole config; the pipeline writes each part to
+    its own file, so a job reruns when, and only when, what it reads has changed.
+    """
+    stage, _, subject = name.partition("/")
+    if stage not in STAGE_KEYS:
+        raise ConfigError(f"no config part {name!r}: a part is one of {', '.join(STAGE_KEYS)} (with /<model> "
+                          f"for {', '.join(MODEL_STAGES)}, /<transform> for compute-transformer)")
+    top, model_keys = STAGE_KEYS[stage]
+    out = {PART_KEY: name, **{key: config[key] for key in top if key not in ("datasets", "models", "transforms")}}
+    if stage in MODEL_STAGES:
+        spec = config["models"][subject]
+        out["models"] = {subject: {key: spec[key] for key in model_keys}}
+        if "datasets" in top:
+            out["datasets"] = {spec["dataset"]: config["datasets"][spec["dataset"]]}
+    if stage == "compute-transformer":
+        out["transforms"] = {subject: config["transforms"][subject]}
+    return copy.deepcopy(out)
+
+
+def part_text(config: dict, name: str) -> str:
+    """:func:`part` as YAML (sorted keys): equal texts mean equal parts."""
+    return dump_text(part(config, name))
+
+
+def write_text(text: str, path, log=None) -> None:
+    """Write ``text`` to ``path`` atomically (and say so in ``log``, a file, when given)."""
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(config, sort_keys=True))
+        Path(tmp).write_text(text)
+    if log is not None:
+        Path(log).write_text(f"wrote {path}\n")
+
+
+def _validate_part(config: dict) -> dict:
+    """A stage's part checked against the schema; it was written with every default, so none is filled in
+    and no key is added (a key the stage reads is missing: ConfigError)."""
+    name = config[PART_KEY]
+    stage = str(name).partition("/")[0]
+    if stage not in STAGE_KEYS:
+        raise ConfigError(f"config key {PART_KEY}: {name!r} is not a stage's part ({', '.join(STAGE_KEYS)})")
+    top, model_keys = STAGE_KEYS[stage]
+    full = schema(transforms="transforms" in config)
+    for key in set(config) - {PART_KEY}:
+        if key not in top:
+            raise ConfigError(f"config key {key}: not read by stage {stage} (its part has {', '.join(top)})")
+    for key in top:
+        if key not in config:
+            raise ConfigError(f"config key {key}: missing from the part of stage {stage}")
+    for model, spec in (config.get("models") or {}).items():
+        missing = [k for k in model_keys if not isinstance(spec, dict) or k not in spec]
+        if missing:
+            raise ConfigError(f"config key models.{model}: {', '.join(missing)} missing from the part of "
+                              f"stage {stage}")
+    part_schema = {**full, "required": [], "properties": {**full["properties"], PART_KEY: {"type": "string"}}}
+    errors = sorted(jsonschema.Draft202012Validator(part_schema).iter_errors(config),
+                    key=lambda e: (list(map(str, e.path)), e.message))
+    if errors:
+        raise ConfigError(f"config key {_key(errors[0].path)}: {errors[0].message}")
+    return config
 
 
 def transforms_of(config: dict) -> dict:
@@ -127,8 +232,29 @@ def transforms_of(config: dict) -> dict:
             for model, spec in config["models"].items()}
 
 
+def series(transforms) -> list[str]:
+    """The series a model's statistics cover, in their fixed order: activations, then its built-in
+    transforms in the order of the registry, then any other by name (nothing heavy is imported)."""
+    from nsp.transforms.base import BUILT_IN
+    return ["activations", *[t for t in BUILT_IN if t in transforms],
+            *sorted(t for t in set(transforms) - set(BUILT_IN) - {"activations"})]
+
+
+def figure_names(wanted, models: dict) -> list[str]:
+    """The names of the paper figures of the figure kinds ``wanted`` for ``models`` (model -> its series):
+    ``compaction``, ``energy_<model>``, ``sparsity_<model>``, ``class_means_<model>_<series>``; each is
+    written as ``<name>.pdf`` and ``<name>.png``."""
+    names = ["compaction"] if "compaction" in wanted else []
+    for kind in ("energy", "sparsity"):
+        names += [f"{kind}_{model}" for model in models] if kind in wanted else []
+    if "class_means" in wanted:
+        names += [f"class_means_{model}_{s}" for model, model_series in models.items() for s in model_series]
+    return names
+
+
 def shard_counts(config: dict) -> dict:
     """Number of shards of each model's dataset."""
+    from nsp.pipeline import datasets
     sizes = {name: datasets.count(spec, name) for name, spec in config["datasets"].items()}
     return {model: len(datasets.shard_bounds(sizes[spec["dataset"]], config["shard_size"]))
             for model, spec in config["models"].items()}
