@@ -44,7 +44,7 @@ def test_colour_limits_follow_the_scale(toy, scale):
     lo_all = min(float(a.min()) for a in layers)
     hi_all = max(float(a.max()) for a in layers)
     for fig, layer in zip(figures, layers):
-        images = [ax.images[0] for ax in fig.axes if ax.images]
+        images = fig.axes[0].images                              # the panels, on one grid of axes
         assert len(images) == (layer.shape[0] if layer.ndim == 3 else 1)
         clims = {im.get_clim() for im in images}
         assert len(clims) == 1                                   # one colour scale per page
@@ -68,8 +68,14 @@ def test_page_titles_grid_and_shapes(toy):
     assert [f._suptitle.get_text() for f in figures] == [
         "Layer 0: input  (1, 4, 4)", "Layer 1: conv1  (2, 3, 3)", "Layer 2: conv2  (8, 2, 2)", "Layer 3: fc  (8,)"]
     conv2 = figures[2]
-    grid = [ax for ax in conv2.axes if ax.images]
-    assert len(grid) == 8 and max(ax.get_subplotspec().colspan.stop for ax in grid) == 4    # 2 rows x 4 columns
+    grid = conv2.axes[0].images
+    corners = [im.get_extent()[:4:2] for im in grid]                                    # (left, bottom)
+    assert len(grid) == 8 and len({x for x, _ in corners}) == 4 and len({y for _, y in corners}) == 2
+    assert [t.get_text() for t in conv2.axes[0].texts] == [f"channel {k}" for k in range(8)]
+    for im, channel in zip(grid, layer_arrays(acts)[2]):
+        left, right, bottom, top = im.get_extent()                                     # square pixels
+        assert np.array_equal(im.get_array(), channel)
+        assert (right - left) * conv2.axes[0].bbox.width / 4 == pytest.approx((top - bottom) * conv2.axes[0].bbox.height / 2)
     assert figures[3].axes[0].images[0].get_array().shape == (1, 8)                       # a vector is one row
 
 
@@ -95,7 +101,7 @@ def test_wide_layer_stays_one_readable_page(tmp_path):
     acts = nsp.Activations(net, torch.randn(1, 1, 6, 6))
     figures = list(plotting.pattern_figures(layer_arrays(acts), acts.layernames))
     wide = figures[1]
-    assert len([ax for ax in wide.axes if ax.images]) == 64
+    assert len(wide.axes[0].images) == 64
     width, height = wide.get_size_inches()
     assert width == pytest.approx(4 * plotting.PANEL_INCHES + 0.4) and height >= 16 * plotting.PANEL_INCHES
     assert nsp.Visualizer.visualize_pattern(acts, tmp_path / "wide.pdf") == 3
@@ -104,9 +110,9 @@ def test_wide_layer_stays_one_readable_page(tmp_path):
 def test_very_wide_layer_shows_the_first_channels():
     layer = np.arange(100 * 2 * 2, dtype=float).reshape(100, 2, 2)
     (fig,) = plotting.pattern_figures([layer], ["conv"])
-    drawn = [ax for ax in fig.axes if ax.images]
+    drawn = fig.axes[0].images
     assert len(drawn) == plotting.MAX_PANELS == 64
-    assert drawn[-1].get_title() == "channel 63" and np.array_equal(drawn[-1].images[0].get_array(), layer[63])
+    assert fig.axes[0].texts[-1].get_text() == "channel 63" and np.array_equal(drawn[-1].get_array(), layer[63])
     assert "(channels 0-63 of 100)" in fig._suptitle.get_text()
 
 

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from nsp.storage.files import atomic_output
 
@@ -29,6 +30,7 @@ STYLE = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "figure.titlesize": 11,
     "pdf.fonttype": 42, "svg.hashsalt": "nsp", "figure.dpi": 100, "savefig.dpi": 150,
     "image.interpolation": "nearest", "image.resample": False,
+    "image.composite_image": False,      # each panel its own image in a PDF, never resampled into one
 }
 PDF_METADATA = {"Creator": "nsp", "Producer": "nsp (matplotlib)", "CreationDate": None, "ModDate": None}
 PNG_METADATA = {"Software": None}
@@ -100,7 +102,9 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
 
     Pages grow with the number of channels (a 64-channel layer is 16 rows of
     four panels), so every channel keeps a readable size; layers with more
-    than ``MAX_PANELS`` channels show the first ``MAX_PANELS``.
+    than ``MAX_PANELS`` channels show the first ``MAX_PANELS``. The panels are
+    images placed on a fixed grid in one set of axes (one ``Axes`` per panel
+    and a layout engine made the pages of a CIFAR network take a minute).
     """
     cm = colormap(cmap)
     bounds = limits(layers, scale)
@@ -114,25 +118,48 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
         cols = 1 if vector else min(MAX_COLUMNS, len(images))
         rows = ceil(len(images) / cols)
         width = 8.0 if vector else max(4.0, PANEL_INCHES * cols + 0.4)
-        height = 2.2 if vector else PANEL_INCHES * rows + 1.3
+        wrapped = textwrap.fill(note, width=int(width * 11)) if note else ""
+        title = f"Layer {index}: {name}  {tuple(np.shape(layer))}{shown}" + (f"\n{wrapped}" if note else "")
+        top = 0.2 + 0.19 * (title.count("\n") + 1)             # inches: the title's lines
+        bottom = 0.62                                          # the colour bar and its label
+        height = (2.2 if vector else PANEL_INCHES * rows + 1.3) + max(0.0, top - 0.6)
         with style():
-            fig = new_figure(figsize=(width, height), layout="constrained")
-            axes = fig.subplots(rows, cols, squeeze=False)
+            fig = new_figure(figsize=(width, height))
+            grid = fig.add_axes((0.15 / width, bottom / height, (width - 0.3) / width, (height - top - bottom) / height))
             norm = Normalize(*bounds[index])
-            for k, ax in enumerate(axes.flat):
-                if k >= len(images):
-                    ax.set_axis_off()
-                    continue
-                im = ax.imshow(images[k], cmap=cm, norm=norm, aspect="auto" if vector else "equal")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if len(images) > 1:
-                    ax.set_title(f"channel {k}", fontsize=7, pad=2)
-            wrapped = textwrap.fill(note, width=int(width * 11)) if note else ""
-            fig.suptitle(f"Layer {index}: {name}  {tuple(np.shape(layer))}{shown}" + (f"\n{wrapped}" if note else ""))
-            fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05 if rows < 4 else 0.02,
-                         aspect=40, label=scale)
+            for k, image in enumerate(images):
+                im = _panel(grid, image, k, cols, rows, ((width - 0.3) / cols, (height - top - bottom) / rows),
+                            cm, norm, fill=vector, label=len(images) > 1)
+            grid.set_xlim(0, cols)
+            grid.set_ylim(0, rows)
+            grid.set_axis_off()
+            fig.suptitle(title, y=1 - 0.12 / height, va="top")
+            bar = fig.add_axes((0.1, 0.42 / height, 0.8, 0.1 / height))
+            fig.colorbar(im, cax=bar, orientation="horizontal", label=scale)
         yield fig
+
+
+def _panel(grid, image: np.ndarray, k: int, cols: int, rows: int, cell: tuple[float, float], cmap, norm,
+           fill: bool, label: bool):
+    """Panel ``k`` in its cell of the grid (cells are one data unit, ``cell`` inches): the image, square
+    pixels unless ``fill``, framed, titled ``channel k`` when ``label``."""
+    row, col = divmod(k, cols)
+    box_w, box_h = cell[0] - 0.1, cell[1] - 0.1 - (0.17 if label else 0.0)          # inches
+    w, h = (box_w, box_h) if fill else _fit(image.shape, box_w, box_h)
+    x0 = col + (0.05 + (box_w - w) / 2) / cell[0]
+    y0 = rows - 1 - row + (0.05 + (box_h - h) / 2) / cell[1]
+    x1, y1 = x0 + w / cell[0], y0 + h / cell[1]
+    im = grid.imshow(image, cmap=cmap, norm=norm, extent=(x0, x1, y0, y1), aspect="auto")
+    grid.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linewidth=0.8, edgecolor="black"))
+    if label:
+        grid.text((x0 + x1) / 2, y1 + 0.03 / cell[1], f"channel {k}", fontsize=7, ha="center", va="bottom")
+    return im
+
+
+def _fit(shape, width: float, height: float) -> tuple[float, float]:
+    """The largest width x height of square pixels for an image of ``shape`` inside the box."""
+    scale = min(width / shape[1], height / shape[0])
+    return shape[1] * scale, shape[0] * scale
 
 
 def eigenvalue_figure(eigenvalues: np.ndarray, coefficients: np.ndarray, title: str) -> Figure:
