@@ -122,6 +122,10 @@ def main():
     print("4. start-up CPU per job: each job of a one-model experiment on 2 digits (epochs 0), rerun alone "
           "(goal 0.7 s where no network runs)")
     network = {"train", "extract-graph", "collect-activations"}
+    floor = subprocess.Popen([sys.executable, "-c", "import nsp.pipeline.cli"])
+    usage = os.wait4(floor.pid, 0)[2]
+    print(f"   {'(loading the CLI)':<22} {usage.ru_utime + usage.ru_stime:.2f} s: the floor of every job "
+          f"(Python, NumPy, YAML, jsonschema)")
     for stage, cpu in sorted(per_stage.items()):
         cpu.sort()
         print(f"   {stage:<22} {len(cpu):>2} jobs, cpu s min {cpu[0]:.2f} median {cpu[len(cpu) // 2]:.2f} "
