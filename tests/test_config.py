@@ -342,3 +342,32 @@ def test_new_stages_name_their_bad_arguments(tmp_path, capsys):
                      "--out", str(tmp_path / "class_means_m.v1_activations.pdf")]) == 0
     assert sorted(p.name for p in tmp_path.glob("class_means_*")) == ["class_means_m.v1_activations.pdf",
                                                                       "class_means_m.v1_activations.png"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(models={"x --help;touch FILE;": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name 'x --help;touch FILE;' is not accepted: a name is letters, digits, '_' and '-'"),
+    (lambda c: c.update(models={"../up": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name '../up' is not accepted"),
+    (lambda c: c.update(models={"a/b": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name 'a/b' is not accepted"),
+    (lambda c: c.update(models={"..": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name '..' is not accepted"),
+    (lambda c: c.update(models={".hidden": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name '.hidden' is not accepted"),
+    (lambda c: c.update(datasets={"../../etc": {"source": "sklearn-digits"}}),
+     "config key datasets: the name '../../etc' is not accepted"),
+    (lambda c: c.update(datasets={"d$(touch x)": {"source": "sklearn-digits"}}),
+     "config key datasets: the name 'd$(touch x)' is not accepted"),
+    (lambda c: c.update(results=""), "config key results: '' is not accepted: the results folder must be named"),
+    (lambda c: c.update(results="/"), "config key results: '/' is not accepted"),
+    (lambda c: c.update(results="/.."), "config key results: '/..' is not accepted"),
+])
+def test_names_that_would_escape_or_run_are_refused(edit, message):
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    edit(cfg)
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(cfg)
+    assert message in str(err.value)
+    ok = config.validate({**BASE, "models": {"vit.tiny-1_b": {"architecture": "digits_mlp", "dataset": "digits"}}})
+    assert "vit.tiny-1_b" in ok["models"]

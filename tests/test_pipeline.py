@@ -273,6 +273,16 @@ def test_bad_config_key_fails_before_any_job(tmp_path):
     assert not (folder / "results").exists()
 
 
+def test_injection_and_traversal_names_plan_nothing(tmp_path):
+    for name, models in (("inject", {"x --help;touch INJECTED;": {"architecture": "digits_mlp", "dataset": "digits"}}),
+                         ("escape", {"../escaped": {"architecture": "digits_mlp", "dataset": "digits"}})):
+        folder = workspace(tmp_path, name, {**TINY, "models": models})
+        out = run(folder, "--cores", "1", check=False)
+        assert out.returncode != 0 and "config key models: the name" in out.stderr
+        assert not (folder / "results").exists() and not (folder / "INJECTED").exists()
+        assert not (tmp_path / "escaped").exists() and sorted(p.name for p in folder.iterdir()) == [".snakemake", "config"]
+
+
 def test_missing_weights_file(tmp_path):
     config = {**TINY, "models": {"user": {"architecture": "digits_mlp", "dataset": "digits",
                                           "weights": "weights/missing.npz"}}}

@@ -9,6 +9,7 @@ minimum of 0``.
 from __future__ import annotations
 
 import copy
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -68,11 +69,33 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+#: names of models and datasets: they become parts of file paths and of the jobs' command lines
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+
+
+def _check_names(config: dict) -> None:
+    """Model and dataset names safe in paths and commands; a results folder that is neither empty nor a
+    file-system root."""
+    for section in ("models", "datasets"):
+        entries = config.get(section)
+        for name in entries if isinstance(entries, dict) else ():
+            if not isinstance(name, str) or not NAME.match(name):
+                raise ConfigError(f"config key {section}: the name {name!r} is not accepted: a name is letters, "
+                                  f"digits, '_' and '-', with single dots inside (it becomes part of file paths "
+                                  f"and commands)")
+    results = config.get("results", "results")
+    if isinstance(results, str) and (not results.strip() or Path(results).resolve() == Path(results).resolve().parent):
+        raise ConfigError(f"config key results: {results!r} is not accepted: the results folder must be named and "
+                          f"must not be a file-system root")
+
+
 def validate(config: dict) -> dict:
     """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
     config = copy.deepcopy(config or {})
     if isinstance(config, dict) and config.get(PART_KEY):
         return _validate_part(config)
+    if isinstance(config, dict):
+        _check_names(config)
     from nsp.transforms import TRANSFORMS
     transforms = config.get("transforms") if isinstance(config, dict) else None
     for name in transforms if isinstance(transforms, dict) else ():
