@@ -371,3 +371,36 @@ def test_names_that_would_escape_or_run_are_refused(edit, message):
     assert message in str(err.value)
     ok = config.validate({**BASE, "models": {"vit.tiny-1_b": {"architecture": "digits_mlp", "dataset": "digits"}}})
     assert "vit.tiny-1_b" in ok["models"]
+
+
+def test_small_bad_inputs_are_refused_with_their_reason(tmp_path, capsys):
+    from nsp import storage
+    from nsp.tracing.table import LayerTable
+    table = LayerTable.build(["input"], ["input"], [""], [""], [(2,)], [[]])
+    with pytest.raises(ValueError, match=r"labels must hold one value per sample \(3\); got shape \(1,\)"):
+        with storage.SignalWriter(tmp_path / "s.h5", "activations", table, 2, with_labels=True) as writer:
+            writer.append(np.zeros((3, 2)), np.arange(3), np.array([1]))
+    with pytest.raises(ValueError, match=r"sample_ids must hold one value per sample \(3\); got shape \(1,\)"):
+        with storage.SignalWriter(tmp_path / "s.h5", "activations", table, 2) as writer:
+            writer.append(np.zeros((3, 2)), np.array([5]))
+    assert not (tmp_path / "s.h5").exists()
+    np.savez(tmp_path / "short.npz", inputs=np.zeros((5, 4), np.float32), labels=np.arange(3))
+    with pytest.raises(ValueError, match="dataset d: 5 inputs but 3 labels; every input needs its label"):
+        datasets.load({"source": str(tmp_path / "short.npz")}, "d")
+    _signals(tmp_path / "a.h5", "activations")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    cases = [(["class-means", "--signals", str(tmp_path / "a.h5"), str(tmp_path / "a.h5"), "--out", "m.h5"],
+              "activations: sample 0 is in the shards more than once (a shard given twice?)"),
+             (["summarize", "--config", str(cfg), "--model", "mlp", "--activations", str(tmp_path / "a.h5"),
+               str(tmp_path / "a.h5"), "--out", str(tmp_path / "s.json")],
+              "activations: sample 0 is in the shards more than once"),
+             (["visualize", "--config", str(cfg), "--activations", str(tmp_path / "a.h5"), "--out",
+               str(tmp_path / "pattern.png")], "--out " + str(tmp_path / "pattern.png") + ": the pages are a PDF")]
+    for argv, message in cases:
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "pattern.png").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["class-means", "--signals", "a.h5", "--out", "m.h5", "--threads", "0"])
+    assert "argument --threads: '0' is not a positive whole number" in capsys.readouterr().err

@@ -208,6 +208,9 @@ def cmd_visualize(args, cfg) -> None:
     if args.spectra and outs is None:
         outs = [None] * len(args.spectra)
     pairs = _pairs(args.spectra, outs, "spectra files", "--spectra-out")
+    for option, path in [("--out", args.out)] + [("--spectra-out", out) for out in outs or []]:
+        if path is not None and Path(path).suffix != ".pdf":
+            raise ValueError(f"{option} {path}: the pages are a PDF; give a name ending in .pdf")
     batch = storage.read_signals(args.activations, "activations")
     hits = np.flatnonzero(batch.labels == options["label"]) if batch.labels is not None else np.array([0])
     index = int(hits[0]) if hits.size else 0
@@ -248,12 +251,22 @@ def _read_series(activations, spectra) -> dict:
     return series
 
 
+def _distinct_samples(batches, series: str) -> None:
+    """Shards that hold each sample once (the same shard given twice would count its samples twice)."""
+    values, counts = np.unique(np.concatenate([b.sample_ids for b in batches]), return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{series}: sample {int(values[counts > 1][0])} is in the shards more than once "
+                         f"(a shard given twice?)")
+
+
 def cmd_summarize(args, cfg) -> None:
     threshold = cfg["summary"]["sparsity_threshold"]
     series = _read_series(args.activations, args.spectra)
     summary = {"model": args.model, "sparsity_threshold": threshold}
     if args.metrics:
         summary["training"] = json.loads(Path(args.metrics).read_text())
+    for name, batches in series.items():
+        _distinct_samples(batches, name)
     first = series["activations"][0]
     summary["layers"] = first.layers.names
     summary["samples"] = int(sum(b.values.shape[0] for b in series["activations"]))
@@ -273,6 +286,7 @@ def cmd_class_means(args, cfg) -> None:
         raise ValueError(f"--signals: the shards mix series ({', '.join(sorted(str(t or k) for k, t in kinds))}); "
                          f"class means are taken over one series")
     first = batches[0]
+    _distinct_samples(batches, first.transform_type or "activations")
     values = np.concatenate([b.values for b in batches]).astype(np.float64)
     if first.labels is not None:
         classes, means = analysis.class_means(values, np.concatenate([b.labels for b in batches]))
@@ -352,6 +366,16 @@ def cmd_demo(args, cfg) -> None:
 
 # --- parser ----------------------------------------------------------------------------------------
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsp", description="Neural-network signal processing: activation "
                                      "patterns of PyTorch networks as signals on their neuron DAG.")
@@ -363,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if needs_config:
             p.add_argument("--config", required=True, help="pipeline config (YAML)")
-        p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
+        p.add_argument("--threads", type=_positive, default=1, help="torch and BLAS threads (default 1)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
         return p
 

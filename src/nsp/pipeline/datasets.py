@@ -28,6 +28,9 @@ def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | No
         inputs, labels = _torchvision(source.split(":", 1)[1], spec.get("root", "data"), name)
     else:
         inputs, labels = _arrays(Path(source), spec.get("inputs_key", "inputs"), spec.get("labels_key", "labels"), name)
+    if labels is not None and len(labels) != len(inputs):
+        raise ValueError(f"dataset {name}: {len(inputs)} inputs but {len(labels)} labels; every input needs its "
+                         f"label (or give no labels)")
     if spec.get("limit"):
         inputs = inputs[: spec["limit"]]
         labels = None if labels is None else labels[: spec["limit"]]

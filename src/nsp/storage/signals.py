@@ -84,15 +84,18 @@ class SignalWriter:
             raise ValueError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
         start, count = self._values.shape[0], values.shape[0]
         ids = np.arange(start, start + count) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        if labels is not None and self._labels is None:
+            raise ValueError("this file was opened without labels: pass with_labels=True to SignalWriter")
+        if self._labels is not None and labels is None:
+            raise ValueError("this file stores labels: pass labels= with every append")
+        for name, given in (("sample_ids", ids), ("labels", labels)):
+            if given is not None and np.shape(given) != (count,):
+                raise ValueError(f"{name} must hold one value per sample ({count}); got shape {np.shape(given)}")
         self._values.resize(start + count, axis=0)
         self._values[start:] = values.astype(self._values.dtype, copy=False)
         self._ids.resize(start + count, axis=0)
         self._ids[start:] = ids
-        if labels is not None and self._labels is None:
-            raise ValueError("this file was opened without labels: pass with_labels=True to SignalWriter")
         if self._labels is not None:
-            if labels is None:
-                raise ValueError("this file stores labels: pass labels= with every append")
             self._labels.resize(start + count, axis=0)
             self._labels[start:] = np.asarray(labels, dtype=np.int64)
 
