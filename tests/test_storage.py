@@ -257,3 +257,28 @@ def test_small_graph_with_laplacian_and_label_misuse(tmp_path):
         del f.attrs["format-version"]
     with pytest.raises(StorageError, match="without a format-version attribute"):
         nsp.OutputLoader.load(tmp_path / "tiny.h5")
+
+
+def test_format_versions_folders_and_devices_are_clear_errors(tmp_path):
+    import h5py
+    from nsp import storage
+    from nsp.tracing.table import LayerTable
+    table = LayerTable.build(["input"], ["input"], [""], [""], [(2,)], [[]])
+    path = tmp_path / "s.h5"
+    storage.write_signals(path, storage.SignalBatch(kind="activations", values=np.zeros((1, 2), np.float32),
+                                                    layers=table))
+    for bad in ("abc", -1, 1.5, 0, True):
+        with h5py.File(path, "r+") as f:
+            f.attrs["format-version"] = bad
+        with pytest.raises(storage.StorageError, match=r"s.h5: format-version .* is not a version number "
+                                                       r"\(a whole number from 1; this nsp writes 1\)"):
+            storage.read_signals(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format-version"] = 1
+    assert storage.read_signals(path).values.shape == (1, 2)
+    with pytest.raises(storage.StorageError, match="a folder, not an nsp file"):
+        storage.read_signals(tmp_path)
+    with pytest.raises(storage.StorageError, match="/dev/null: not a regular file"):
+        storage.read_signals("/dev/null")
+    with pytest.raises(FileNotFoundError, match="missing.h5: no such file"):
+        storage.read_signals(tmp_path / "missing.h5")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from nsp.storage import h5
 from nsp.storage.files import atomic_output
@@ -52,6 +53,10 @@ def open_file(path, kinds=None) -> h5py.File:
     """Open an nsp file for reading, checking that it is one, of an accepted kind and version."""
     path = Path(path)
     accepted = (kinds,) if isinstance(kinds, str) else tuple(kinds or FILE_KINDS)
+    if path.is_dir():
+        raise StorageError(f"{path}: a folder, not an nsp file")
+    if path.exists() and not path.is_file():
+        raise StorageError(f"{path}: not a regular file (a device or a pipe?), not an nsp file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -64,7 +69,10 @@ def open_file(path, kinds=None) -> h5py.File:
                                f"expected one of: {', '.join(accepted)}")
         if "format-version" not in f.attrs:
             raise StorageError(f"{path}: an nsp file without a format-version attribute (damaged?)")
-        version = int(f.attrs["format-version"])
+        version = f.attrs["format-version"]
+        if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version < 1:
+            raise StorageError(f"{path}: format-version {version!r} is not a version number (a whole number "
+                               f"from 1; this nsp writes {FORMAT_VERSION})")
         if version > FORMAT_VERSION:
             raise StorageError(f"{path}: format version {version} is newer than this nsp reads "
                                f"({FORMAT_VERSION}); upgrade nsp")
