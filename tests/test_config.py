@@ -404,3 +404,24 @@ def test_small_bad_inputs_are_refused_with_their_reason(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["class-means", "--signals", "a.h5", "--out", "m.h5", "--threads", "0"])
     assert "argument --threads: '0' is not a positive whole number" in capsys.readouterr().err
+
+
+def test_bad_data_and_yaml_are_refused(tmp_path):
+    np.savez(tmp_path / "nan.npz", inputs=np.array([[0.0, 1.0], [np.nan, 2.0], [np.inf, 0.0]], np.float32),
+             labels=np.arange(3))
+    with pytest.raises(ValueError, match="dataset d: sample 1 \\(and 1 more\\) holds NaN or infinite values"):
+        datasets.load({"source": str(tmp_path / "nan.npz")}, "d")
+    from nsp.pipeline import training
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="training diverged: weight, bias hold NaN or infinite values after 1 epochs"):
+        training.train(net, torch.full((10, 2), 1e30), np.arange(10) % 2, epochs=1, batch_size=5,
+                       learning_rate=1e30, seed=0, test_every=5)
+    with pytest.raises(ValueError, match="1 labelled samples: training needs at least two"):
+        training.train(net, torch.zeros((1, 2)), np.zeros(1, np.int64), epochs=1, batch_size=5,
+                       learning_rate=0.1, seed=0, test_every=5)
+    (tmp_path / "dup.yaml").write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(config.ConfigError, match=r"dup.yaml: line 2: the key 'seed' is given twice"):
+        config.load(tmp_path / "dup.yaml")
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n")
+    with pytest.raises(config.ConfigError, match=r"bomb.yaml: line 2: YAML aliases \(\*a\) are not accepted"):
+        config.load(tmp_path / "bomb.yaml")

@@ -131,16 +131,44 @@ def validate(config: dict) -> dict:
     return config
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without aliases (a few lines of them can expand to gigabytes) and without repeated keys (the
+    later one would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not accepted "
+                              f"in a config; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: the key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path):
+    """The YAML of a config file, read strictly (no aliases, no repeated keys); ConfigError naming the file."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=_StrictLoader)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+
+
 def load(path, stage: str | None = None) -> dict:
     """Read and validate a YAML config file: a whole config, or the part of ``stage`` (:func:`part`)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    config = validate(raw)
+    config = validate(read_yaml(path))
     owner = str(config.get(PART_KEY, "")).partition("/")[0]
     if stage is not None and owner and owner != stage:
         raise ConfigError(f"config file {path} is the part of stage {owner}; stage {stage} reads the whole "

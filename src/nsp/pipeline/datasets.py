@@ -35,6 +35,10 @@ def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | No
         inputs = inputs[: spec["limit"]]
         labels = None if labels is None else labels[: spec["limit"]]
     inputs = (inputs * np.float32(spec.get("scale", 1.0)) - np.float32(spec.get("mean", 0.0))) / np.float32(spec.get("std", 1.0))
+    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1) if len(inputs) else np.ones(0, bool)
+    if not finite.all():
+        raise ValueError(f"dataset {name}: sample {int(np.argmin(finite))} (and {int((~finite).sum()) - 1} more) "
+                         f"holds NaN or infinite values; nsp takes finite inputs only")
     return inputs.astype(np.float32), labels
 
 

@@ -22,7 +22,10 @@ def accuracy(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray) -> floa
 
 def train(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, *, epochs: int, batch_size: int,
           learning_rate: float, seed: int, test_every: int) -> dict:
-    """Train with Adam and cross-entropy on the training split; returns the metrics."""
+    """Train with Adam and cross-entropy on the training split; returns the metrics. Too few samples to
+    train and test on, or weights that diverge to NaN or infinity, are errors."""
+    if len(labels) < 2:
+        raise ValueError(f"{len(labels)} labelled samples: training needs at least two (one held out for testing)")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     train_idx, test_idx = split(len(labels), test_every)
@@ -40,6 +43,10 @@ def train(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, *, epochs:
             loss.backward()
             optimizer.step()
     model.eval()
+    diverged = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
+    if diverged:
+        raise ValueError(f"training diverged: {', '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''} hold NaN or "
+                         f"infinite values after {epochs} epochs (try a lower learning_rate)")
     return {"epochs": epochs, "train_samples": int(len(train_idx)), "test_samples": int(len(test_idx)),
             "train_accuracy": accuracy(model, x, labels[train_idx]),
             "test_accuracy": accuracy(model, inputs[test_idx], labels[test_idx])}
