@@ -20,9 +20,12 @@ class Activations:
     ----------
     network : torch.nn.Module
         The network; it is run once on ``input`` (without gradients, in its
-        current train/eval mode).
+        current train/eval mode). A network in training mode is recorded as
+        it is, with a ``UserWarning`` naming its dropout and batch norm
+        modules; its buffers (running statistics) are left unchanged.
     input : torch.Tensor
-        One sample with a leading batch axis of size 1.
+        One sample with a leading batch axis of size 1. NaN and infinite
+        values are recorded as they are, with a ``UserWarning`` counting them.
     trace : {'children', 'ops'}, default 'children'
         ``'children'`` records, after the input, the output of each direct
         child module in call order (the reference package's layers).

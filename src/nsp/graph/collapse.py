@@ -45,7 +45,7 @@ def traced_blocks(graph_core, op, inputs: Sequence, incl: bool, jacobian_limit: 
     container = next(module.children(), None) is not None
     what = f"module {type(module).__name__}"
     try:
-        recording = record(module, inputs[0].reshape(op.in_shapes[0]).detach(), "ops")
+        recording = record(module, inputs[0].reshape(op.in_shapes[0]).detach(), "ops", warn=False)
         if recording.output is None or \
                 recording.layers[recording.output].value.numel() != int(np.prod(op.out_shape)):
             raise TraceError("its forward() does not return one tensor computed from its input")

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import inspect
 import operator
+import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +100,15 @@ def check_network(network) -> None:
         raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
 
 
-def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") -> Recording:
-    """Run ``network`` on a batch ``inputs`` (leading batch axis) and record its layers in the given mode."""
+def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children", *, warn: bool = True) -> Recording:
+    """Run ``network`` on a batch ``inputs`` (leading batch axis) and record its layers in the given mode.
+
+    The network runs as it is, in its current train/eval mode; a ``UserWarning`` names the modules that
+    behave differently in training mode (dropout, batch norm) if any is in it, and another counts NaN and
+    infinite input values (recorded as they are); ``warn=False`` (graph building recording a part of a
+    network that was recorded before) omits both. The network's buffers (BatchNorm running statistics) are
+    the same afterwards, bit for bit.
+    """
     check_network(network)
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(inputs)
@@ -109,21 +119,99 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children") ->
                          f"{tuple(inputs.shape)}")
     if trace not in TRACE_MODES:
         raise ValueError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
-    if trace == "children":
-        check_chain(network, inputs if network.training else inputs[:1])
-    with torch.no_grad():
+    if warn:
+        warn_training(network)
+        warn_non_finite(inputs)
+    with kept_buffers(network):
         if trace == "children":
-            layers, output, how = _record_children(network, inputs), None, "module hooks"
-        else:
-            layers, output, how = _record_ops(network, inputs)
+            check_chain(network, inputs if network.training else inputs[:1])
+        with torch.no_grad():
+            if trace == "children":
+                layers, output, how = _record_children(network, inputs), None, "module hooks"
+            else:
+                layers, output, how = _record_ops(network, inputs)
     return Recording(layers, trace, int(inputs.shape[0]), output, how)
 
 
+@contextmanager
+def kept_buffers(module: nn.Module):
+    """Run the body, then give every buffer of ``module`` its value from before, bit for bit (a forward pass
+    in training mode updates BatchNorm's running statistics), also where the body replaced the tensor."""
+    saved = [(name, b, b.detach().clone()) for name, b in module.named_buffers()
+             if not isinstance(b, nn.parameter.UninitializedBuffer)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b, value in saved:
+                b.copy_(value)
+                owner, _, attribute = name.rpartition(".")
+                holder = module.get_submodule(owner)
+                if holder._buffers.get(attribute) is not b:
+                    holder._buffers[attribute] = b
+
+
+def training_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of each module of ``network`` in training mode whose output depends on that mode:
+    dropout with p > 0 (also inside nn.MultiheadAttention and recurrent layers) and batch or instance
+    norm with running statistics. Custom modules that read ``self.training`` cannot be told apart."""
+    found = []
+    for name, module in network.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            depends = module.p > 0
+        elif isinstance(module, nn.modules.batchnorm._NormBase):
+            depends = module.track_running_stats
+        elif isinstance(module, (nn.MultiheadAttention, nn.RNNBase)):
+            depends = module.dropout > 0
+        else:
+            depends = False
+        if depends:
+            found.append((name, module))
+    return found
+
+
+def warn_training(network: nn.Module) -> None:
+    """A UserWarning naming the modules of ``network`` that run differently in training mode, if any."""
+    found = training_modules(network)
+    if not found:
+        return
+    named = [f"{name!r} ({type(m).__name__})" if name else f"the network itself ({type(m).__name__})"
+             for name, m in found[:3]]
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    _warn(f"{type(network).__name__} is in training mode; modules that run differently in training than in "
+          f"evaluation: {', '.join(named)}{more} ({len(found)} in all). It is recorded as it is, in training "
+          f"mode (dropout active, batch norm with the batch's own statistics); its buffers (running statistics) "
+          f"are left unchanged. Call network.eval() first to record it as used for inference")
+
+
+def warn_non_finite(inputs: torch.Tensor) -> None:
+    """A UserWarning counting the NaN and infinite values of ``inputs``, if any."""
+    if not (inputs.is_floating_point() or inputs.is_complex()):
+        return
+    nan = int(torch.isnan(inputs).sum())
+    inf = int(torch.isinf(inputs).sum())
+    if nan or inf:
+        _warn(f"the input holds {nan} NaN and {inf} infinite values (of {inputs.numel()}); they are recorded "
+              f"as they are, and activations computed from them may be NaN or infinite too")
+
+
+def _warn(message: str) -> None:
+    """``warnings.warn`` pointing at the first caller outside the nsp package."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nsp."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
 def _forward_failed(network, input, err) -> ValueError:
+    training = "; it is in training mode: call network.eval() first if it should run as for inference" \
+        if training_modules(network) else ""
     return ValueError(
         f"{type(network).__name__} failed on an input of shape {tuple(input.shape)} "
         f"({type(err).__name__}: {err}); pass samples in the shape the network expects, "
-        f"after a leading batch axis")
+        f"after a leading batch axis{training}")
 
 
 def _random_params(module: nn.Module, seed: int = 1) -> dict:
@@ -135,9 +223,10 @@ def _random_params(module: nn.Module, seed: int = 1) -> dict:
 def _module_evaluator(module: nn.Module, shapes: tuple):
     def evaluate(inputs, randomize):
         args = [x.reshape(s) for x, s in zip(inputs, shapes)]
-        if randomize:
-            return functional_call(module, _random_params(module), tuple(args))
-        return module(*args)
+        with kept_buffers(module):
+            if randomize:
+                return functional_call(module, _random_params(module), tuple(args))
+            return module(*args)
     return evaluate
 
 
@@ -162,7 +251,8 @@ def check_chain(network: nn.Module, input: torch.Tensor) -> None:
     if not input.is_floating_point():
         return                          # integer inputs (token ids): nothing to differentiate
     children = list(network.named_children()) or [(type(network).__name__, network)]
-    start = input.detach().clone().requires_grad_(True)
+    finite = torch.nan_to_num(input.detach(), nan=0.0, posinf=0.0, neginf=0.0)    # NaN would fail the test
+    start = finite.requires_grad_(True)
     cut = [("input", start)]            # (name, leaf) per recorded layer so far
     gen = torch.Generator().manual_seed(0)
 
@@ -212,9 +302,8 @@ def check_chain(network: nn.Module, input: torch.Tensor) -> None:
     for name, module in children:
         handles.append(module.register_forward_pre_hook(before(name, module)))
         handles.append(module.register_forward_hook(after(name)))
-    buffers = {name: b.detach().clone() for name, b in network.named_buffers()}   # running statistics
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), kept_buffers(network):
             network(start.clone())
     except TraceError:
         raise
@@ -223,10 +312,6 @@ def check_chain(network: nn.Module, input: torch.Tensor) -> None:
     finally:
         for h in handles:
             h.remove()
-        with torch.no_grad():
-            for name, b in network.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name])
 
 
 def _record_children(network: nn.Module, input: torch.Tensor) -> list[Layer]:
@@ -583,10 +668,11 @@ def _fx_evaluator(gm, target, rec, depends, index, parents):
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
             else:
                 module = gm.get_submodule(node.target)
-                if randomize:
-                    out = functional_call(module, _random_params(module), tuple(args), kwargs)
-                else:
-                    out = module(*args, **kwargs)
+                with kept_buffers(module):
+                    if randomize:
+                        out = functional_call(module, _random_params(module), tuple(args), kwargs)
+                    else:
+                        out = module(*args, **kwargs)
             cache[node] = out
             return out
 
