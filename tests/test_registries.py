@@ -199,11 +199,13 @@ def test_unknown_kinds_and_versions_are_clear_errors(extension, tmp_path):
     storage.write_transformer("t.h5", transform.fit(storage_core()))
     with h5py.File("t.h5", "r+") as f:
         f["transform"].attrs["encoding-version"] = "7"
+    storage.seal("t.h5")                                 # changed on purpose: sealed again
     with pytest.raises(nsp.StorageError, match="encoding 'test.scaled-transform' version 7 cannot be read by this "
                                                "nsp \\(it reads version 1\\)"):
         storage.read_transformer("t.h5")
     with h5py.File("t.h5", "r+") as f:
         f["transform"].attrs["encoding-type"] = "test.nothing"
+    storage.seal("t.h5")
     with pytest.raises(nsp.StorageError, match="unknown encoding 'test.nothing'"):
         storage.read_transformer("t.h5")
 
@@ -258,6 +260,7 @@ def test_older_encoding_versions_are_still_read(tmp_path):
         assert f["layers"].attrs["encoding-version"] == "2"
         del f["layers/params"]
         f["layers"].attrs["encoding-version"] = "1"
+    storage.seal(tmp_path / "a.h5")
     old = nsp.OutputLoader.load(tmp_path / "a.h5").table
     assert [l.params for l in old] == [{}] * len(core.table)
     assert old.names == core.table.names and old.shapes == core.table.shapes and old.kinds == core.table.kinds
@@ -271,6 +274,7 @@ def test_older_encoding_versions_are_still_read(tmp_path):
         h5.array(group, "offsets", core.offsets)
         h5.array(group, "names", np.asarray(core.names, dtype=object))
         group.attrs["encoding-version"] = "1"
+    storage.seal(tmp_path / "t.h5")
     loaded = storage.read_transformer(tmp_path / "t.h5")
     s = np.random.default_rng(0).standard_normal((3, core.n_nodes))
     assert loaded.closure.names == core.names and np.array_equal(loaded.closure.offsets, core.offsets)

@@ -176,7 +176,8 @@ def test_bad_files_give_clear_errors(tmp_path, toy):
     truncated = tmp_path / "truncated.h5"
     data = open(good, "rb").read()
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(StorageError, match=r"truncated\.h5: not a readable HDF5 file \(truncated or corrupt\?\)"):
+    with pytest.raises(StorageError, match=rf"truncated\.h5: damaged: {len(data) // 2} bytes where nsp wrote "
+                                           rf"{len(data)} \(truncated\?\)"):
         nsp.OutputLoader.load(truncated)
     noise = tmp_path / "noise.h5"
     noise.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -190,7 +191,8 @@ def test_bad_files_give_clear_errors(tmp_path, toy):
     nsp.OutputLoader.save(acts, future)
     with h5py.File(future, "a") as f:
         f.attrs["format-version"] = storage.FORMAT_VERSION + 1
-    with pytest.raises(StorageError, match=r"future\.h5: format version 2 is newer than this nsp reads \(1\); upgrade nsp"):
+    storage.seal(future)
+    with pytest.raises(StorageError, match=r"future\.h5: format version 3 is newer than this nsp reads \(2\); upgrade nsp"):
         nsp.OutputLoader.load(future)
     plain = tmp_path / "plain.h5"
     with h5py.File(plain, "w") as f:
@@ -255,6 +257,7 @@ def test_small_graph_with_laplacian_and_label_misuse(tmp_path):
     assert not (tmp_path / "x.h5").exists()
     with h5py.File(tmp_path / "tiny.h5", "a") as f:
         del f.attrs["format-version"]
+    storage.seal(tmp_path / "tiny.h5")
     with pytest.raises(StorageError, match="without a format-version attribute"):
         nsp.OutputLoader.load(tmp_path / "tiny.h5")
 
@@ -270,11 +273,13 @@ def test_format_versions_folders_and_devices_are_clear_errors(tmp_path):
     for bad in ("abc", -1, 1.5, 0, True):
         with h5py.File(path, "r+") as f:
             f.attrs["format-version"] = bad
+        storage.seal(path)
         with pytest.raises(storage.StorageError, match=r"s.h5: format-version .* is not a version number "
-                                                       r"\(a whole number from 1; this nsp writes 1\)"):
+                                                       r"\(a whole number from 1; this nsp writes 2\)"):
             storage.read_signals(path)
     with h5py.File(path, "r+") as f:
-        f.attrs["format-version"] = 1
+        f.attrs["format-version"] = 2
+    storage.seal(path)
     assert storage.read_signals(path).values.shape == (1, 2)
     with pytest.raises(storage.StorageError, match="a folder, not an nsp file"):
         storage.read_signals(tmp_path)

@@ -8,7 +8,7 @@ Transforms register their own encodings in their modules.
 
 from nsp._lazy import exports
 
-_MODULES = {"FORMAT_VERSION": "container", "open_file": "container", "read_graph": "graphs",
+_MODULES = {"FORMAT_VERSION": "container", "open_file": "container", "seal": "container", "read_graph": "graphs",
             "read_graph_transforms": "graphs", "write_graph": "graphs", "StorageError": "h5",
             "SAMPLE_COMPRESSION": "signals", "SignalBatch": "signals", "SignalWriter": "signals",
             "read_signals": "signals", "write_signals": "signals", "read_transformer": "transformers",

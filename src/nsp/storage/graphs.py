@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from math import prod
 
 import h5py
 import numpy as np
@@ -13,7 +14,7 @@ from nsp.graph.core import GraphCore
 from nsp.operations.kronecker import Factor
 from nsp.operations.base import LinearPart
 from nsp.storage import h5
-from nsp.storage.container import create, open_file, provenance_attrs
+from nsp.storage.container import create, provenance_attrs, reading
 from nsp.storage.layers import write_layer_table
 
 #: graph files hold the assembled CSR adjacency up to this many edges; larger graphs are stored by their
@@ -45,20 +46,33 @@ def _write_blocks(where: h5py.Group, core: GraphCore) -> None:
                     h5.array(linear, name, values, **h5.compressed(values))
 
 
-def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
+def _read_blocks(where: h5py.Group, table) -> tuple[list, list | None]:
+    """The connectivity blocks (and edge weights) of every layer, each checked against the layer sizes."""
     h5.expect(where["blocks"], "nsp.connectivity-blocks", 1)
+    sizes = table.sizes
+    h5.check(len(where["blocks"]) == len(sizes), where["blocks"], f"{len(where['blocks'])} layers of blocks for "
+             f"{len(sizes)} layers")
     blocks, linear = [], []
-    for layer in range(layers):
+    for layer in range(len(sizes)):
         items, parts = [], []
         for entry in where["blocks"][str(layer)].values():
             h5.expect(entry, ("kron", "coo"), 1)
             parent = int(entry.attrs["parent"])
+            h5.check(0 <= parent < layer, entry, f"parent layer {parent} of layer {layer} does not come before it")
             if entry.attrs["encoding-type"] == "kron":
                 factors = tuple(Factor.of(h5.read_csr(entry[f"factor_{j}"])) for j in range(int(entry.attrs["factors"])))
-                items.append((parent, Kron(factors)))
+                h5.check(len(factors) == len(entry) - ("linear" in entry), entry, "factors missing or extra")
+                block = Kron(factors)
             else:
+                rows, cols = h5.integers(entry, "rows"), h5.integers(entry, "cols")
                 shape = tuple(int(v) for v in entry.attrs["shape"])
-                items.append((parent, Coo(entry["rows"][()], entry["cols"][()], shape)))
+                h5.check(rows.shape == cols.shape and len(shape) == 2, entry, "rows and cols differ in length")
+                h5.in_range(rows, 0, shape[0], entry["rows"], "row")
+                h5.in_range(cols, 0, shape[1], entry["cols"], "column")
+                block = Coo(rows, cols, shape)
+            h5.check(block.shape == (sizes[layer], sizes[parent]), entry, f"a {block.shape[0]} x {block.shape[1]} "
+                     f"block between layers of {sizes[layer]} and {sizes[parent]} nodes")
+            items.append((parent, block))
             if "linear" in entry:
                 g = entry["linear"]
                 h5.expect(g, "nsp.linear-part", 1)
@@ -66,6 +80,9 @@ def _read_blocks(where: h5py.Group, layers: int) -> tuple[list, list | None]:
                                   json.loads(g.attrs["params"]))
                 parts.append((part, tuple(int(v) for v in g.attrs["in-shape"]),
                               tuple(int(v) for v in g.attrs["out-shape"])))
+                h5.check(prod(parts[-1][1]) == sizes[parent] and prod(parts[-1][2]) == sizes[layer], g,
+                         f"in-shape {parts[-1][1]} or out-shape {parts[-1][2]} do not fit layers of "
+                         f"{sizes[parent]} and {sizes[layer]} nodes")
         blocks.append(items)
         linear.append(parts)
     complete = all(len(p) == len(b) for p, b in zip(linear, blocks))
@@ -85,7 +102,7 @@ def write_core(parent: h5py.Group, name: str | None, core: GraphCore, encoding: 
 
 def read_core(where: h5py.Group, csr=None, weights=None) -> GraphCore:
     table = h5.read(where["layers"])
-    blocks, linear = _read_blocks(where, len(table))
+    blocks, linear = _read_blocks(where, table)
     return GraphCore(table=table, blocks=blocks, incl=bool(where.attrs["INCL"]), csr=csr,
                      weights_sha256=weights, linear=linear)
 
@@ -108,14 +125,18 @@ def write_graph(path, core: GraphCore, transformers: dict | None = None, *, prod
 
 def read_graph(path) -> GraphCore:
     """The graph core stored at ``path`` (no networkx graph, no transforms: any size)."""
-    with open_file(path, "graph") as f:
+    with reading(path, "graph") as f:
         csr = sp.csr_matrix(h5.read_csr(f["adjacency"]), dtype=np.int8) if "adjacency" in f else None
-        return read_core(f, csr, str(f.attrs["weights-sha256"]) or None)
+        core = read_core(f, csr, str(f.attrs["weights-sha256"]) or None)
+        if csr is not None:
+            h5.check(csr.shape == (core.n_nodes, core.n_nodes), f["adjacency"],
+                     f"a {csr.shape[0]} x {csr.shape[1]} adjacency for {core.n_nodes} nodes")
+        return core
 
 
 def read_graph_transforms(path) -> dict:
     """The fitted transforms stored with the graph at ``path``, by name."""
     from nsp.storage.transformers import built_in_encodings
     built_in_encodings()
-    with open_file(path, "graph") as f:
+    with reading(path, "graph") as f:
         return {name: h5.read(group) for name, group in f["transformers"].items()}

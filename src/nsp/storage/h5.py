@@ -40,7 +40,29 @@ _READERS: dict = {}      # (encoding type, version) -> reader(group)
 
 
 class StorageError(ValueError):
-    """A file that is not what was expected (kind, version, encoding, or not readable)."""
+    """A file that is not what was expected (kind, version, encoding, damaged, or not readable)."""
+
+
+def check(ok, node, message: str) -> None:
+    """Structural validation of what a file holds: StorageError naming the file and the object if not ``ok``."""
+    if not ok:
+        raise StorageError(f"{node.file.filename}: {node.name}: {message} (damaged, or not written by nsp)")
+
+
+def integers(node, name: str, ndim: int = 1) -> np.ndarray:
+    """Member ``name`` of ``node``: an integer array of ``ndim`` dimensions, checked."""
+    check(name in node and isinstance(node[name], h5py.Dataset), node, f"no dataset {name!r}")
+    values = node[name][()]
+    check(values.ndim == ndim and values.dtype.kind in "iub", node[name],
+          f"expected a {ndim}-D integer array, found {values.dtype} of shape {values.shape}")
+    return values
+
+
+def in_range(values: np.ndarray, low: int, high: int, node, what: str) -> None:
+    """Every entry of ``values`` in ``low .. high - 1``."""
+    if values.size:
+        bad = values[(values < low) | (values >= high)]
+        check(bad.size == 0, node, f"{what} {int(bad[0]) if bad.size else 0} outside {low}..{high - 1}")
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -164,9 +186,19 @@ def write_csr(parent: h5py.Group, name: str, matrix) -> None:
 
 @reader("csr_matrix", 1)
 def read_csr(node: h5py.Group):
+    """A CSR matrix, its structure checked first: scipy trusts indices, and a bad one crashes the process."""
     import scipy.sparse as sp
-    shape = tuple(int(v) for v in node.attrs["shape"])
-    return sp.csr_matrix((node["data"][()], node["indices"][()], node["indptr"][()]), shape=shape)
+    shape = np.asarray(node.attrs.get("shape", []))
+    check(shape.shape == (2,) and shape.dtype.kind in "iu" and (shape >= 0).all(), node,
+          f"shape attribute {shape.tolist()} is not two sizes")
+    rows, cols = (int(v) for v in shape)
+    indptr, indices = integers(node, "indptr"), integers(node, "indices")
+    check("data" in node and node["data"].shape == indices.shape, node, "data and indices differ in length")
+    check(indptr.shape == (rows + 1,), node["indptr"], f"{indptr.size} row pointers for {rows} rows")
+    check(indptr[0] == 0 and indptr[-1] == indices.size and (np.diff(indptr) >= 0).all(), node["indptr"],
+          f"row pointers are not increasing from 0 to {indices.size}")
+    in_range(indices, 0, cols, node["indices"], "column index")
+    return sp.csr_matrix((node["data"][()], indices, indptr), shape=(rows, cols))
 
 
 def write_ragged(parent: h5py.Group, name: str, rows) -> None:
@@ -178,5 +210,7 @@ def write_ragged(parent: h5py.Group, name: str, rows) -> None:
 
 @reader("ragged-array", 1)
 def read_ragged(node: h5py.Group) -> list[tuple]:
-    values, offsets = node["values"][()], node["offsets"][()]
+    values, offsets = integers(node, "values"), integers(node, "offsets")
+    check(offsets.size >= 1 and offsets[0] == 0 and offsets[-1] == values.size and (np.diff(offsets) >= 0).all(),
+          node["offsets"], f"offsets are not increasing from 0 to {values.size}")
     return [tuple(int(v) for v in values[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]

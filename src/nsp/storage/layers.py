@@ -26,9 +26,19 @@ def write_layer_table(parent: h5py.Group, name: str, table: LayerTable) -> h5py.
 
 
 def _read_table(group: h5py.Group, params: list) -> LayerTable:
+    shapes, parents = h5.read_ragged(group["shape"]), h5.read_ragged(group["parents"])
+    count = len(shapes)
+    for name in ("name", "kind", "path", "description"):
+        h5.check(len(group[name]) == count, group[name], f"{len(group[name])} entries for {count} layers")
+    h5.check(len(params) == count and len(parents) == count, group, f"parameters or parents of {count} layers "
+             f"missing")
+    h5.check(count >= 1 and not parents[0], group, "the first layer is not an input")
+    for index, (shape, of) in enumerate(zip(shapes, parents)):
+        h5.check(all(v >= 0 for v in shape), group["shape"], f"layer {index} has a negative size {shape}")
+        h5.check(all(0 <= p < index for p in of), group["parents"],
+                 f"layer {index} has parents {list(of)}; each layer's parents come before it")
     table = LayerTable.build(h5.strings(group["name"]), h5.strings(group["kind"]), h5.strings(group["path"]),
-                             h5.strings(group["description"]), h5.read_ragged(group["shape"]),
-                             h5.read_ragged(group["parents"]), params)
+                             h5.strings(group["description"]), shapes, parents, params)
     if not np.array_equal(table.offsets, group["offset"][()]):
         raise h5.StorageError(f"{group.file.filename}: {group.name}: stored offsets disagree with the shapes")
     return table

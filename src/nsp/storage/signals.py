@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nsp.storage import h5
-from nsp.storage.container import create, open_file, provenance_attrs
+from nsp.storage.container import create, provenance_attrs, reading
 from nsp.storage.layers import write_layer_table
 from nsp.tracing.table import LayerTable
 
@@ -133,13 +133,33 @@ def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, o
 
 def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBatch:
     """A stored activations or spectra file (``samples`` selects rows)."""
-    with open_file(path, kind or ("activations", "spectra")) as f:
+    with reading(path, kind or ("activations", "spectra")) as f:
         stored_kind = str(f.attrs["kind"])
-        values = f["values" if stored_kind == "activations" else "coefficients"][samples]
+        layers = h5.read(f["layers"])
+        matrix = f["values" if stored_kind == "activations" else "coefficients"]
+        rows, width = _check_shapes(f, matrix, layers)
         return SignalBatch(
-            kind=stored_kind, values=values, layers=h5.read(f["layers"]),
+            kind=stored_kind, values=matrix[samples], layers=layers,
             sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
             transform_type=str(f.attrs.get("transform-type", "")) or None,
             eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
             trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
             extra={"object": str(f.attrs["object"])})
+
+
+def _check_shapes(f, matrix, layers) -> tuple[int, int]:
+    """The sample matrix, ids, labels and eigenvalues agree with each other and with the layer table."""
+    h5.check(matrix.ndim == 2 and matrix.dtype.kind == "f", matrix, f"expected a (samples, width) float array, "
+             f"found {matrix.dtype} of shape {matrix.shape}")
+    rows, width = matrix.shape
+    for name in ("sample_ids", "labels"):
+        if name in f or name == "sample_ids":
+            h5.check(name in f and f[name].shape == (rows,) and f[name].dtype.kind in "iu", f,
+                     f"{name} are not one integer per sample ({rows})")
+    nodes = layers.n_nodes
+    if "eigenvalues" in f:
+        h5.check(f["eigenvalues"].shape == (width,) and width <= nodes, f["eigenvalues"],
+                 f"{f['eigenvalues'].shape} eigenvalues for {width} coefficients of {nodes} nodes")
+    else:
+        h5.check(width == nodes, matrix, f"{width} columns for the {nodes} nodes of its layer table")
+    return rows, width

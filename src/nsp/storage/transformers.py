@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from nsp.storage import h5
-from nsp.storage.container import create, open_file, provenance_attrs
+from nsp.storage.container import create, provenance_attrs, reading
 
 
 def write_transformer(path, transform, *, producer=None, parameters=None, weights=None) -> None:
@@ -20,6 +20,9 @@ def built_in_encodings() -> None:
 
 
 def read_transformer(path):
+    """The fitted transform stored at ``path``; its ``weights_sha256`` is the file's (None if not recorded)."""
     built_in_encodings()
-    with open_file(path, "transformer") as f:
-        return h5.read(f["transform"])
+    with reading(path, "transformer") as f:
+        transform = h5.read(f["transform"])
+        transform.weights_sha256 = str(f.attrs["weights-sha256"]) or None
+        return transform

@@ -5,8 +5,8 @@ stores its options (``get_params()`` returns them), ``fit(graph)`` returns
 the transform itself, and ``transform`` / ``inverse_transform`` map
 ``(samples, nodes)`` float64 arrays (or one vector) both ways, with the
 same keyword arguments for every transform (``device``: a torch device to
-compute on; None = NumPy/SciPy on the CPU). Using a transform before
-``fit`` raises :class:`NotFittedError`.
+compute on, checked by :func:`nsp.devices.torch_device`; None = NumPy/SciPy
+on the CPU). Using a transform before ``fit`` raises :class:`NotFittedError`.
 
 Every transform class registers itself under its ``type`` with
 :func:`register_transform`, together with its HDF5 encoding (in its own
@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+
+from nsp.devices import torch_device
 
 #: type name -> transform class, in registration order
 TRANSFORMS: dict[str, type] = {}
@@ -72,6 +74,9 @@ class Transform:
     options_schema: dict = {"type": "object"}
     #: per-coefficient labels where coefficients are not nodes (the Laplacian's eigenvalues)
     eigenvalues = None
+    #: SHA-256 of the weights its graph came from, as recorded in the file it was read from (None: not known);
+    #: the ``transform`` stage refuses activations of other weights
+    weights_sha256 = None
 
     def get_params(self) -> dict:
         """The constructor's options, as stored."""
@@ -101,13 +106,13 @@ class Transform:
     def transform(self, signals, device=None) -> np.ndarray:
         """Spectra of signals of shape (samples, nodes) or (nodes,)."""
         x, single = as_batch(signals, self._checked().n, "signals")
-        out = self._transform(x, device)
+        out = self._transform(x, torch_device(device))
         return out[0] if single else out
 
     def inverse_transform(self, spectra, device=None) -> np.ndarray:
         """Signals from spectra of shape (samples, coefficients) or (coefficients,)."""
         c, single = as_batch(spectra, self._checked().n_coefficients, "spectra")
-        out = self._inverse(c, device)
+        out = self._inverse(c, torch_device(device))
         return out[0] if single else out
 
     def summary(self) -> str:

@@ -240,7 +240,10 @@ def _write(parent, name: str, transform: LaplacianTransform):
 @h5.reader("nsp.laplacian-transform", 1)
 def _read(group) -> LaplacianTransform:
     truncation = json.loads(group.attrs["truncation"])
-    out = LaplacianTransform.from_basis(group["eigenvalues"][()], group["eigenvectors"][()], truncation)
+    values, vectors = group["eigenvalues"], group["eigenvectors"]
+    h5.check(values.ndim == 1 and vectors.ndim == 2 and vectors.shape[1] == values.shape[0] <= vectors.shape[0],
+             group, f"eigenvalues {values.shape} and eigenvectors {vectors.shape} do not form a basis")
+    out = LaplacianTransform.from_basis(values[()], vectors[()], truncation)
     k = int(group.attrs["k"])
     out.k = None if k < 0 else k
     out.method = str(group.attrs["method"])

@@ -303,9 +303,11 @@ def _precision(group) -> str:
 
 @h5.reader("nsp.standard-transform", 1)
 def _read_explicit(group) -> StandardTransform:
+    zeta = h5.read_csr(group["zeta"])
     mobius = h5.read_csr(group["mobius"]) if "mobius" in group else None
-    return StandardTransform.from_matrices(h5.read_csr(group["zeta"]), mobius, str(group.attrs["method"]),
-                                           _precision(group))
+    h5.check(zeta.shape[0] == zeta.shape[1] and (mobius is None or mobius.shape == zeta.shape), group,
+             f"zeta {zeta.shape} and mobius {None if mobius is None else mobius.shape} are not one square size")
+    return StandardTransform.from_matrices(zeta, mobius, str(group.attrs["method"]), _precision(group))
 
 
 def _write_closure(group, closure: FactoredClosure) -> None:
@@ -333,7 +335,22 @@ def _write_closure(group, closure: FactoredClosure) -> None:
 
 
 def _read_closure(group, table) -> StandardTransform:
-    kinds, shapes, data = group["factor_kind"][()], group["factor_shape"][()], group["factor_data"][()]
+    kinds, shapes = h5.integers(group, "factor_kind"), h5.integers(group, "factor_shape", 2)
+    data = h5.integers(group, "factor_data")
+    dense = kinds == _FACTOR_KINDS.index("dense")
+    h5.check(shapes.shape == (kinds.size, 2) and (shapes >= 0).all(), group["factor_shape"],
+             f"not one (rows, columns) pair per factor ({kinds.size})")
+    h5.in_range(kinds, 0, len(_FACTOR_KINDS), group["factor_kind"], "factor kind")
+    h5.check(int(np.prod(shapes[dense], axis=1).sum()) == data.size, group["factor_data"],
+             f"{data.size} entries for the dense factors")
+    target, source = h5.integers(group, "term_target"), h5.integers(group, "term_source")
+    coefficient, indices = h5.integers(group, "term_coefficient"), h5.integers(group, "term_factors", 2)
+    axes = h5.integers(group, "axes", 2)
+    h5.check(axes.shape[0] == len(table) and target.shape == source.shape == coefficient.shape
+             and indices.shape == (target.size, axes.shape[1]), group, "terms, axes and layers disagree in size")
+    h5.check(((source >= 0) & (source < target) & (target < len(table))).all(), group,
+             "term_target or term_source outside the layers (a term runs from an earlier layer to a later one)")
+    h5.in_range(indices, 0, kinds.size, group["term_factors"], "factor number")
     factors, position = [], 0
     for kind, (m, n) in zip(kinds, shapes):
         kind = _FACTOR_KINDS[int(kind)]
@@ -343,14 +360,12 @@ def _read_closure(group, table) -> StandardTransform:
         else:
             factors.append(Factor(kind, (m, n)))
     signed = [[] for _ in range(len(table))]
-    target, source = group["term_target"][()], group["term_source"][()]
-    coefficient, indices = group["term_coefficient"][()], group["term_factors"][()]
     for L, l, coef, row in zip(target, source, coefficient, indices):
         pairs = signed[int(L)]
         if not pairs or pairs[-1][0] != int(l):
             pairs.append((int(l), []))
         pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
-    closure = FactoredClosure(table, group["axes"][()], signed, group["orders"][()] if "orders" in group else None)
+    closure = FactoredClosure(table, axes, signed, group["orders"][()] if "orders" in group else None)
     return StandardTransform.from_closure(closure, str(group.attrs["method"]), _precision(group))
 
 
