@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from nsp.storage import h5
-from nsp.storage.files import atomic_output
+from nsp.storage.files import WriteGuard, atomic_output
 from nsp.storage.h5 import StorageError
 from nsp.storage.provenance import versions
 
@@ -48,7 +48,8 @@ def provenance_attrs(producer: dict | None, parameters: dict | None, weights: st
 def create(path, kind: str, obj: str, provenance: dict, **extra):
     """An nsp file written under a temporary name and renamed when the block succeeds."""
     with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True, locking=False, userblock_size=USERBLOCK) as f:
+        with WriteGuard(tmp, "w+") as sink, \
+                h5py.File(sink, "w", track_order=True, locking=False, userblock_size=USERBLOCK) as f:
             f.attrs["nsp-format"] = FORMAT
             f.attrs["format-version"] = FORMAT_VERSION
             f.attrs["kind"] = kind
