@@ -27,7 +27,7 @@ def test_defaults_are_filled():
     cfg = config.validate(BASE)
     assert cfg["results"] == "results" and cfg["shard_size"] == 500 and cfg["threads"] == 1
     assert cfg["models"]["mlp"]["epochs"] == 8 and cfg["models"]["mlp"]["trace"] == "children"
-    assert cfg["datasets"]["digits"]["test_every"] == 5 and cfg["visualize"]["label"] == 7
+    assert cfg["datasets"]["digits"]["test_every"] == 5 and cfg["visualize"]["label"] == 1
     assert cfg["figures"] == ["compaction", "energy"]
 
 
@@ -209,7 +209,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
     assert config.part(cfg, "compute-transformer/laplacian") == {
         "part": "compute-transformer/laplacian", "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
     assert config.part(cfg, "transform") == {"part": "transform", "device": "cpu"}
-    assert config.part(cfg, "visualize") == {"part": "visualize", "visualize": {"label": 7, "scale": "layerscale",
+    assert config.part(cfg, "visualize") == {"part": "visualize", "visualize": {"label": 1, "scale": "layerscale",
                                                                                  "cmap": "magma"}}
     assert config.part(cfg, "summarize") == {"part": "summarize", "summary": {"sparsity_threshold": 0.001}}
     # a part loads as itself (nothing filled in) and only for its own stage

@@ -106,7 +106,11 @@ def check_adjacency_shape(graph):
 
 
 def children_graph(module, x, incl=True):
-    acts = nsp.Activations(nn.Sequential(module), x)
+    if module.training and isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+        with pytest.warns(UserWarning, match=r"Sequential is in training mode; .* \(1 in all\)"):
+            acts = nsp.Activations(nn.Sequential(module), x)
+    else:
+        acts = nsp.Activations(nn.Sequential(module), x)
     graph = nsp.NNGraph(acts, INCL=incl)
     assert graph.core.n_layers == 2
     assert graph.core.shapes == [tuple(x.shape[1:]), tuple(acts.layeractivations[1].shape)]

@@ -142,8 +142,13 @@ class NNGraph(nx.DiGraph):
         return Spectrum.from_coefficients(activations, coefficients, type, getattr(transform, "eigenvalues", None))
 
     def inverse_transform(self, spectrum: Activations, type: str | None = None) -> Activations:
-        """Activations (float64) from a spectrum; ``type`` defaults to the spectrum's own."""
-        type = type or getattr(spectrum, "transform_type", None) or "standard"
+        """Activations (float64) from a spectrum; ``type`` defaults to the spectrum's own, and must be it
+        where the spectrum records one."""
+        own = getattr(spectrum, "transform_type", None)
+        if type is not None and own is not None and type != own:
+            raise ValueError(f"inverse_transform: the spectrum was made by the {own!r} transform, not {type!r}; "
+                             f"give type={own!r} or type=None")
+        type = type or own or "standard"
         transform = self._transform(type)
         self._check_size(spectrum, "spectrum")
         return spectrum.with_values(transform.inverse_transform(spectrum.to_array(np.float64)))

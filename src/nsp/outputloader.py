@@ -10,6 +10,7 @@ from nsp.activations import Activations
 from nsp.graph.core import GraphCore
 from nsp.nngraph import NNGraph
 from nsp.storage import SignalBatch
+from nsp.storage.container import reading
 from nsp.transformer import Spectrum
 from nsp.transforms import TRANSFORMS, Transform
 
@@ -64,7 +65,7 @@ class OutputLoader:
     @staticmethod
     def load(path):
         """The object stored at ``path``, of the kind that was saved."""
-        with storage.open_file(path) as f:
+        with reading(path) as f:
             kind, obj = str(f.attrs["kind"]), str(f.attrs["object"])
         if kind == "graph":
             core = storage.read_graph(path)

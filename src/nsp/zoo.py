@@ -66,24 +66,96 @@ def _construct(cls, architecture: str, options: dict):
 
 
 def load_weights(module, path: str | Path):
-    """Load a state dict: ``.npz`` arrays, or a torch file read with ``weights_only=True``."""
+    """Load a state dict: ``.npz`` arrays, or a torch file read with ``weights_only=True``. Weights with
+    other names or shapes than the network's, or NaN or infinite values, are refused (``ValueError``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".npz":
         return load_state_npz(module, path)
     import torch
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
-    return module.eval()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception:               # torch raises many kinds (UnpicklingError, RuntimeError, KeyError, ...)
+        raise ValueError(f"weights file {path} is not a torch file that loads with weights_only=True "
+                         f"(tensors only; nothing else is unpickled)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path} does not hold a state dict (parameter names to tensors)")
+    return _load_state(module, state, path)
 
 
 def load_state_npz(module, path: str | Path):
-    """Load a state dict stored as named arrays in an ``.npz`` file (no pickle)."""
+    """Load a state dict stored as named arrays in an ``.npz`` file. Nothing is unpickled: an object array
+    is refused, as is any file that is not a zip of ``.npy`` arrays."""
     import torch
-    with np.load(path, allow_pickle=False) as arrays:
-        state = {name: torch.from_numpy(arrays[name].copy()) for name in arrays.files}
-    module.load_state_dict(state)
+    path = Path(path)
+    state = {}
+    for name, array in _read_npz(path).items():
+        try:
+            state[name] = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))
+        except TypeError:
+            raise ValueError(f"weights file {path}: {name} holds {array.dtype} values, which torch cannot "
+                             f"hold") from None
+    return _load_state(module, state, path)
+
+
+def _read_npz(path: Path) -> dict:
+    """The arrays of an ``.npz`` file by name, read with ``numpy.lib.format``: each member's header first,
+    and only numeric arrays read (nothing is unpickled)."""
+    import zipfile
+    fmt = np.lib.format
+    not_npz = f"weights file {path} is not an .npz of arrays (a zip of .npy files, as nsp train writes)"
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ValueError(not_npz) from None
+    arrays = {}
+    with archive:
+        for member in archive.namelist():
+            name = member.removesuffix(".npy")
+            try:
+                with archive.open(member) as f:
+                    version = fmt.read_magic(f)
+                    dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)[2]
+                if dtype.kind in "biufc":
+                    with archive.open(member) as f:
+                        arrays[name] = fmt.read_array(f, allow_pickle=False)
+            except (ValueError, EOFError, zipfile.BadZipFile):
+                raise ValueError(f"{not_npz}: {member} is not a readable .npy array") from None
+            if dtype.hasobject:
+                raise ValueError(f"weights file {path}: {name} is an object array; weights are numeric arrays "
+                                 f"(object arrays are never unpickled)")
+            if dtype.kind not in "biufc":
+                raise ValueError(f"weights file {path}: {name} holds {dtype} values; weights are numeric arrays")
+    return arrays
+
+
+def _few(names) -> str:
+    names = list(names)
+    return ", ".join(names[:5]) + (f" (and {len(names) - 5} more)" if len(names) > 5 else "")
+
+
+def _load_state(module, state: dict, path: Path):
+    """``module.load_state_dict(state)``, refusing non-finite values, wrong shapes and wrong names with one
+    line naming the file and the keys."""
+    import torch
+    bad = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"weights file {path}: {_few(bad)} hold NaN or infinite values")
+    expected = module.state_dict()
+    wrong = [k for k, v in state.items()
+             if k in expected and not torch.nn.parameter.is_lazy(expected[k]) and v.shape != expected[k].shape]
+    if wrong:
+        key, more = wrong[0], f" (and {len(wrong) - 1} more keys of the wrong shape)" if len(wrong) > 1 else ""
+        raise ValueError(f"weights file {path}: {key} has shape {tuple(state[key].shape)} in the file; the network "
+                         f"expects {tuple(expected[key].shape)}{more}")
+    result = module.load_state_dict(state, strict=False)    # strict=False: torch's own hooks still apply
+    if result.missing_keys or result.unexpected_keys:
+        parts = [f"{label} keys {_few(keys)}" for label, keys in (("missing", result.missing_keys),
+                                                                  ("unexpected", result.unexpected_keys)) if keys]
+        raise ValueError(f"weights file {path} does not fit the network: {'; '.join(parts)}")
     return module.eval()
 
 

@@ -86,10 +86,9 @@ def _device(args, cfg: dict):
     """The configured torch device, or None for the CPU without torch."""
     if cfg["device"] == "cpu":
         return None
-    torch = _torch(args)
-    if not torch.cuda.is_available():
-        raise ValueError(f"config key device: {cfg['device']!r} requested but no CUDA device is available")
-    return torch.device(cfg["device"])
+    from nsp.devices import torch_device
+    _torch(args)
+    return torch_device(cfg["device"], "config key device:")
 
 
 def _producer(args, **extra) -> dict:
@@ -178,14 +177,38 @@ def cmd_collect_activations(args, cfg) -> None:
             last = min(stop, first + BATCH)
             x = inputs[first:last] if device is None else inputs[first:last].to(device)
             values = record(net, x, spec["trace"]).values()
+            _finite(values, first, example.table, args.model)
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
     _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
+
+
+def _finite(values: np.ndarray, first: int, table, model: str) -> None:
+    """Activations that summaries and transforms can use: NaN or infinity (an overflow in the network) is
+    refused, naming the first sample and layer, before anything is written."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        sample, node = np.argwhere(bad)[0]
+        layer = int(np.searchsorted(table.offsets, node, side="right")) - 1
+        raise ValueError(f"model {model}: sample {first + int(sample)} gives NaN or infinite activations in layer "
+                         f"{layer} ({table.names[layer]!r}) ({int(bad.any(axis=1).sum())} of {len(values)} samples "
+                         f"of this batch); summaries would be meaningless")
+
+
+def _check_provenance(transform, batch, transformer_path, activations_path) -> None:
+    """A transformer applies only to activations of the graph and the weights it was fitted for."""
+    mismatch = f"--transformer {transformer_path} was not fitted for --activations {activations_path}"
+    if transform.weights_sha256 and batch.weights_sha256 and transform.weights_sha256 != batch.weights_sha256:
+        raise ValueError(f"{mismatch}: other weights (sha256 {transform.weights_sha256[:12]}... for the transformer, "
+                         f"{batch.weights_sha256[:12]}... for the activations)")
+    if transform.n != batch.values.shape[1]:
+        raise ValueError(f"{mismatch}: a graph of {transform.n:,} nodes, activations of {batch.values.shape[1]:,}")
 
 
 def cmd_transform(args, cfg) -> None:
     from nsp import storage
     batch = storage.read_signals(args.activations, "activations")
     transform = storage.read_transformer(args.transformer)
+    _check_provenance(transform, batch, args.transformer, args.activations)
     device = _device(args, cfg)
     coefficients = transform.transform(batch.values, device=device)
     with storage.SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1],
@@ -212,21 +235,61 @@ def cmd_visualize(args, cfg) -> None:
         if path is not None and Path(path).suffix != ".pdf":
             raise ValueError(f"{option} {path}: the pages are a PDF; give a name ending in .pdf")
     batch = storage.read_signals(args.activations, "activations")
-    hits = np.flatnonzero(batch.labels == options["label"]) if batch.labels is not None else np.array([0])
-    index = int(hits[0]) if hits.size else 0
+    if not batch.values.shape[0]:
+        raise ValueError(f"--activations {args.activations} holds no samples")
+    label = options["label"]
+    if batch.labels is None:       # no labels: the shard's first sample
+        index, label = 0, "none"
+    else:
+        hits = np.flatnonzero(batch.labels == label)
+        if not hits.size:
+            held = np.unique(batch.labels)
+            more = f" (and {held.size - 10} more)" if held.size > 10 else ""
+            raise ValueError(f"config key visualize.label: no sample of {args.activations} has label {label}; "
+                             f"its labels are {', '.join(map(str, held[:10]))}{more}")
+        index = int(hits[0])
+    spectra = []                   # every file checked before any page is written; one sample of each kept
+    for path, out in pairs:
+        stored = storage.read_signals(path, "spectra")
+        _check_spectra(args.activations, batch, path, stored)
+        out = out or Path(args.out or ".").parent / f"spectrum_{stored.transform_type}.pdf"
+        spectra.append((stored.values[index].copy(), stored.layers, stored.transform_type, stored.eigenvalues, out))
     if args.out:
         pages.pattern_pdf(batch.layers.split(batch.values[index]), batch.layers.names, args.out, options["scale"],
                           options["cmap"])
-    for path, out in pairs:
-        spectra = storage.read_signals(path, "spectra")
-        out = out or Path(args.out or ".").parent / f"spectrum_{spectra.transform_type}.pdf"
-        if spectra.values.shape[1] == batch.values.shape[1]:
-            pages.spectrum_pdf(spectra.layers.split(spectra.values[index]), spectra.layers.names, out,
-                               spectra.transform_type, spectra.eigenvalues)
+    for values, layers, transform_type, eigenvalues, out in spectra:
+        if values.size == layers.n_nodes:
+            pages.spectrum_pdf(layers.split(values), layers.names, out, transform_type, eigenvalues)
         else:                      # a partial Laplacian basis: coefficients have no layer layout
-            title = f"Laplacian spectrum ({spectra.values.shape[1]} lowest eigenvalues): |coefficient| against eigenvalue"
-            plotting.write_pdf([plotting.eigenvalue_figure(spectra.eigenvalues, spectra.values[index], title)], out)
-    _log(args, f"sample {int(batch.sample_ids[index])} (label {options['label']})")
+            title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
+            plotting.write_pdf([plotting.eigenvalue_figure(eigenvalues, values, title)], out)
+    _log(args, f"sample {int(batch.sample_ids[index])} (label {label})")
+
+
+def _check_spectra(activations, batch, path, spectra) -> None:
+    """Refuse a spectra file that is not of the same graph, weights and samples as the activations."""
+    def table(t):
+        return f"{len(t)} layers, {t.n_nodes:,} nodes"
+
+    ours, theirs = batch.layers, spectra.layers
+    what = None
+    if ours != theirs and table(ours) != table(theirs):
+        what = f"layer tables differ ({table(ours)} in the activations; {table(theirs)} in the spectra)"
+    elif ours != theirs:
+        i, a, b = next((i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+        what = (f"layer tables differ at layer {i} ({a.name!r}, {a.kind}, {a.shape} in the activations; "
+                f"{b.name!r}, {b.kind}, {b.shape} in the spectra)")
+    elif batch.weights_sha256 and spectra.weights_sha256 and batch.weights_sha256 != spectra.weights_sha256:
+        what = (f"they come from different weights (sha256 {batch.weights_sha256[:12]}... in the activations, "
+                f"{spectra.weights_sha256[:12]}... in the spectra)")
+    elif len(batch.sample_ids) != len(spectra.sample_ids):
+        what = f"{len(batch.sample_ids)} samples in the activations, {len(spectra.sample_ids)} in the spectra"
+    elif not np.array_equal(batch.sample_ids, spectra.sample_ids):
+        i = int(np.flatnonzero(batch.sample_ids != spectra.sample_ids)[0])
+        what = (f"sample {i} has id {int(batch.sample_ids[i])} in the activations, "
+                f"{int(spectra.sample_ids[i])} in the spectra")
+    if what:
+        raise ValueError(f"--spectra {path} does not match --activations {activations}: {what}")
 
 
 def _stats(values: np.ndarray, offsets, threshold: float) -> dict:
@@ -452,9 +515,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm() -> None:
-    """Turn SIGTERM (job cancelled, time limit) into SystemExit so that partial outputs are removed."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+def _exit_on_sigterm() -> dict:
+    """Turn SIGTERM (job cancelled, time limit) into SystemExit(143) so that partial outputs are removed.
+
+    Returns the state: ``signal`` is set once SIGTERM came, and ``main`` then exits 143 even where code
+    caught the SystemExit. Where raising it at once would lose it or do harm, it is raised at the next
+    line that the interrupted code runs (tracing the running frames, as pdb does): Python only prints
+    an exception raised in a ``__del__``, a weakref callback (h5py runs them after every HDF5 call) or a
+    C callback ("Exception ignored in ..."; this installs a ``sys.unraisablehook`` that sees it), and
+    HDF5 would take one raised while it writes through ``nsp.storage.files.WriteGuard`` for a failed
+    write. A SIGTERM that comes while the first one unwinds (temporary files being removed, HDF5 files
+    closed) is only recorded, so that it cannot interrupt that cleanup.
+    """
+    from nsp.storage.files import writing_caller
+    state = {"signal": 0, "unwinding": False}
+    armed = []
+    previous_hook, previous_trace = sys.unraisablehook, sys.gettrace()
+
+    def leave(*_):
+        for frame in armed:
+            frame.f_trace = None
+        if armed:
+            armed.clear()
+            sys.settrace(previous_trace)
+        state["unwinding"] = True
+        sys.exit(128 + state["signal"])
+
+    def leave_at_next_line(frame):
+        while frame is not None:
+            frame.f_trace = leave
+            armed.append(frame)
+            frame = frame.f_back
+        sys.settrace(lambda *_: None)           # tracing on; frames that start from now on are not traced
+
+    def on_sigterm(signum, frame):
+        state["signal"] = signum
+        if state["unwinding"]:
+            return
+        caller = writing_caller(frame)
+        if caller is None:
+            leave()
+        else:
+            leave_at_next_line(caller)
+
+    def on_unraisable(unraisable):
+        if isinstance(unraisable.exc_value, SystemExit) and state["unwinding"]:
+            state["unwinding"] = False
+            leave_at_next_line(sys._getframe(1))
+        else:
+            previous_hook(unraisable)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    sys.unraisablehook = on_unraisable
+    return state
 
 
 #: errors that mean bad input (config, files, models): one line, exit code 2. Anything else is a bug and
@@ -469,19 +582,25 @@ def _user_error(err: Exception) -> bool:
 
 def main(argv=None) -> int:
     os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")   # jobs on cluster file systems (NFS, Lustre)
-    _exit_on_sigterm()
-    args = build_parser().parse_args(argv)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):     # torch, wherever the stage imports it
-        os.environ[name] = str(args.threads)
+    unraisablehook = sys.unraisablehook
+    sigterm = _exit_on_sigterm()
     try:
-        cfg = configuration.load(args.config, args.command) if getattr(args, "config", None) else None
-        args.func(args, cfg)
-    except Exception as err:
-        if not _user_error(err):
-            raise
-        print(f"nsp {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        args = build_parser().parse_args(argv)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):     # torch, wherever the stage imports it
+            os.environ[name] = str(args.threads)
+        try:
+            cfg = configuration.load(args.config, args.command) if getattr(args, "config", None) else None
+            args.func(args, cfg)
+        except Exception as err:
+            if sigterm["signal"]:                # an error that the SIGTERM caused
+                return 128 + sigterm["signal"]
+            if not _user_error(err):
+                raise
+            print(f"nsp {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        return 128 + sigterm["signal"] if sigterm["signal"] else 0   # a SIGTERM whose SystemExit got lost
+    finally:
+        sys.unraisablehook = unraisablehook
 
 
 if __name__ == "__main__":
