@@ -3,7 +3,9 @@
 Writes and reads 10,000 samples x 9,594 neurons as activations (float32) and
 as standard spectra (float64) with several filters, and prints MB/s, file
 size and compression ratio next to numpy.save of the same array in the same
-run. Also times reading one sample and one neuron across all samples.
+run. Also times reading one sample and one neuron across all samples, and
+the seal (hashing the whole file, which every read checks first) against the
+time of a full read.
 
     .venv/bin/python bench/bench_storage.py [--samples N]
 """
@@ -21,7 +23,7 @@ from common import mnist_net, synthetic_images
 
 import nsp
 from nsp import storage
-from nsp.storage import h5
+from nsp.storage import container, h5
 from nsp.storage import SignalWriter
 from nsp.tracing import LayerTable
 FILTERS = {
@@ -80,9 +82,13 @@ def bench(name: str, array: np.ndarray, table: LayerTable, folder: Path) -> None
             start = time.perf_counter()
             f["values" if kind == "activations" else "coefficients"][:, 4321]
             t_column = time.perf_counter() - start
+        start = time.perf_counter()
+        container.seal(path)                                      # hashing the file, as writing does at the end
+        t_seal = time.perf_counter() - start
         size = path.stat().st_size
         print(f"  {label:<18} write {rate(raw, t_write)}   read {rate(raw, t_read)}   size {size / 2**20:7.1f} MiB   "
-              f"ratio {raw / size:5.2f}   one sample {t_one * 1e3:6.1f} ms   one neuron {t_column * 1e3:7.1f} ms")
+              f"ratio {raw / size:5.2f}   one sample {t_one * 1e3:6.1f} ms   one neuron {t_column * 1e3:7.1f} ms   "
+              f"seal {t_seal * 1e3:5.0f} ms ({t_seal / t_read:4.0%} of the read)")
 
 
 def main():
