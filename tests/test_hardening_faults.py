@@ -21,8 +21,6 @@ from nsp.storage.files import WriteGuard, atomic_output, writing_caller
 from nsp.tracing.table import LayerTable
 
 HOST = socket.gethostname()
-#: a failed HDF5 write crashes the process (segmentation fault) until nsp.storage.container.create writes
-#: through nsp.storage.files.WriteGuard; delete this marker with that change
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
