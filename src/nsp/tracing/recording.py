@@ -147,8 +147,8 @@ def kept_buffers(module: nn.Module):
                 b.copy_(value)
                 owner, _, attribute = name.rpartition(".")
                 holder = module.get_submodule(owner)
-                if holder._buffers.get(attribute) is not b:
-                    holder._buffers[attribute] = b
+                if getattr(holder, attribute) is not b:     # the module replaced the tensor: put ours back
+                    setattr(holder, attribute, b)
 
 
 def training_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:
