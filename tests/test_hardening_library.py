@@ -320,3 +320,23 @@ def test_cli_device_uses_the_same_check():
             "config key device: 'cuda:0' requested but no CUDA device is available on this machine "
             "(torch.cuda.is_available() is False); use 'cpu' instead")):
         cli._device(args, {"device": "cuda:0"})
+
+
+class Replaces(nn.Module):
+    """Replaces its buffer tensor on every forward pass (as some custom statistics modules do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        self.count = self.count + 1
+        return self.fc(x)
+
+
+def test_a_buffer_the_forward_pass_replaces_is_put_back():
+    net = Replaces().eval()
+    before = net.count
+    nsp.Activations(net, torch.ones(1, 3))
+    assert net.count is before and float(net.count) == 0.0 and dict(net.named_buffers()) == {"count": before}
