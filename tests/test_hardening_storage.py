@@ -167,6 +167,9 @@ CRAFTED = [
     ("spectra", lambda f: f["eigenvalues"].resize((2,)) if f["eigenvalues"].maxshape[0] is None else
      (f.__delitem__("eigenvalues"), f.create_dataset("eigenvalues", data=np.zeros(2))),
      r"eigenvalues: \(2,\) eigenvalues for \d+ coefficients"),
+    ("spectra", lambda f: (f.__delitem__("eigenvalues"), f.__delitem__("coefficients"),
+                           f.create_dataset("coefficients", data=np.zeros((5, 999)))),
+     r"/coefficients: 999 coefficients for the \d+ nodes of its layer table"),
     ("graph", lambda f: f["transformers"].__setitem__("x", h5py.ExternalLink("/etc/passwd", "/")),
      r"graph\.h5: /transformers/x links to '/etc/passwd' \(ExternalLink\); nsp files hold no links"),
     ("factored", set_entry("transform/term_target", 0, 99), r"/transform: term_target or term_source outside"),
@@ -178,6 +181,15 @@ def test_crafted_structure_is_refused_naming_file_and_dataset(files, tmp_path, k
     path = crafted(files, tmp_path, kind, edit)
     with pytest.raises(StorageError, match=message):
         resaved(path, tmp_path / "out")
+
+
+def test_spectra_of_a_partial_basis_without_eigenvalues_load(tmp_path):
+    """Class means of a truncated Laplacian basis: fewer coefficients than nodes, and no eigenvalues."""
+    _, graph = toy_graph()
+    values = np.arange(6, dtype=np.float64).reshape(2, 3)
+    storage.write_signals(tmp_path / "m.h5", storage.SignalBatch("spectra", values, graph.core.table,
+                                                                 transform_type="laplacian"))
+    assert np.array_equal(storage.read_signals(tmp_path / "m.h5").values, values)
 
 
 def test_a_transformer_is_applied_only_to_its_own_graph_and_weights(files, tmp_path, capsys):
