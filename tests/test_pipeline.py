@@ -91,6 +91,8 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
             assert (r / "figures" / model / "digits" / name).stat().st_size > 1000
         summary = (r / "summary" / model / "digits" / "summary.json").read_text()
         assert '"test_accuracy"' in summary and '"compaction_share"' in summary
+        means = storage.read_signals(r / "summary" / model / "digits" / "class_means_laplacian.h5")
+        assert means.values.shape == (10, 20) and np.array_equal(means.sample_ids, np.arange(10))  # truncated basis
     for name in ("compaction", "energy_mlp", "energy_res", "energy_vgg"):
         assert (r / "figures" / "paper" / f"{name}.pdf").is_file() and (r / "figures" / "paper" / f"{name}.png").is_file()
     assert (r / "benchmarks" / "collect_activations" / "mlp_digits_0.tsv").is_file()
