@@ -137,7 +137,7 @@ def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBa
         stored_kind = str(f.attrs["kind"])
         layers = h5.read(f["layers"])
         matrix = f["values" if stored_kind == "activations" else "coefficients"]
-        rows, width = _check_shapes(f, matrix, layers)
+        _check_shapes(f, matrix, layers)
         return SignalBatch(
             kind=stored_kind, values=matrix[samples], layers=layers,
             sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
@@ -147,7 +147,7 @@ def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBa
             extra={"object": str(f.attrs["object"])})
 
 
-def _check_shapes(f, matrix, layers) -> tuple[int, int]:
+def _check_shapes(f, matrix, layers) -> None:
     """The sample matrix, ids, labels and eigenvalues agree with each other and with the layer table."""
     h5.check(matrix.ndim == 2 and matrix.dtype.kind == "f", matrix, f"expected a (samples, width) float array, "
              f"found {matrix.dtype} of shape {matrix.shape}")
@@ -164,4 +164,3 @@ def _check_shapes(f, matrix, layers) -> tuple[int, int]:
     if "eigenvalues" in f:
         h5.check(f["eigenvalues"].shape == (width,), f["eigenvalues"],
                  f"{f['eigenvalues'].shape} eigenvalues for {width} coefficients")
-    return rows, width
