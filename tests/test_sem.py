@@ -197,3 +197,62 @@ def test_errors():
         SemTransform().fit(np.zeros((2, 2))).transform([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="unknown transform type 'sum'.*standard, laplacian, sem"):
         nsp.make_transform("sum")
+
+
+class ConvRelu(nn.Module):
+    """A container with a forward of its own (no rule): children mode collapses it into one block."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x)) + self.conv(x)
+
+
+class HeadsMoved(nn.Module):
+    """Attention-style regrouping that moves the batch axis off the front before a linear map reads it."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.proj = nn.Linear(2, 3)
+
+    def forward(self, x):                                        # (1, 5, 4)
+        qkv = self.qkv(x).reshape(1, 5, 3, 2, 2).permute(2, 0, 3, 1, 4)   # (3, 1, 2, 5, 2)
+        return self.proj(torch.tanh(qkv))                        # a linear part on a tensor whose axis 0 is not the batch
+
+
+@pytest.mark.parametrize("make,shape,trace", [
+    (lambda: nn.Sequential(ConvRelu(2, 3), nn.Flatten(), nn.Linear(75, 4)), (1, 2, 5, 5), "children"),
+    (HeadsMoved, (1, 5, 4), "ops"),
+])
+def test_collapsed_containers_and_moved_batch_axes_match_dense(make, shape, trace):
+    torch.manual_seed(8)
+    core, s = recorded(make(), torch.randn(*shape), trace)
+    signals = np.vstack([s, np.random.default_rng(9).standard_normal((2, core.n_nodes))])
+    sem = SemTransform().fit(core)
+    c = sem.transform(signals)
+    a = weighted_adjacency(core).toarray()
+    dense = signals @ (np.eye(core.n_nodes) - a).T
+    assert np.abs(c - dense).max() <= 1e-13 * np.abs(signals).max()
+    assert np.abs(sem.inverse_transform(c) - signals).max() <= 1e-13 * np.abs(signals).max()
+
+
+def test_eval_batch_norm_coefficients_are_float64_exact_on_a_float32_network():
+    torch.manual_seed(10)
+    bn = nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.1, 3)
+        bn.weight.uniform_(0.3, 2)
+        bn.bias.uniform_(-1, 1)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), bn).eval()                  # float32 throughout
+    for trace in ("children", "ops"):
+        acts = nsp.Activations(net, torch.randn(1, 1, 6, 6), trace=trace)
+        core = GraphCore.from_activations(acts)
+        s = acts.to_array(np.float64).reshape(1, -1)
+        c = SemTransform().fit(core).transform(s)
+        scale = (bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)).detach()
+        expected = layer(core, s, 2) - (layer(core, s, 1).reshape(3, 16) * scale.numpy()[:, None]).reshape(1, -1)
+        assert np.abs(layer(core, c, 2) - expected).max() <= 4e-16 * np.abs(layer(core, s, 2)).max()

@@ -258,19 +258,24 @@ def linear_parts(op: Op, inputs: Sequence[torch.Tensor], blocks: list) -> list[L
 def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shape: tuple, device=None) -> np.ndarray:
     """The part's contribution ``A[L, p] x`` for a batch ``x`` of shape (B, size of the parent).
 
-    ``in_shape`` and ``out_shape`` are the operation's full shapes (batch axis of size 1 first);
-    ``device``: a torch device for the tensor work (None: the CPU). Returns (B, size of the layer), float64.
+    ``in_shape`` and ``out_shape`` are the operation's full shapes as recorded for one sample: the batch
+    axis of size 1 is among them, first unless a permute moved it. ``device``: a torch device for the
+    tensor work (None: the CPU). Returns (B, size of the layer), float64.
     """
     batch = x.shape[0]
     if part.kind == "rows":
-        y = block_product(block, x, in_shape, device).reshape((batch,) + tuple(out_shape[1:]))
+        y = block_product(block, x, device).reshape((batch,) + tuple(out_shape))
         return (y * part.arrays["r"]).reshape(batch, -1)       # r: a scalar or of the full output shape
     owner = _part_owner(part)
     import torch
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape((batch,) + tuple(in_shape[1:]))
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    t = t.to(device) if device is not None else t
     with torch.no_grad():
-        y = owner.apply_part(part, t.to(device) if device is not None else t)
-    return y.reshape(batch, -1).cpu().numpy()
+        if len(in_shape) and in_shape[0] == 1:                 # samples stacked on the batch axis
+            y = owner.apply_part(part, t.reshape((batch,) + tuple(in_shape[1:]))).reshape(batch, -1)
+        else:                                                  # the batch axis was moved: one sample at a time
+            y = torch.stack([owner.apply_part(part, row.reshape(tuple(in_shape))).reshape(-1) for row in t])
+    return y.cpu().numpy()
 
 
 def part_edges(part: LinearPart, block, in_shape: tuple, out_shape: tuple) -> tuple:
@@ -289,14 +294,19 @@ def _part_owner(part: LinearPart) -> OperationKind:
     return owner
 
 
-def block_product(block, x: np.ndarray, in_shape: tuple, device=None) -> np.ndarray:
-    """``B x`` for the 0/1 block ``B`` (Kronecker factors by mode products, else a sparse product)."""
+def block_product(block, x: np.ndarray, device=None) -> np.ndarray:
+    """``B x`` for the 0/1 block ``B`` (Kronecker factors by mode products, else a sparse product).
+
+    A Kronecker block is applied on its factors' axes, which need not be the input tensor's (a collapsed
+    container, a reshape): only the total size must agree.
+    """
     batch = x.shape[0]
     if isinstance(block, Kron):
         backend = Backend(device)
-        xs = backend.asarray(np.ascontiguousarray(x).reshape((batch,) + tuple(in_shape)))
+        cols = tuple(f.shape[1] for f in block.factors)   # the block's own axes, not necessarily the tensor's
+        xs = backend.asarray(np.ascontiguousarray(x).reshape((batch,) + cols))
         y = backend.tonumpy(apply_term(backend, xs, block.factors, {}))
-        rows = tuple(f.shape[0] for f in block.factors)   # the block's row axes (a reshape keeps its input's)
+        rows = tuple(f.shape[0] for f in block.factors)
         return np.broadcast_to(y, (batch,) + rows).reshape(batch, -1)
     rows, cols = block.coo()
     matrix = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=block.shape)

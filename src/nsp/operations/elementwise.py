@@ -90,14 +90,17 @@ class Elementwise(OperationKind):
     methods = METHODS
 
     def module_params(self, module):
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
-            return None                 # batch statistics: a reduction (nsp.operations.normalization)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if module.training or module.running_mean is None:
+                return None             # batch statistics: a reduction (nsp.operations.normalization)
+            return {"affine": True, "scale": batch_norm_scale(module.running_var, module.weight, module.eps)}
         params = super().module_params(module)
         return None if params is None else {"affine": isinstance(module, AFFINE_MODULES)}
 
     def function_params(self, target, args, kwargs):
         if target is F.batch_norm and not batch_statistics(args, kwargs):
-            return {"affine": True}
+            b = bind(BATCH_NORM_ARGS, args, kwargs, eps=1e-5)
+            return {"affine": True, "scale": batch_norm_scale(b["running_var"], b.get("weight"), b["eps"])}
         if (getattr(target, "__module__", "") or "").startswith("torchvision.ops") and \
                 getattr(target, "__name__", "") == "stochastic_depth":
             return {"affine": True}     # identity in eval mode, a per-sample scaling in training
@@ -117,9 +120,22 @@ class Elementwise(OperationKind):
         return blocks
 
     def linear_parts(self, op, inputs, blocks):
+        scale = op.params.get("scale")
+        if isinstance(scale, torch.Tensor):     # eval-mode batch norm: gamma / sqrt(var + eps), in float64
+            shape = [1] * len(op.out_shape)
+            shape[1] = scale.numel()
+            return [LinearPart.rows(scale.numpy().reshape(shape))]
         if op.evaluate is None or not op.params.get("affine", True):
             return super().linear_parts(op, inputs, blocks)     # not affine by what it is: weight 1
         return [LinearPart.rows(affine_coefficient(op, inputs, k)) for k in range(len(op.in_shapes))]
+
+
+def batch_norm_scale(running_var, weight, eps) -> torch.Tensor:
+    """The per-channel factor of an eval-mode batch norm, ``weight / sqrt(running_var + eps)``, in float64
+    (the network's float32 output would give it to float32 accuracy only)."""
+    var = running_var.detach().double().cpu()
+    scale = 1.0 / torch.sqrt(var + float(eps))
+    return scale * weight.detach().double().cpu() if weight is not None else scale
 
 
 def affine_coefficient(op, inputs, k: int):
