@@ -123,7 +123,7 @@ class StandardTransform(Transform):
                 if self.method == "factored":
                     raise NotFactorable(f"{err}; method='auto' or 'explicit' use the explicit matrices") from None
                 self.reason = str(err)
-        self._set(*zeta_mobius(graph.adjacency, graph.offsets, mobius=mobius))
+        self._set(*explicit_closure(graph, self.reason, mobius))
         return self
 
     @classmethod
@@ -262,6 +262,33 @@ class StandardTransform(Transform):
             back[:, order] = out
             out = back
         return out
+
+
+def explicit_memory(nodes: int, edges: int, closure: int) -> int:
+    """Bytes the explicit path holds at least, for a graph of ``nodes`` and ``edges`` whose closure has at
+    least ``closure`` entries: the adjacency and its boolean copy, the closure while it grows (twice, as
+    rows are stacked), its int8 and float64 forms, and the two float64 copies substitution reads."""
+    index = 4 if max(nodes, edges, closure) < 2**31 else 8
+    return 2 * edges * (1 + index) + closure * (2 * (1 + index) + 3 * (8 + index)) + 8 * nodes
+
+
+def explicit_closure(graph: GraphCore, reason: str, mobius: bool):
+    """``zeta_mobius`` of the graph, refused up front (and stopped on the way) where it cannot fit in memory."""
+    from nsp import memory
+    nodes, edges = graph.n_nodes, sum(block.nnz for blocks in graph.blocks for _, block in blocks)
+    limit = memory.budget()
+    advice = ("The standard transform of this graph cannot take the factored path: " + reason + ". "
+              "Alternatives: a smaller input (input_shape, img_size) or model, the sem transform (memory "
+              "grows with the edges), the laplacian transform with a small k, or more memory (NSP_MEMORY_MB "
+              "or a larger mem_mb).")
+    memory.check(explicit_memory(nodes, edges, nodes + edges),
+                 f"the explicit standard transform of a graph of {nodes:,} nodes and {edges:,} edges", advice, limit)
+
+    def check(g, entries):
+        memory.check(explicit_memory(nodes, edges, entries),
+                     f"the explicit standard transform (closure of {entries:,}+ entries after layer {g} "
+                     f"{graph.names[g]!r})", advice, limit)
+    return zeta_mobius(graph.adjacency, graph.offsets, mobius=mobius, check=check)
 
 
 def _apply(matrix: sp.csr_matrix, x: np.ndarray, device=None) -> np.ndarray:

@@ -76,7 +76,8 @@ def level_order(adjacency: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
     return order, offsets.astype(np.int64)
 
 
-def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True,
+                check=None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Zeta matrix ``Z`` (int8) and Möbius matrix ``M = Z^{-1}`` (int64; None with ``mobius=False``) of a DAG.
 
     ``offsets`` splits the node order into contiguous generations (the
@@ -84,6 +85,9 @@ def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True) -> tu
     to a later one. Without it, generations are computed and the nodes are
     reordered internally; the result is in the original node order. Only
     ``M`` can overflow int64 (``OverflowError``, raised before it happens).
+    ``check(g, entries)``, where given, is called after each generation ``g`` with a lower bound on the
+    entries the finished ``Z`` will have (those so far, plus the diagonal and the edges of the rows to
+    come); it may raise to stop a closure that will not fit.
     """
     a = _structure(adjacency)
     n = a.shape[0]
@@ -92,7 +96,7 @@ def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True) -> tu
         if np.any(order != np.arange(n)):
             inverse = np.empty(n, dtype=np.int64)
             inverse[order] = np.arange(n)
-            z, m = zeta_mobius(a[order][:, order], offsets, mobius)
+            z, m = zeta_mobius(a[order][:, order], offsets, mobius, check)
             return _permute(z, inverse), None if m is None else _permute(m, inverse)
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
@@ -107,6 +111,8 @@ def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True) -> tu
                              f"generation; the node order must be topological with generations as antichains")
         z = sp.csr_matrix(_slab_eye(start, stop, n, bool) + rows[:, :start] @ z_done)   # bool: OR of ANDs
         z_done = sp.vstack([z_done, z], format="csr")
+        if check is not None:
+            check(g, z_done.nnz + (n - stop) + int(a.indptr[n] - a.indptr[stop]))
         if mobius:
             below = sp.csr_matrix(z[:, :start], dtype=np.int64)
             _check_overflow(below, m_done, g)

@@ -1,0 +1,74 @@
+"""Memory budgets: a step that cannot fit is refused with the figure before (or while) it allocates."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+
+import nsp
+from nsp import memory
+from nsp.transforms.standard import StandardTransform, explicit_memory
+from nsp.transforms.zeta import zeta_mobius
+
+
+def _dense_mlp_core(width=24, depth=5):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    net = nn.Sequential(*layers).eval()
+    return nsp.GraphCore.from_activations(nsp.Activations(net, torch.randn(1, width), trace="ops"))
+
+
+def test_budget_takes_the_smallest_limit(monkeypatch):
+    monkeypatch.setenv("NSP_MEMORY_MB", "100")
+    assert memory.budget() == 100 << 20
+    monkeypatch.setenv("NSP_MEMORY_MB", "1")
+    assert memory.budget() == 64 << 20                      # never below 64 MiB
+    monkeypatch.setenv("NSP_MEMORY_MB", "lots")
+    with pytest.raises(ValueError, match="NSP_MEMORY_MB must be a number of megabytes; got 'lots'"):
+        memory.budget()
+
+
+def test_explicit_memory_counts_every_copy():
+    # 10 nodes, 20 edges, 40 closure entries, int32 indices: 2*20*5 + 40*(2*5 + 3*12) + 80
+    assert explicit_memory(10, 20, 40) == 200 + 40 * 46 + 80
+    assert explicit_memory(2**31, 0, 0) == 8 * 2**31              # int64 indices beyond 2^31 entries
+
+
+def test_explicit_standard_transform_is_refused_up_front(monkeypatch):
+    core = _dense_mlp_core()
+    edges = sum(block.nnz for blocks in core.blocks for _, block in blocks)
+    need = explicit_memory(core.n_nodes, edges, core.n_nodes + edges)
+    monkeypatch.setattr(memory, "budget", lambda: need - 1)
+    with pytest.raises(memory.MemoryBudgetError,
+                       match=rf"graph of {core.n_nodes:,} nodes and {edges:,} edges needs at least .* GB.*"
+                             r"method='explicit' was asked for.*Alternatives: .*sem transform"):
+        StandardTransform(method="explicit").fit(core)
+    monkeypatch.setattr(memory, "budget", lambda: need)        # exactly the lower bound: it passes up front ...
+    z, _ = zeta_mobius(core.adjacency, core.offsets, mobius=False)
+    final = explicit_memory(core.n_nodes, edges, z.nnz)
+    assert final > need                                        # ... but the closure grows beyond it on the way
+    with pytest.raises(memory.MemoryBudgetError, match=r"closure of [\d,]+\+ entries after layer \d+ '"):
+        StandardTransform(method="explicit").fit(core)
+    monkeypatch.setattr(memory, "budget", lambda: final)       # enough: the same matrices as without a check
+    fitted = StandardTransform(method="explicit").fit(core)
+    assert (fitted.zeta != z).nnz == 0
+
+
+def test_the_cli_refuses_with_one_line(tmp_path, monkeypatch, capsys):
+    core = _dense_mlp_core()
+    nsp.storage.write_graph(tmp_path / "g.h5", core)
+    monkeypatch.setattr(memory, "_available", lambda: 1 << 20)   # the machine has almost nothing free
+    monkeypatch.setattr(memory, "budget", lambda: 1 << 16)
+    from nsp.pipeline import cli
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "datasets": {"digits": {"source": "sklearn-digits"}},
+        "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits"}},
+        "transforms": {"standard": {"method": "explicit"}}}))
+    code = cli.main(["compute-transformer", "--config", str(tmp_path / "c.yaml"), "--graph", str(tmp_path / "g.h5"),
+                     "--transform", "standard", "--out", str(tmp_path / "t.h5"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nsp compute-transformer: error: the explicit standard transform " in err
+    assert "this process may use 0.0 GB" in err and not (tmp_path / "t.h5").exists()
