@@ -72,3 +72,20 @@ def test_the_cli_refuses_with_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "nsp compute-transformer: error: the explicit standard transform " in err
     assert "this process may use 0.0 GB" in err and not (tmp_path / "t.h5").exists()
+
+
+def test_laplacian_memory_figures_and_refusal(monkeypatch):
+    from nsp.transforms.laplacian import LaplacianTransform, laplacian_memory
+    # 100 nodes, 300 edges, int32 indices: adjacency 300*5, Laplacian 700*12, dense 2 * 8 * 100^2
+    assert laplacian_memory(100, 300, 10) == 1500 + 8400 + 160000
+    assert laplacian_memory(100, 300, None) == 1500 + 8400 + 240000
+    assert laplacian_memory(100, 300, None, solver=False) == 1500 + 8400
+    # sparse: twice the sparse part and six blocks of k + max(8, k / 4) = 50 vectors
+    assert laplacian_memory(30000, 90000, 40, "sparse") == 2 * (90000 * 5 + 210000 * 12) + 6 * 8 * 30000 * 50
+    core = _dense_mlp_core()
+    monkeypatch.setattr(memory, "budget", lambda: 1 << 16)
+    with pytest.raises(memory.MemoryBudgetError, match=rf"Laplacian eigenbasis \(8 of {core.n_nodes:,} eigenvectors\)"
+                                                      r".* needs at least 0\.0 GB.*smaller k \(transforms\.laplacian\.k\)"):
+        LaplacianTransform(k=8).fit(core)
+    monkeypatch.setattr(memory, "budget", lambda: 1 << 30)
+    assert LaplacianTransform(k=8).fit(core).eigenvectors.shape == (core.n_nodes, 8)

@@ -55,6 +55,25 @@ def _fix_signs(vectors: np.ndarray) -> np.ndarray:
     return vectors * signs
 
 
+def laplacian_memory(nodes: int, edges: int, k: int | None, method: str = "auto", extra: int = 8,
+                     solver: bool = True) -> int:
+    """Bytes a Laplacian fit holds at least: the adjacency (int8) and the symmetric Laplacian (float64), then
+    (``solver``) for a dense solve the n x n matrix twice (the array and the solver's copy), for the sparse
+    one the LU of the shifted Laplacian (at least as many entries as the Laplacian) and LOBPCG's six blocks of
+    vectors. A graph whose Laplacian splits by channel symmetry solves smaller blocks instead."""
+    index = 4 if max(nodes, 2 * edges + nodes) < 2**31 else 8
+    sparse = edges * (1 + index) + (2 * edges + nodes) * (8 + index)
+    if not solver:
+        return sparse
+    if k is None:
+        return sparse + 3 * 8 * nodes * nodes
+    want = min(k + extra, nodes)
+    if method == "dense" or method == "auto" and (nodes <= DENSE_LIMIT or 2 * want >= nodes):
+        return sparse + 2 * 8 * nodes * nodes
+    block = min(k + max(extra, k // 4), nodes)
+    return 2 * sparse + 6 * 8 * nodes * block
+
+
 def full_eigenbasis(lap: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
     """All eigenpairs of a Laplacian, ascending (dense solver)."""
     values, vectors = np.linalg.eigh(sp.csr_matrix(lap).toarray())
@@ -143,6 +162,7 @@ class LaplacianTransform(Transform):
         self.truncation = None
 
     def fit(self, graph) -> "LaplacianTransform":
+        self._check_memory(graph, solver=False)
         adjacency = graph.adjacency if isinstance(graph, GraphCore) else graph
         lap = laplacian(adjacency)
         n = lap.shape[0]
@@ -150,6 +170,8 @@ class LaplacianTransform(Transform):
             raise ValueError("the graph has no nodes")
         k = n if self.k is None else min(self.k, n)
         split = self._split(graph, lap)
+        if split is None:
+            self._check_memory(graph, solver=True)
         if split is not None:
             values, vectors, after = split.eigenpairs(k)
             vectors = _fix_signs(vectors)
@@ -168,6 +190,21 @@ class LaplacianTransform(Transform):
             "splits_eigenspace": bool(nxt is not None and abs(nxt - values[-1]) <= EIGEN_TOL * scale),
         }
         return self
+
+    def _check_memory(self, graph, solver: bool) -> None:
+        """Refuse a fit that cannot fit in this process's memory (:mod:`nsp.memory`): before the Laplacian is
+        formed, its sparse matrices; before a solver without the channel split starts, the solver too."""
+        from nsp import memory
+        if isinstance(graph, GraphCore):
+            n, edges = graph.n_nodes, sum(block.nnz for blocks in graph.blocks for _, block in blocks)
+        else:
+            n, edges = graph.shape[0], sp.csr_matrix(graph).nnz
+        k = n if self.k is None else min(self.k, n)
+        what = (f"the Laplacian eigenbasis ({'all' if self.k is None else k} of {n:,} eigenvectors) of a graph "
+                f"with {edges:,} edges")
+        memory.check(laplacian_memory(n, edges, self.k, self.method, solver=solver), what,
+                     "Alternatives: a smaller k (transforms.laplacian.k), a smaller input or model, the standard "
+                     "or sem transform, or more memory (NSP_MEMORY_MB or a larger mem_mb).")
 
     def _split(self, graph, lap):
         """The Laplacian split by channel symmetry, where the graph has verified channel groups
