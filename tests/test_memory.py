@@ -89,3 +89,35 @@ def test_laplacian_memory_figures_and_refusal(monkeypatch):
         LaplacianTransform(k=8).fit(core)
     monkeypatch.setattr(memory, "budget", lambda: 1 << 30)
     assert LaplacianTransform(k=8).fit(core).eigenvectors.shape == (core.n_nodes, 8)
+
+
+@pytest.mark.parametrize("kind", ["sem", "standard"])
+def test_the_transform_stage_streams_batches_with_the_same_bytes(tmp_path, monkeypatch, kind):
+    from nsp import storage
+    from nsp.pipeline import cli
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4)).eval()
+    x = torch.randn(7, 1, 6, 6)
+    acts = nsp.Activations(net, x[:1], trace="ops")
+    core = nsp.GraphCore.from_activations(acts)
+    recording = nsp.record(net, x, "ops")
+    values = recording.values()
+    storage.write_signals(tmp_path / "a.h5", storage.SignalBatch(
+        "activations", values, recording.table, sample_ids=np.arange(7), labels=np.arange(7) % 2,
+        weights_sha256=core.weights_sha256))
+    transform = nsp.make_transform(kind).fit(core)
+    storage.write_transformer(tmp_path / "t.h5", transform, weights=core.weights_sha256)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "datasets": {"digits": {"source": "sklearn-digits"}},
+        "models": {"mlp": {"architecture": "digits_mlp", "dataset": "digits"}}, "transforms": {kind: {}}}))
+    args = ["transform", "--config", str(tmp_path / "c.yaml"), "--activations", str(tmp_path / "a.h5"),
+            "--transformer", str(tmp_path / "t.h5"), "--quiet", "--out"]
+    out = tmp_path / "s.h5"                  # one name: the command line is part of the file's provenance
+    assert cli.main(args + [str(out)]) == 0
+    whole = out.read_bytes()
+    monkeypatch.setattr(cli, "TRANSFORM_BYTES", 2 * 8 * core.n_nodes)     # batches of two samples
+    assert cli.main(args + [str(out)]) == 0
+    parts = storage.read_signals(out)
+    assert np.array_equal(parts.values, transform.transform(values.astype(np.float64)))
+    assert np.array_equal(parts.labels, np.arange(7) % 2) and np.array_equal(parts.sample_ids, np.arange(7))
+    assert out.read_bytes() == whole

@@ -204,20 +204,34 @@ def _check_provenance(transform, batch, transformer_path, activations_path) -> N
         raise ValueError(f"{mismatch}: a graph of {transform.n:,} nodes, activations of {batch.values.shape[1]:,}")
 
 
+#: float64 bytes of activations transformed at once: the transform stage's memory is a small multiple of it
+TRANSFORM_BYTES = 1 << 28
+
+
 def cmd_transform(args, cfg) -> None:
     from nsp import storage
-    batch = storage.read_signals(args.activations, "activations")
     transform = storage.read_transformer(args.transformer)
-    _check_provenance(transform, batch, args.transformer, args.activations)
     device = _device(args, cfg)
-    coefficients = transform.transform(batch.values, device=device)
-    with storage.SignalWriter(args.out, "spectra", batch.layers, coefficients.shape[1],
-                              transform_type=transform.type, eigenvalues=getattr(transform, "eigenvalues", None),
-                              trace=batch.trace, with_labels=batch.labels is not None, producer=_producer(args),
-                              parameters={"transform": transform.type, "options": transform.get_params()},
-                              weights=batch.weights_sha256) as writer:
-        writer.append(coefficients, batch.sample_ids, batch.labels)
-    _log(args, f"{transform.type}: {coefficients.shape[0]} samples")
+    writer, done = None, 0
+    try:
+        for batch in storage.iter_signals(args.activations, "activations", TRANSFORM_BYTES):
+            if writer is None:
+                _check_provenance(transform, batch, args.transformer, args.activations)
+                writer = storage.SignalWriter(
+                    args.out, "spectra", batch.layers, transform.n_coefficients, transform_type=transform.type,
+                    eigenvalues=getattr(transform, "eigenvalues", None), trace=batch.trace,
+                    with_labels=batch.labels is not None, producer=_producer(args),
+                    parameters={"transform": transform.type, "options": transform.get_params()},
+                    weights=batch.weights_sha256)
+            coefficients = transform.transform(batch.values, device=device)
+            writer.append(coefficients, batch.sample_ids, batch.labels)
+            done += coefficients.shape[0]
+            _log(args, f"{transform.type}: {done} samples")
+    except BaseException as err:
+        if writer is not None:
+            writer.discard(err)
+        raise
+    writer.close()
 
 
 def cmd_visualize(args, cfg) -> None:

@@ -134,17 +134,32 @@ def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, o
 def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBatch:
     """A stored activations or spectra file (``samples`` selects rows)."""
     with reading(path, kind or ("activations", "spectra")) as f:
-        stored_kind = str(f.attrs["kind"])
-        layers = h5.read(f["layers"])
-        matrix = f["values" if stored_kind == "activations" else "coefficients"]
-        _check_shapes(f, matrix, layers)
-        return SignalBatch(
-            kind=stored_kind, values=matrix[samples], layers=layers,
-            sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
-            transform_type=str(f.attrs.get("transform-type", "")) or None,
-            eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
-            trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
-            extra={"object": str(f.attrs["object"])})
+        return _batch(f, samples)
+
+
+def iter_signals(path, kind: str | None = None, max_bytes: int = 1 << 28):
+    """The samples of a stored file in consecutive batches of at most ``max_bytes`` of float64 values (at
+    least one sample each), from one open file (its seal is checked once). The batches depend only on the
+    file, so results computed batch by batch are the same on every machine."""
+    with reading(path, kind or ("activations", "spectra")) as f:
+        rows, width = f["values" if str(f.attrs["kind"]) == "activations" else "coefficients"].shape
+        step = max(1, int(max_bytes) // (8 * max(width, 1)))
+        for start in range(0, rows, step) if rows else [0]:
+            yield _batch(f, slice(start, start + step))
+
+
+def _batch(f, samples) -> SignalBatch:
+    stored_kind = str(f.attrs["kind"])
+    layers = h5.read(f["layers"])
+    matrix = f["values" if stored_kind == "activations" else "coefficients"]
+    _check_shapes(f, matrix, layers)
+    return SignalBatch(
+        kind=stored_kind, values=matrix[samples], layers=layers,
+        sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
+        transform_type=str(f.attrs.get("transform-type", "")) or None,
+        eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
+        trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
+        extra={"object": str(f.attrs["object"])})
 
 
 def _check_shapes(f, matrix, layers) -> None:
