@@ -1,6 +1,7 @@
 """Channel symmetry: groups found on neuron graphs, and the exact split of the Laplacian eigenproblem."""
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 import torch
 import torch.nn as nn
@@ -118,3 +119,15 @@ def test_split_eigenbasis_is_an_exact_eigenbasis(net, shape, trace, INCL):
 def test_channel_groups_are_reported():
     t = LaplacianTransform(k=8).fit(core_of(MnistNet(), (1, 1, 28, 28)))
     assert t.channel_groups == [(("cnn1", "maxpool1"), 10), (("cnn2", "maxpool2"), 20), (("fc1",), 10)]
+
+
+def test_a_split_whose_blocks_exceed_the_limit_is_not_formed(monkeypatch):
+    from nsp.graph.symmetry import SplitLaplacian
+    core = core_of(TwoStage(), (1, 1, 14, 14), "ops")
+    lap = laplacian(core.adjacency)
+    groups = channel_groups(core)
+    split = SplitLaplacian.of(lap, groups)
+    largest = max([split.symmetric_block.shape[0]] + [b.shape[0] for b in split.channel_blocks])
+    assert SplitLaplacian.of(lap, groups, limit=largest) is not None
+    monkeypatch.setattr(sp.csr_matrix, "toarray", lambda self, *a, **k: pytest.fail("a block was made dense"))
+    assert SplitLaplacian.of(lap, groups, limit=largest - 1) is None

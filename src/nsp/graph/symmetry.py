@@ -135,7 +135,9 @@ class SplitLaplacian:
     channel_blocks: list                # L_c of each group
 
     @classmethod
-    def of(cls, lap: sp.csr_matrix, groups: list) -> "SplitLaplacian":
+    def of(cls, lap: sp.csr_matrix, groups: list, limit: int | None = None) -> "SplitLaplacian | None":
+        """The split of ``lap`` by ``groups``; None where a block would have more than ``limit`` rows (checked
+        before any block is made dense)."""
         n = lap.shape[0]
         grouped = np.zeros(n, dtype=bool)
         for g in groups:
@@ -149,6 +151,8 @@ class SplitLaplacian:
             cols.append(np.tile(np.arange(next_col, next_col + m), c))
             vals.append(np.full(c * m, 1.0 / np.sqrt(c)))
             next_col += m
+        if limit is not None and max([next_col] + [g.nodes.shape[1] for g in groups]) > limit:
+            return None
         q = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(n, next_col))
         symmetric_block = (q.T @ lap @ q).toarray()

@@ -215,8 +215,8 @@ class LaplacianTransform(Transform):
         groups = channel_groups(graph)
         if not groups:
             return None
-        split = SplitLaplacian.of(lap, groups)
-        if max([split.symmetric_block.shape[0]] + [b.shape[0] for b in split.channel_blocks]) > DENSE_LIMIT:
+        split = SplitLaplacian.of(lap, groups, limit=DENSE_LIMIT)
+        if split is None:
             return None
         self.channel_groups = [(tuple(graph.names[l] for l in g.layers), g.channels) for g in groups]
         return split
