@@ -213,13 +213,38 @@ def test_permuted_axes_take_the_factored_path():
         assert closure is not None and any(o != tuple(range(len(o))) for o in closure.orders)
 
 
+class PatchTokens(nn.Module):
+    """A ViT/Mixer stem and token mixing: patches flattened and transposed (one tensor axis of tokens made of
+    two spatial axes), a norm over features, a linear map over the tokens (transposed again), residual."""
+
+    def __init__(self, d=3, tokens=4):
+        super().__init__()
+        self.embed = nn.Conv2d(1, d, 2, stride=2)
+        self.norm = nn.LayerNorm(d)
+        self.mix = nn.Linear(tokens, 5)
+        self.back = nn.Linear(5, tokens)
+
+    def forward(self, x):                                    # (1, 1, 4, 4)
+        t = self.norm(self.embed(x).flatten(2).transpose(1, 2))            # (1, 4 tokens = 2 x 2, d)
+        mixed = self.back(F.gelu(self.mix(t.transpose(1, 2))))             # over the tokens: (1, d, 4)
+        return mixed.transpose(1, 2).flatten(1)
+
+
+def test_transposes_and_reshapes_of_regrouped_axes_take_the_factored_path():
+    torch.manual_seed(0)
+    for make, shape in ((lambda: TransposeNet(flatten=True), (1, 3, 4, 5)), (PatchTokens, (1, 1, 4, 4))):
+        core = core_of(make(), torch.randn(*shape), trace="ops")
+        closure = compare(core)
+        assert closure is not None and any(o != tuple(range(len(o))) for o in closure.orders)
+
+
 def test_auto_falls_back_with_the_reason():
     torch.manual_seed(0)
-    core = core_of(TransposeNet(flatten=True), torch.randn(1, 3, 4, 5), trace="ops")
+    core = core_of(UnflattenConv(), torch.randn(1, 4), trace="ops")
     auto = StandardTransform().fit(core)
     assert not auto.factored and auto.zeta is not None
-    assert "layer 4 ('flatten', operation reshape)" in auto.reason and "a reshape of permuted axes" in auto.reason
-    with pytest.raises(NotFactorable, match="'flatten'.*method='auto' or 'explicit'"):
+    assert "layer 3 ('conv', operation conv)" in auto.reason and "no form on axes" in auto.reason
+    with pytest.raises(NotFactorable, match="'conv'.*method='auto' or 'explicit'"):
         StandardTransform("factored").fit(core)
     forced = StandardTransform("explicit").fit(core_of(zoo.ToyNet(), torch.randn(1, 1, 4, 4)))
     assert not forced.factored and forced.reason == "method='explicit' was asked for"

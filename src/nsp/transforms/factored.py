@@ -1,7 +1,8 @@
 """The causal closure of a neuron graph from Kronecker factors, and transforms with it.
 
 Every layer gets ``K`` axes (its tensor shape padded with trailing 1s, or
-the axes of its parent where a reshape or an elementwise op keeps them), and
+the axes of its parent where a reshape or an elementwise op keeps them, in
+the order a permute left them: a tensor axis may span several of them), and
 every incoming connectivity block is re-expressed with one factor per axis
 pair (:func:`nsp.operations.kronecker.regroup`). The closure block between layers
 ``l < L`` is then a union of Kronecker terms, built layer by layer::
@@ -40,9 +41,10 @@ class NotFactorable(ValueError):
 
 
 def layer_axes(core) -> tuple[list, list]:
-    """``K`` axis sizes per layer and the order of the layer's own axes among them (see the module
-    docstring): axis ``k`` of a layer's tensor (padded with trailing 1s) is its axis ``orders[L][k]``.
-    Raises :class:`NotFactorable`."""
+    """``K`` axis sizes per layer and the order in which they make the layer's node order (see the module
+    docstring): the layer's nodes, in node order, are its axes ``orders[L][0], orders[L][1], ...`` in C
+    order. A tensor axis of the layer is a run of consecutive axes of that order (size-1 axes skipped), so
+    a permute may move groups of axes that a reshape made one tensor axis. Raises :class:`NotFactorable`."""
     rank = max(1, max(len(s) for s in core.shapes))
     padded = [tuple(s) + (1,) * (rank - len(s)) for s in core.shapes]
     identity = tuple(range(rank))
@@ -51,23 +53,21 @@ def layer_axes(core) -> tuple[list, list]:
         blocks = core.blocks[layer]
         if len(blocks) == 1 and isinstance(blocks[0][1], Permutation):
             parent, block = blocks[0]
-            if tuple(axes[parent][orders[parent][k]] for k in range(rank)) != padded[parent]:
-                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) permutes the axes of layer {parent}, "
-                                    f"whose axes are regrouped {axes[parent]}")
-            sigma = _sample_order(block.order, core, layer, parent) + tuple(range(len(core.shapes[layer]), rank))
+            groups = _tensor_groups(axes[parent], orders[parent], _full_shape(core, layer, parent, block.order))
+            if groups is None:
+                raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) permutes axes of layer {parent} that "
+                                    f"split its axes {axes[parent]}")
+            moved = [a for t in block.order for a in groups[t]]
             axes.append(axes[parent])
-            orders.append(tuple(orders[parent][sigma[k]] for k in range(rank)))
+            orders.append(tuple(moved + [a for a in orders[parent] if a not in moved]))
             continue
-        permuted = {orders[p] for p, _ in blocks} - {identity}
-        if permuted:                    # reads layers whose axes are permuted: the same order, axis by axis
-            if len({orders[p] for p, _ in blocks}) > 1:
+        parent_orders = {orders[p] for p, _ in blocks}
+        if parent_orders - {identity}:  # reads layers whose axes are permuted: the same order, its own sizes
+            if len(parent_orders) > 1:
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) reads layers whose axes are in "
                                     f"different orders (a permute on one path only)")
-            (order,) = permuted
-            canonical = [1] * rank
-            for k in range(rank):
-                canonical[order[k]] = padded[layer][k]
-            axes.append(tuple(canonical))
+            (order,) = parent_orders
+            axes.append(_permuted_axes(core, layer, axes, order))
             orders.append(order)
             continue
         candidates = [axes[p] for p, _ in blocks if prod(axes[p]) == core.sizes[layer]]
@@ -77,12 +77,59 @@ def layer_axes(core) -> tuple[list, list]:
     return axes, orders
 
 
-def _sample_order(order: tuple, core, layer: int, parent: int) -> tuple:
-    """A permutation of full shapes (batch axis first) as one of the layer table's sample shapes."""
-    rank = len(core.shapes[layer])
-    if len(order) == rank + 1 and order[0] == 0 and len(core.shapes[parent]) == rank:
-        return tuple(k - 1 for k in order[1:])
-    raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) moves the batch axis")
+def _tensor_groups(axes: tuple, order: tuple, shape: tuple) -> list | None:
+    """For each axis of a tensor of ``shape`` whose node order is C order over ``axes`` taken in ``order``:
+    the axes it spans (consecutive in ``order``, size-1 axes left out); None where a tensor axis would
+    split one of them."""
+    sequence = [a for a in order if axes[a] > 1]
+    groups, i = [], 0
+    for n in shape:
+        group, size = [], 1
+        while size < n and i < len(sequence):
+            group.append(sequence[i])
+            size *= axes[sequence[i]]
+            i += 1
+        if size != n:
+            return None
+        groups.append(group)
+    return groups if i == len(sequence) else None
+
+
+def _full_shape(core, layer: int, parent: int, order: tuple) -> tuple:
+    """The parent's full shape (the batch axis of size 1 where the permutation ``order`` finds it) for a
+    permute from ``parent`` to ``layer`` (the layer table's shapes drop a leading batch axis)."""
+    shape, out = tuple(core.shapes[parent]), tuple(core.shapes[layer])
+    if len(shape) == len(order):
+        return shape
+    for b in range(len(order)):
+        full = shape[:b] + (1,) + shape[b:]
+        moved = [full[k] for k in order]
+        del moved[list(order).index(b)]
+        if len(out) == len(order) and tuple(full[k] for k in order) == out or tuple(moved) == out:
+            return full
+    raise NotFactorable(f"layer {layer} ({core.names[layer]!r}): a permutation {tuple(order)} of shape {shape} "
+                        f"that does not give {out}")
+
+
+def _permuted_axes(core, layer: int, axes: list, order: tuple) -> tuple:
+    """Axes, in the permuted ``order`` of its parents, of a layer that reads permuted layers: theirs where
+    it has their size, else theirs with each tensor axis whose size changed on the first axis of its group
+    (the rest of the group 1)."""
+    parent = core.blocks[layer][0][0]
+    if prod(axes[parent]) == core.sizes[layer]:
+        return axes[parent]
+    shape, mine = tuple(core.shapes[parent]), tuple(core.shapes[layer])
+    groups = _tensor_groups(axes[parent], order, shape) if len(shape) == len(mine) else None
+    if groups is None or any(not g and n != m for g, n, m in zip(groups, shape, mine)):
+        raise NotFactorable(f"layer {layer} ({core.names[layer]!r}) changes the shape {shape} of permuted layer "
+                            f"{parent} to {mine}, which has no form on its axes {axes[parent]}")
+    out = list(axes[parent])
+    for group, n, m in zip(groups, shape, mine):
+        if n != m:
+            out[group[0]] = m
+            for a in group[1:]:
+                out[a] = 1
+    return tuple(out)
 
 
 def _pick(core, layer: int, axes: list, candidates: list) -> tuple:
@@ -102,7 +149,7 @@ class FactoredClosure:
 
     Attributes: ``table`` (the graph's :class:`~nsp.tracing.table.LayerTable`;
     ``offsets`` and ``names`` come from it), ``axes`` (per layer), ``orders``
-    (per layer: tensor axis ``k`` of the layer is its axis ``orders[L][k]``;
+    (per layer: the layer's node order is C order over its axes taken in the order ``orders[L]``;
     not the identity after a permute), ``signed[L]`` (``[(l, [(coefficient, term)])]`` for every strict
     ancestor layer ``l`` of ``L``: the inclusion–exclusion form of the union
     of terms, on the layers' axes, which the transforms apply). Build it with :meth:`of`, which
@@ -280,7 +327,6 @@ def _factored_blocks(core) -> list:
 def _checked_axes(core, blocks: list) -> tuple[list, list]:
     """Axes and axis orders per layer, and the blocks regrouped onto the axes (in place)."""
     axes, orders = layer_axes(core)
-    identity = tuple(range(len(axes[0])))
     for layer in range(1, core.n_layers):
         regrouped = []
         for parent, factors in blocks[layer]:
@@ -288,10 +334,7 @@ def _checked_axes(core, blocks: list) -> tuple[list, list]:
                 regrouped.append((parent, tuple(Factor.eye(n) for n in axes[layer])))
                 continue
             try:
-                if orders[layer] == identity:
-                    term = regroup(factors, axes[layer], axes[parent])
-                else:
-                    term = _reordered(factors, orders[layer], axes[layer], axes[parent], core, layer)
+                term = _reordered(factors, orders[layer], axes[layer], axes[parent])
             except KroneckerError as err:
                 raise NotFactorable(f"layer {layer} ({core.names[layer]!r}, operation {core.kinds[layer]}): "
                                     f"its block from layer {parent} ({core.names[parent]!r}) has no form on "
@@ -302,23 +345,17 @@ def _checked_axes(core, blocks: list) -> tuple[list, list]:
     return axes, orders
 
 
-def _reordered(factors: list, order: tuple, rows: tuple, cols: tuple, core, layer: int) -> tuple | None:
-    """A block between two layers whose axes are in the same permuted ``order``, written on their axes:
-    the factor of tensor axis ``k`` becomes the factor of axis ``order[k]``."""
-    rank = len(core.shapes[layer])
-    if len(factors) == rank + 1 and factors[0].shape == (1, 1):
-        factors = factors[1:]                           # the batch axis
-    if len(factors) != rank:
-        raise KroneckerError(f"the block has {len(factors)} factors for a layer of {rank} permuted axes "
-                             f"(a reshape of permuted axes has no factored form)")
-    if any(f.empty for f in factors):
+def _reordered(factors: list, order: tuple, rows: tuple, cols: tuple) -> tuple | None:
+    """A block between two layers whose axes are in the same ``order``, written on their axes: the
+    factors (of the tensors' axes, in node order) regrouped onto the axes taken in that order, then put
+    back in axis order. None for an empty block."""
+    term = regroup(list(factors), tuple(rows[a] for a in order), tuple(cols[a] for a in order))
+    if term is None:
         return None
-    term = [Factor.eye(1)] * len(order)
-    for k, factor in enumerate(factors):
-        term[order[k]] = factor
-    if any(f.shape != (r, c) for f, r, c in zip(term, rows, cols)):
-        raise KroneckerError(f"factors of shapes {[f.shape for f in factors]} do not align with the permuted axes")
-    return tuple(term)
+    out = [None] * len(order)
+    for position, a in enumerate(order):
+        out[a] = term[position]
+    return tuple(out)
 
 
 def _broadcast_shape(term: tuple, batch: int) -> tuple:
