@@ -654,3 +654,15 @@ def test_missing_dependences_finds_removed_edges():
     adjacency[:, 0] = 0                                       # cut every edge out of input 0
     core.csr = adjacency.tocsr()
     assert missing_dependences(net, core, x) == 2 * 3          # linear: all 3 outputs read it, at both inputs
+
+
+def test_coo_union_is_the_sorted_set_of_coordinates():
+    from nsp.operations.blocks import Coo
+    rng = np.random.default_rng(4)
+    rows = [rng.integers(0, 7, 40), rng.integers(0, 7, 25), np.zeros(0, np.int64)]
+    cols = [rng.integers(0, 9, 40), rng.integers(0, 9, 25), np.zeros(0, np.int64)]
+    block = Coo.union(rows, cols, (7, 9))
+    expected = sorted({(int(r), int(c)) for rs, cs in zip(rows, cols) for r, c in zip(rs, cs)})
+    assert list(zip(block.rows.tolist(), block.cols.tolist())) == expected and block.shape == (7, 9)
+    empty = Coo.union([np.zeros(0, np.int64)], [np.zeros(0, np.int64)], (2, 3))
+    assert empty.nnz == 0 and empty.shape == (2, 3)
