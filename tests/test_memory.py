@@ -121,3 +121,18 @@ def test_the_transform_stage_streams_batches_with_the_same_bytes(tmp_path, monke
     assert np.array_equal(parts.values, transform.transform(values.astype(np.float64)))
     assert np.array_equal(parts.labels, np.arange(7) % 2) and np.array_equal(parts.sample_ids, np.arange(7))
     assert out.read_bytes() == whole
+
+
+def test_the_cgroup_limit_is_read_from_the_group_or_the_namespace_root(tmp_path, monkeypatch):
+    files = {"/proc/self/cgroup": "4:memory:/job_7\n0::/\n",
+             "/sys/fs/cgroup/memory/memory.limit_in_bytes": str(3 << 30),
+             "/sys/fs/cgroup/memory/memory.usage_in_bytes": str(1 << 30)}
+    monkeypatch.setattr(memory, "_read", files.get)
+    assert memory._cgroup_room() == 2 << 30                    # /job_7 is hidden: the root's figures
+    files["/sys/fs/cgroup/memory/job_7/memory.limit_in_bytes"] = str(5 << 30)
+    assert memory._cgroup_room() == 5 << 30                    # the group's own limit, no usage file
+    files.update({"/proc/self/cgroup": "0::/slurm/job_9\n", "/sys/fs/cgroup/slurm/job_9/memory.max": "max"})
+    assert memory._cgroup_room() is None                       # cgroup v2 without a limit
+    files["/sys/fs/cgroup/slurm/job_9/memory.max"] = str(4 << 30)
+    files["/sys/fs/cgroup/slurm/job_9/memory.current"] = str(3 << 30)
+    assert memory._cgroup_room() == 1 << 30

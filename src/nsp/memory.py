@@ -31,18 +31,21 @@ def _cgroup_room() -> int | None:
     own = _read("/proc/self/cgroup") or ""
     for line in own.splitlines():
         _, controllers, path = line.split(":", 2)
-        for limit, usage in (("memory.max", "memory.current"), ("memory.limit_in_bytes", "memory.usage_in_bytes")):
-            base = "/sys/fs/cgroup" + (path if controllers == "" else f"/memory{path}")
-            if controllers not in ("", "memory") and "memory" not in controllers.split(","):
-                continue
+        if controllers == "":                                   # cgroup v2
+            mount, limit, usage = "/sys/fs/cgroup", "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):                # cgroup v1
+            mount, limit, usage = "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        # the process's own group, or the mount's root where a cgroup namespace hides the path (containers)
+        for base in (mount + path.rstrip("/"), mount):
             text = _read(os.path.join(base, limit))
-            if text is None or text.strip() == "max":
+            if text is None:
                 continue
-            value = int(text)
-            if value >= 1 << 60:                 # cgroup v1 writes "no limit" as a huge number
-                continue
+            if text.strip() == "max" or int(text) >= 1 << 60:  # no limit (v1 writes a huge number)
+                break
             used = _read(os.path.join(base, usage))
-            return max(value - (int(used) if used else 0), 0)
+            return max(int(text) - (int(used) if used else 0), 0)
     return None
 
 
