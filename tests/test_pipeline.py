@@ -310,3 +310,19 @@ def test_report_with_captions(tiny_runs):
     run(folder, "--report", "report.html")
     html = (folder / "report.html").read_text(errors="replace")
     assert "Summary figures over all samples" in html and "compaction.png" in html
+
+
+def test_jobs_find_nsp_without_the_venv_on_path(tmp_path):
+    """`.venv/bin/snakemake` run with a PATH that lacks the venv: jobs run nsp with Snakemake's interpreter."""
+    one = {**TINY, "datasets": {"digits": TINY["datasets"]["digits"]}, "figures": [],
+           "models": {"mlp": {**TINY["models"]["mlp"], "epochs": 0}}, "transforms": {"sem": {}}}
+    folder = workspace(tmp_path, "bare", one)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
+    env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                  if Path(p).resolve() != SNAKEMAKE.parent.resolve()) or "/usr/bin:/bin"
+    assert shutil.which("nsp", path=env["PATH"]) is None
+    out = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
+                          str(folder), "--cores", "1", "--quiet", "all", "--", "results/models/mlp/graph.h5"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert storage.read_graph(folder / "results" / "models" / "mlp" / "graph.h5").n_nodes == 64 + 32 + 32 + 10

@@ -1,6 +1,11 @@
 # Names and small input functions shared by the rules (no rules here).
 import re
 import shlex
+import sys
+
+# Every job runs the nsp CLI with the interpreter that runs Snakemake (a venv's snakemake finds its own nsp
+# whether or not the venv is on PATH; a cluster job runs the same interpreter path).
+NSP = f"{shlex.quote(sys.executable)} -m nsp.pipeline.cli"
 
 R = config["results"]
 CONFIG = f"{R}/config.resolved.yaml"                      # the whole experiment, for the record
