@@ -207,6 +207,12 @@ def test_jacobian_fallback_has_a_time_budget(monkeypatch):
     from nsp.operations import jacobian
     monkeypatch.setattr(jacobian, "JACOBIAN_SECONDS", -1)
     acts = nsp.Activations(CumSum(4), torch.randn(1, 4), trace="ops")
+    # refused up front: 3 x 4 backward passes, each at least one forward pass
+    with pytest.raises(nsp.ConnectivityError, match=r"layer 2 \('cumsum'\): operation 'cumsum' .* has no connectivity "
+                                                    r"rule, and its Jacobian fallback would take at least [\d.]+ s "
+                                                    r"\(12 backward passes of an operation whose forward pass takes"):
+        nsp.NNGraph(acts)
+    monkeypatch.setattr(jacobian._Budget, "estimate", lambda self, *args: None)
     with pytest.raises(nsp.ConnectivityError, match=r"layer 2 \('cumsum'\): operation 'cumsum' .* has no connectivity "
                                                     r"rule and its Jacobian fallback passed its time budget"):
         nsp.NNGraph(acts)

@@ -65,6 +65,7 @@ def jacobian_blocks(op: Op, inputs: Sequence[torch.Tensor], incl: bool,
             f"container module recorded whole in trace='children', use trace='ops' to record its parts.")
     clock = _Budget(op)
     trials = [(list(inputs), False)]
+    clock.estimate(lambda: op.evaluate(tuple(x.detach() for x in inputs), False), (3 if incl else 1) * n_out, n_in)
     if incl:
         gen = torch.Generator().manual_seed(0)
         for _ in range(2):
@@ -95,6 +96,21 @@ class _Budget:
 
     def __init__(self, op: Op):
         self.op, self.start = op, time.perf_counter()
+
+    def estimate(self, evaluate, rows: int, n_in: int) -> None:
+        """Refuse at once where the Jacobians alone would pass the budget: each of their ``rows`` is a
+        backward pass, at least as long as the operation's forward pass (timed here)."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            evaluate()
+        forward = time.perf_counter() - start
+        if forward * rows > JACOBIAN_SECONDS:
+            raise ConnectivityError(
+                f"operation {self.op.path!r} (output shape {tuple(self.op.out_shape)}) has no connectivity rule, "
+                f"and its Jacobian fallback would take at least {forward * rows:.0f} s ({rows:,} backward passes "
+                f"of an operation whose forward pass takes {forward * 1e3:.1f} ms, {n_in:,} inputs), more than its "
+                f"budget of {JACOBIAN_SECONDS} s (nsp.operations.jacobian.JACOBIAN_SECONDS); express the "
+                f"operation with supported ones, or record a smaller input")
 
     def check(self) -> None:
         spent = time.perf_counter() - self.start
