@@ -38,13 +38,32 @@ def _factors(allowed: np.ndarray, extra: int) -> tuple:
     return Factor.of(allowed), Factor.of(allowed & scored[:, None]), Factor.of(np.diag(scored))
 
 
+def _allowed(mask: torch.Tensor, rows: int, cols: int) -> np.ndarray | None:
+    """The (rows x cols) keys each query may attend to under a boolean mask (True: attends) or an additive
+    float mask (a finite value changes the scores, not which keys are read; -inf removes a key); None
+    where the pattern is not the same for every leading index (batch, head)."""
+    if mask.dtype == torch.bool:
+        pattern = mask
+    elif mask.is_floating_point():
+        pattern = torch.isfinite(mask)
+    else:
+        return None
+    if pattern.dim() < 2:
+        pattern = pattern.reshape((1,) * (2 - pattern.dim()) + tuple(pattern.shape))
+    pattern = torch.broadcast_to(pattern, tuple(pattern.shape[:-2]) + (rows, cols)).reshape(-1, rows, cols)
+    if not bool((pattern == pattern[:1]).all()):
+        return None
+    return pattern[0].cpu().numpy()
+
+
 @register
 class Attention(OperationKind):
     """``F.scaled_dot_product_attention(q, k, v)`` (kind ``attention``).
 
     ``out[..., i, :]`` reads the whole row ``i`` of ``q``, every key row ``j`` of ``k`` (all features) and
     feature ``d`` of every value row ``j``, for the rows ``j`` the mask lets ``i`` attend to (all, the
-    causal ``j <= i``, or a constant boolean mask); a row that attends to a single key reads neither
+    causal ``j <= i``, or a constant mask: boolean, or additive where -inf removes a key and a finite value
+    keeps it); a row that attends to a single key reads neither
     its query nor the keys (its softmax weight is 1). Leading axes: identity, or all-ones from a broadcast
     size-1 axis. Linear part: 1 (not linear).
     """
@@ -61,11 +80,11 @@ class Attention(OperationKind):
         mask = bound.get("attn_mask")
         if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in (q, k, v)) or bound.get("enable_gqa"):
             return None
-        if mask is not None and (mask.dtype != torch.bool or mask.dim() > 2):
-            return None                 # additive or batched masks: the Jacobian fallback
         rows, cols = q.shape[-2], k.shape[-2]
         if mask is not None:
-            allowed = torch.broadcast_to(mask, (rows, cols)).cpu().numpy()
+            allowed = _allowed(mask, rows, cols)
+            if allowed is None:
+                return None             # a pattern that differs between heads or samples: the Jacobian fallback
         elif bound.get("is_causal"):
             allowed = np.tril(np.ones((rows, cols), dtype=bool))
         else:
@@ -73,6 +92,9 @@ class Attention(OperationKind):
         return {"q": list(q.shape), "k": list(k.shape), "v": list(v.shape), "mask": _plain(allowed)}
 
     def blocks(self, op, inputs, incl, limit):
+        if any(r > 2 for roles in op.params["roles"] for r in roles):   # a mask computed from the input
+            from nsp.operations.jacobian import jacobian_blocks
+            return jacobian_blocks(op, inputs, incl, limit)
         out = tuple(op.out_shape)
         shapes = [tuple(op.params[n]) for n in ("q", "k", "v")]
         attend, keys, queries = _row_factors(op.params.get("mask"), shapes[0][-2], shapes[1][-2])

@@ -3,7 +3,7 @@
 Batch norm with batch statistics (each channel over batch and space),
 instance norm (each sample and channel over space), group norm (each
 sample's group of channels over space), layer norm (the
-trailing normalised axes), softmax-like functions (the given axis), and
+trailing normalised axes), softmax-like functions and ``F.normalize`` (the given axis), and
 reductions to one value over axes (sum, mean, amax, var, logsumexp, ...).
 Connectivity: all-ones on the reduced axes ⊗ identity on the rest.
 Linear part: 1 (not affine), except sums (1) and means (1 / count).
@@ -80,6 +80,8 @@ class Reduce(OperationKind):
             return {"keep": [1]} if batch_statistics(args, kwargs) else None
         if target in SOFTMAX_FUNCTIONS:
             return _softmax(bind(("input", "dim"), args, kwargs).get("dim"))
+        if target is F.normalize:       # x / max(norm over dim, eps): every output of a vector reads it whole
+            return {"dims": list(as_tuple(bind(("input", "p", "dim"), args, kwargs, dim=1)["dim"], 1))}
         if target is F.group_norm:
             return {"groups": int(bind(("input", "num_groups"), args, kwargs)["num_groups"])}
         if target is F.layer_norm:
