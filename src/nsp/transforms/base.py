@@ -44,7 +44,7 @@ def register_transform(cls: type) -> type:
 
 def transform_class(type: str) -> type:
     if type not in TRANSFORMS:
-        raise ValueError(f"unknown transform type {type!r}; accepted: {', '.join(TRANSFORMS)}")
+        raise ValueError(f"unknown transform type {type!r}; accepted: {', '.join(sorted(TRANSFORMS))}")
     return TRANSFORMS[type]
 
 
