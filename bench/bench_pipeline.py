@@ -110,8 +110,7 @@ def main():
     tiny = workspace(TINY)
     snakemake(tiny, *cores, "--quiet")
     _, text = snakemake(tiny, "-n", "-p", "--forceall")
-    commands = [line.split("Shell command: ", 1)[1] for line in text.splitlines()
-                if "Shell command: " in line and " -m nsp.pipeline.cli " in line]
+    commands = [line.split("Shell command: ", 1)[1] for line in text.splitlines() if "Shell command: nsp " in line]
     per_stage = defaultdict(list)
     env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:                 # each job alone, its inputs in place: user + system CPU time
@@ -119,7 +118,7 @@ def main():
         _, status, usage = os.wait4(process.pid, 0)
         if status:
             sys.exit(f"failed: {command}")
-        per_stage[command.split(" -m nsp.pipeline.cli ", 1)[1].split()[0]].append(usage.ru_utime + usage.ru_stime)
+        per_stage[command.split()[1]].append(usage.ru_utime + usage.ru_stime)
     print("4. start-up CPU per job: each job of a one-model experiment on 2 digits (epochs 0), rerun alone "
           "(goal 0.7 s where no network runs)")
     network = {"train", "extract-graph", "collect-activations"}

@@ -15,5 +15,5 @@ rule collect_activations:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
-        "{NSP} collect-activations --config {input.config:q} --model {wildcards.model:q} --weights {input.weights:q} "
+        "nsp collect-activations --config {input.config:q} --model {wildcards.model:q} --weights {input.weights:q} "
         "--shard {wildcards.shard:q} --out {output:q} --threads {threads} 2> {log:q}"

@@ -1,11 +1,13 @@
 # Names and small input functions shared by the rules (no rules here).
+import os
 import re
 import shlex
-import sys
+import sysconfig
 
-# Every job runs the nsp CLI with the interpreter that runs Snakemake (a venv's snakemake finds its own nsp
-# whether or not the venv is on PATH; a cluster job runs the same interpreter path).
-NSP = f"{shlex.quote(sys.executable)} -m nsp.pipeline.cli"
+# Jobs run the nsp of the Python that runs Snakemake: its scripts folder (a venv's bin) comes first on the
+# PATH that jobs inherit, so `.venv/bin/snakemake` works without the venv on PATH (cluster jobs too: sbatch
+# passes the environment on, and each job's Snakemake sets it again).
+os.environ.update(PATH=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
 
 R = config["results"]
 CONFIG = f"{R}/config.resolved.yaml"                      # the whole experiment, for the record

@@ -16,7 +16,7 @@ rule paper_compaction:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NSP} figures --kind compaction --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
+        "nsp figures --kind compaction --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
 
 
 rule paper_per_model:
@@ -39,7 +39,7 @@ rule paper_per_model:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NSP} figures --kind {wildcards.kind:q} --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
+        "nsp figures --kind {wildcards.kind:q} --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
 
 
 rule paper_class_means:
@@ -60,5 +60,5 @@ rule paper_class_means:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NSP} figures --kind class_means --class-means {input:q} --model {wildcards.model:q} --out {output.pdf:q} "
+        "nsp figures --kind class_means --class-means {input:q} --model {wildcards.model:q} --out {output.pdf:q} "
         "2> {log:q}"

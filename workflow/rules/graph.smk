@@ -15,7 +15,7 @@ rule extract_graph:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
-        "{NSP} extract-graph --config {input.config:q} --model {wildcards.model:q} --weights {input.weights:q} "
+        "nsp extract-graph --config {input.config:q} --model {wildcards.model:q} --weights {input.weights:q} "
         "--out {output:q} --threads {threads} 2> {log:q}"
 
 
@@ -36,5 +36,5 @@ rule compute_transformer:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=60,
     shell:
-        "{NSP} compute-transformer --config {input.config:q} --graph {input.graph:q} --transform {wildcards.transform:q} "
+        "nsp compute-transformer --config {input.config:q} --graph {input.graph:q} --transform {wildcards.transform:q} "
         "--out {output:q} --threads {threads} 2> {log:q}"

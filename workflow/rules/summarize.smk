@@ -20,7 +20,7 @@ rule summarize:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=30,
     shell:
-        "{NSP} summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
+        "nsp summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
         "--spectra {input.spectra:q} {params.metrics} --out {output:q} --threads {threads} 2> {log:q}"
 
 
@@ -40,4 +40,4 @@ rule class_means:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=10,
     shell:
-        "{NSP} class-means --signals {input:q} --out {output:q} 2> {log:q}"
+        "nsp class-means --signals {input:q} --out {output:q} 2> {log:q}"

@@ -15,5 +15,5 @@ rule train:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{NSP} train --config {input.config:q} --model {wildcards.model:q} --out {output.weights:q} "
+        "nsp train --config {input.config:q} --model {wildcards.model:q} --out {output.weights:q} "
         "--metrics {output.metrics:q} --threads {threads} 2> {log:q}"

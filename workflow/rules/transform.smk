@@ -16,5 +16,5 @@ rule transform:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=30,
     shell:
-        "{NSP} transform --config {input.config:q} --activations {input.activations:q} "
+        "nsp transform --config {input.config:q} --activations {input.activations:q} "
         "--transformer {input.transformer:q} --out {output:q} --threads {threads} 2> {log:q}"

@@ -16,7 +16,7 @@ rule visualize:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NSP} visualize --config {input.config:q} --activations {input.activations:q} --out {output:q} 2> {log:q}"
+        "nsp visualize --config {input.config:q} --activations {input.activations:q} --out {output:q} 2> {log:q}"
 
 
 rule visualize_spectrum:
@@ -38,5 +38,5 @@ rule visualize_spectrum:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{NSP} visualize --config {input.config:q} --activations {input.activations:q} --spectra {input.spectra:q} "
+        "nsp visualize --config {input.config:q} --activations {input.activations:q} --spectra {input.spectra:q} "
         "--spectra-out {output:q} 2> {log:q}"
