@@ -255,3 +255,34 @@ def test_children_mode_rejects_uncalled_children():
     with pytest.raises(nsp.TraceError, match=r"none of the direct children of ListNet \(blocks\) was called"):
         nsp.Activations(ListNet(), torch.rand(1, 3))
     assert nsp.Activations(ListNet(), torch.rand(1, 3), trace="ops").layernames == ["input", "blocks_0", "blocks_1"]
+
+
+class _HeadsFirst(nn.Module):
+    """Attention-style regrouping that moves the batch axis off the front (timm's qkv.permute(2, 0, 3, 1, 4))."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+
+    def forward(self, x):                                   # (B, 5, 4)
+        q = self.qkv(x).reshape(x.shape[0], 5, 3, 2, 2).permute(2, 0, 3, 1, 4)
+        return q.tanh().sum(0)
+
+
+class _Merged(nn.Module):
+    def forward(self, x):                                   # (B, 5, 4) -> (B * 5, 4): samples no longer on one axis
+        return x.reshape(-1, 4).tanh()
+
+
+def test_a_batch_records_each_sample_as_it_alone_would_even_when_a_permute_moved_the_batch_axis():
+    torch.manual_seed(0)
+    net = _HeadsFirst().eval()
+    x = torch.randn(3, 5, 4)                                # 3 samples: as many as the permuted axis of size 3
+    batch = nsp.record(net, x, "ops")
+    for i in range(3):
+        alone = nsp.record(net, x[i:i + 1], "ops")
+        assert np.array_equal(batch.values()[i], alone.values()[0])
+        assert batch.table.shapes == alone.table.shapes and batch.table.n_nodes == alone.table.n_nodes
+    with pytest.raises(nsp.tracing.TraceError, match=r"layer '\w+' has shape \(10, 4\) for 2 samples and \(5, 4\) "
+                                                      r"for one: its samples are not along one axis"):
+        nsp.record(_Merged(), torch.randn(2, 5, 4), "ops")

@@ -67,8 +67,12 @@ class Recording:
     ``batch`` the number of samples.
     """
 
-    def __init__(self, layers: list, trace: str, batch: int, output: int | None = None, capture: str = ""):
+    def __init__(self, layers: list, trace: str, batch: int, output: int | None = None, capture: str = "",
+                 one: list | None = None):
+        """``one``: for a batch of several samples, the layers recorded for its first sample alone; they say
+        which axis of each layer holds the samples (a permute may have moved it off the front)."""
         self.layers = layers
+        self.axes = [0] * len(layers) if one is None else _batch_axes(layers, one, batch)
         self.trace = trace
         self.batch = batch
         self.capture = capture          # how ops mode captured the layers (and why, where torch.fx failed)
@@ -78,14 +82,34 @@ class Recording:
             kinds=["input"] + [l.op.kind for l in layers[1:]],
             paths=[""] + [l.op.path for l in layers[1:]],
             descriptions=[str(l.description) for l in layers],
-            shapes=[_sample_shape(l.value, batch) for l in layers],
+            shapes=[_sample_shape(l.value, batch) for l in layers] if one is None else
+                   [_sample_shape(l.value, 1) for l in one],
             parents=[l.parents for l in layers],
             params=[{}] + [plain(l.op.params) for l in layers[1:]])
 
     def values(self, dtype=np.float32) -> np.ndarray:
         """The recorded activations as a (samples, nodes) array in node order."""
-        return np.concatenate([l.value.detach().reshape(self.batch, -1).cpu().numpy().astype(dtype, copy=False)
-                               for l in self.layers], axis=1)
+        return np.concatenate([l.value.detach().movedim(axis, 0).reshape(self.batch, -1).cpu().numpy()
+                               .astype(dtype, copy=False) for l, axis in zip(self.layers, self.axes)], axis=1)
+
+
+def _batch_axes(layers: list, one: list, batch: int) -> list:
+    """Per layer, the axis of its batch recording that holds the samples: where the first sample's own
+    recording has size 1 and the batch's has ``batch``, every other axis the same."""
+    if len(one) != len(layers):
+        raise TraceError(f"the network records {len(layers)} layers for {batch} samples but {len(one)} for one: "
+                         f"it runs differently by batch size; record one sample at a time")
+    axes = []
+    for layer, single in zip(layers, one):
+        many, alone = tuple(layer.value.shape), tuple(single.value.shape)
+        found = [k for k in range(len(many)) if len(alone) == len(many) and many[k] == batch and alone[k] == 1
+                 and many[:k] + many[k + 1:] == alone[:k] + alone[k + 1:]]
+        if not found:
+            raise TraceError(f"layer {layer.name!r} has shape {many} for {batch} samples and {alone} for one: its "
+                             f"samples are not along one axis (the batch axis is merged with another); record one "
+                             f"sample at a time")
+        axes.append(0 if 0 in found else found[0])
+    return axes
 
 
 def _sample_shape(value: torch.Tensor, batch: int) -> tuple:
@@ -130,7 +154,8 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children", *,
                 layers, output, how = _record_children(network, inputs), None, "module hooks"
             else:
                 layers, output, how = _record_ops(network, inputs)
-    return Recording(layers, trace, int(inputs.shape[0]), output, how)
+    one = record(network, inputs[:1], trace, warn=False).layers if inputs.shape[0] > 1 else None
+    return Recording(layers, trace, int(inputs.shape[0]), output, how, one)
 
 
 @contextmanager
