@@ -210,7 +210,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
         "part": "compute-transformer/laplacian", "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
     assert config.part(cfg, "transform") == {"part": "transform", "device": "cpu"}
     assert config.part(cfg, "visualize") == {"part": "visualize", "visualize": {"label": 1, "scale": "layerscale",
-                                                                                 "cmap": "magma"}}
+                                                                                 "cmap": "magma", "layers": None}}
     assert config.part(cfg, "summarize") == {"part": "summarize", "summary": {"sparsity_threshold": 0.001}}
     # a part loads as itself (nothing filled in) and only for its own stage
     for name in config.part_names(cfg):

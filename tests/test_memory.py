@@ -136,3 +136,10 @@ def test_the_cgroup_limit_is_read_from_the_group_or_the_namespace_root(tmp_path,
     files["/sys/fs/cgroup/slurm/job_9/memory.max"] = str(4 << 30)
     files["/sys/fs/cgroup/slurm/job_9/memory.current"] = str(3 << 30)
     assert memory._cgroup_room() == 1 << 30
+
+
+def test_collect_activations_takes_fewer_samples_per_pass_for_large_networks():
+    from nsp.pipeline import cli
+    assert cli.collect_batch(100_000) == cli.BATCH == 256           # the default experiment's nets: unchanged
+    assert cli.collect_batch(12_208_706) == (1 << 29) // (8 * 12_208_706) == 5    # ViT-tiny, 4x4 patches
+    assert cli.collect_batch(10**10) == 1

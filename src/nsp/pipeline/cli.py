@@ -172,14 +172,26 @@ def cmd_collect_activations(args, cfg) -> None:
     with SignalWriter(args.out, "activations", example.table, example.n_neurons,
                       trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
                       weights=example.weights_sha256) as writer:
-        batches = range(start, stop, BATCH)
+        step = collect_batch(example.n_neurons)
+        batches = range(start, stop, step)
         for first in _progress(args, batches, len(batches), f"{args.model} shard {args.shard}"):
-            last = min(stop, first + BATCH)
+            last = min(stop, first + step)
             x = inputs[first:last] if device is None else inputs[first:last].to(device)
             values = record(net, x, spec["trace"]).values()
             _finite(values, first, example.table, args.model)
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
     _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
+
+
+#: bytes of recorded activations one forward pass of collect-activations may hold (float32, every layer)
+COLLECT_BYTES = 1 << 29
+
+
+def collect_batch(neurons: int) -> int:
+    """Samples per forward pass: :data:`BATCH`, fewer for a large network so that the recorded layers (and
+    the array of their values: twice ``4 * neurons`` bytes per sample) stay near :data:`COLLECT_BYTES`. It
+    depends on the network alone, so results do not depend on the machine."""
+    return max(1, min(BATCH, COLLECT_BYTES // (8 * max(neurons, 1))))
 
 
 def _finite(values: np.ndarray, first: int, table, model: str) -> None:
@@ -235,6 +247,8 @@ def cmd_transform(args, cfg) -> None:
 
 
 def cmd_visualize(args, cfg) -> None:
+    from contextlib import ExitStack
+
     from nsp import storage
     from nsp.plotting import figures as plotting
     from nsp.plotting import pages
@@ -248,36 +262,39 @@ def cmd_visualize(args, cfg) -> None:
     for option, path in [("--out", args.out)] + [("--spectra-out", out) for out in outs or []]:
         if path is not None and Path(path).suffix != ".pdf":
             raise ValueError(f"{option} {path}: the pages are a PDF; give a name ending in .pdf")
-    batch = storage.read_signals(args.activations, "activations")
-    if not batch.values.shape[0]:
-        raise ValueError(f"--activations {args.activations} holds no samples")
-    label = options["label"]
-    if batch.labels is None:       # no labels: the shard's first sample
-        index, label = 0, "none"
-    else:
-        hits = np.flatnonzero(batch.labels == label)
-        if not hits.size:
-            held = np.unique(batch.labels)
-            more = f" (and {held.size - 10} more)" if held.size > 10 else ""
-            raise ValueError(f"config key visualize.label: no sample of {args.activations} has label {label}; "
-                             f"its labels are {', '.join(map(str, held[:10]))}{more}")
-        index = int(hits[0])
-    spectra = []                   # every file checked before any page is written; one sample of each kept
-    for path, out in pairs:
-        stored = storage.read_signals(path, "spectra")
-        _check_spectra(args.activations, batch, path, stored)
-        out = out or Path(args.out or ".").parent / f"spectrum_{stored.transform_type}.pdf"
-        spectra.append((stored.values[index].copy(), stored.layers, stored.transform_type, stored.eigenvalues, out))
-    if args.out:
-        pages.pattern_pdf(batch.layers.split(batch.values[index]), batch.layers.names, args.out, options["scale"],
-                          options["cmap"])
-    for values, layers, transform_type, eigenvalues, out in spectra:
-        if values.size == layers.n_nodes:
-            pages.spectrum_pdf(layers.split(values), layers.names, out, transform_type, eigenvalues)
-        else:                      # a partial Laplacian basis: coefficients have no layer layout
-            title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
-            plotting.write_pdf([plotting.eigenvalue_figure(eigenvalues, values, title)], out)
-    _log(args, f"sample {int(batch.sample_ids[index])} (label {label})")
+    with ExitStack() as files:     # the files stay open: each page reads its layer of the one sample
+        batch = files.enter_context(storage.open_signals(args.activations, "activations"))
+        if not batch.values.shape[0]:
+            raise ValueError(f"--activations {args.activations} holds no samples")
+        label = options["label"]
+        if batch.labels is None:       # no labels: the shard's first sample
+            index, label = 0, "none"
+        else:
+            hits = np.flatnonzero(batch.labels == label)
+            if not hits.size:
+                held = np.unique(batch.labels)
+                more = f" (and {held.size - 10} more)" if held.size > 10 else ""
+                raise ValueError(f"config key visualize.label: no sample of {args.activations} has label {label}; "
+                                 f"its labels are {', '.join(map(str, held[:10]))}{more}")
+            index = int(hits[0])
+        selection = pages.select_layers(batch.layers.names, options.get("layers"), what="config key visualize.layers")
+        spectra = []                   # every file checked before any page is written
+        for path, out in pairs:
+            stored = files.enter_context(storage.open_signals(path, "spectra"))
+            _check_spectra(args.activations, batch, path, stored)
+            spectra.append((stored, out or Path(args.out or ".").parent / f"spectrum_{stored.transform_type}.pdf"))
+        if args.out:
+            pages.pattern_pdf(pages.SampleLayers(batch.values, index, batch.layers), batch.layers.names, args.out,
+                              options["scale"], options["cmap"], select=selection)
+        for stored, out in spectra:
+            if stored.values.shape[1] == stored.layers.n_nodes:
+                pages.spectrum_pdf(pages.SampleLayers(stored.values, index, stored.layers), stored.layers.names, out,
+                                   stored.transform_type, stored.eigenvalues, select=selection)
+            else:                      # a partial Laplacian basis: coefficients have no layer layout
+                values = stored.values[index]
+                title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
+                plotting.write_pdf([plotting.eigenvalue_figure(stored.eigenvalues, values, title)], out)
+    _log(args, f"sample {int(batch.sample_ids[index])} (label {label}); {selection.summary()}")
 
 
 def _check_spectra(activations, batch, path, spectra) -> None:
@@ -306,50 +323,56 @@ def _check_spectra(activations, batch, path, spectra) -> None:
         raise ValueError(f"--spectra {path} does not match --activations {activations}: {what}")
 
 
-def _stats(values: np.ndarray, offsets, threshold: float) -> dict:
-    """Compaction always; energy and sparsity per layer where the values have the layer layout
-    (not for a partial Laplacian basis)."""
-    from nsp.plotting import statistics as analysis
-    ks, share = analysis.compaction(values)
-    out = {"compaction_k": ks.tolist(), "compaction_share": share.tolist(), "coefficients": int(values.shape[1])}
-    if values.shape[1] == offsets[-1]:
-        out["energy_per_layer"] = analysis.energy_per_layer(values, offsets).mean(axis=0).tolist()
-        out["sparsity_per_layer"] = analysis.sparsity_per_layer(values, offsets, threshold).tolist()
+#: float64 bytes of samples that summarize and class-means take at once (at least one sample): their memory
+#: is a small multiple of it (and, for class means, one row per class), not of a shard
+STREAM_BYTES = 1 << 25
+
+
+def _stats(summary) -> dict:
+    """A series' statistics for the summary file: compaction always; energy and sparsity per layer where
+    the values have the layer layout (not for a partial Laplacian basis)."""
+    stats = summary.result()
+    out = {"compaction_k": stats["ks"].tolist(), "compaction_share": stats["compaction"].tolist(),
+           "coefficients": summary.width}
+    if "energy_per_layer" in stats:
+        out["energy_per_layer"] = stats["energy_per_layer"].tolist()
+        out["sparsity_per_layer"] = stats["sparsity_per_layer"].tolist()
     return out
 
 
-def _read_series(activations, spectra) -> dict:
-    """Shards by series: activations, then each transform in the order of ``spectra``."""
-    from nsp import storage
-    series = {"activations": [storage.read_signals(p, "activations") for p in activations]}
-    for path in spectra or []:
-        batch = storage.read_signals(path, "spectra")
-        series.setdefault(batch.transform_type, []).append(batch)
-    return series
-
-
-def _distinct_samples(batches, series: str) -> None:
-    """Shards that hold each sample once (the same shard given twice would count its samples twice)."""
-    values, counts = np.unique(np.concatenate([b.sample_ids for b in batches]), return_counts=True)
+def _distinct_samples(ids, series: str) -> None:
+    """Shards that hold each sample once (the same shard given twice would count its samples twice);
+    ``ids``: the sample ids of each shard."""
+    values, counts = np.unique(np.concatenate(ids), return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"{series}: sample {int(values[counts > 1][0])} is in the shards more than once "
                          f"(a shard given twice?)")
 
 
 def cmd_summarize(args, cfg) -> None:
+    from nsp import storage
+    from nsp.plotting import statistics as analysis
     threshold = cfg["summary"]["sparsity_threshold"]
-    series = _read_series(args.activations, args.spectra)
     summary = {"model": args.model, "sparsity_threshold": threshold}
     if args.metrics:
         summary["training"] = json.loads(Path(args.metrics).read_text())
-    for name, batches in series.items():
-        _distinct_samples(batches, name)
-    first = series["activations"][0]
-    summary["layers"] = first.layers.names
-    summary["samples"] = int(sum(b.values.shape[0] for b in series["activations"]))
-    for name, batches in series.items():
-        summary[name] = _stats(np.concatenate([b.values for b in batches]).astype(np.float64), first.layers.offsets,
-                               threshold)
+    series, ids, offsets = {}, {}, None       # series: activations, then each transform in the order of --spectra
+    for kind, paths in (("activations", args.activations), ("spectra", args.spectra or [])):
+        for path in paths:                    # shard by shard, a few samples at a time
+            with storage.open_signals(path, kind) as batch:
+                name = batch.transform_type or "activations"
+                if offsets is None:
+                    offsets, summary["layers"] = batch.layers.offsets, batch.layers.names
+                if name not in series:
+                    width = batch.values.shape[1]
+                    series[name] = analysis.Summary(width, offsets if width == offsets[-1] else None, threshold)
+                ids.setdefault(name, []).append(batch.sample_ids)
+                _distinct_samples(ids[name], name)
+                for rows in batch.values.row_blocks(STREAM_BYTES):
+                    series[name].add(batch.values[rows].astype(np.float64))
+    summary["samples"] = series["activations"].samples
+    for name, stats in series.items():
+        summary[name] = _stats(stats)
     _write_json(args.out, summary)
     _log(args, f"{args.model}: {summary['samples']} samples, series {', '.join(series)}")
 
@@ -357,23 +380,26 @@ def cmd_summarize(args, cfg) -> None:
 def cmd_class_means(args, cfg) -> None:
     from nsp import storage
     from nsp.plotting import statistics as analysis
-    batches = [storage.read_signals(p) for p in args.signals]
-    kinds = {(b.kind, b.transform_type) for b in batches}
-    if len(kinds) != 1:
-        raise ValueError(f"--signals: the shards mix series ({', '.join(sorted(str(t or k) for k, t in kinds))}); "
-                         f"class means are taken over one series")
-    first = batches[0]
-    _distinct_samples(batches, first.transform_type or "activations")
-    values = np.concatenate([b.values for b in batches]).astype(np.float64)
-    if first.labels is not None:
-        classes, means = analysis.class_means(values, np.concatenate([b.labels for b in batches]))
-    else:                          # no labels, no classes: an empty table
-        classes, means = np.zeros(0, np.int64), np.zeros((0, values.shape[1]))
+    first, ids, means = None, [], None
+    for path in args.signals:                 # shard by shard, a block of samples and columns at a time
+        with storage.open_signals(path) as batch:
+            if first is None:
+                first, means = batch, analysis.ClassMeans(batch.values.shape[1])
+            elif (batch.kind, batch.transform_type) != (first.kind, first.transform_type):
+                mixed = sorted({str(b.transform_type or b.kind) for b in (first, batch)})
+                raise ValueError(f"--signals: the shards mix series ({', '.join(mixed)}); class means are taken "
+                                 f"over one series")
+            ids.append(batch.sample_ids)
+            _distinct_samples(ids, first.transform_type or "activations")
+            if batch.labels is not None:      # no labels, no classes: an empty table
+                for rows, columns, values in batch.values.blocks(STREAM_BYTES):
+                    means.add(values.astype(np.float64), batch.labels[rows], columns.start)
+    classes, values = means.result()
     storage.write_signals(args.out, storage.SignalBatch(
-        kind=first.kind, values=means, layers=first.layers, sample_ids=np.asarray(classes),
+        kind=first.kind, values=values, layers=first.layers, sample_ids=np.asarray(classes),
         transform_type=first.transform_type, trace=first.trace,
         weights_sha256=first.weights_sha256), producer=_producer(args))
-    _log(args, f"{first.transform_type or 'activations'}: {len(classes)} classes over {values.shape[0]} samples")
+    _log(args, f"{first.transform_type or 'activations'}: {len(classes)} classes over {sum(map(len, ids))} samples")
 
 
 def cmd_figures(args, cfg) -> None:

@@ -20,8 +20,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import Affine2D
 
 from nsp.storage.files import atomic_output
 
@@ -36,8 +38,12 @@ PDF_METADATA = {"Creator": "nsp", "Producer": "nsp (matplotlib)", "CreationDate"
 PNG_METADATA = {"Software": None}
 PANEL_INCHES = 1.9
 MAX_COLUMNS = 4
-#: most channels drawn per layer page (the first ones; the title says how many the layer has)
+#: most channels drawn per layer page (the first ones; the title says how many the layer has and which are
+#: left out)
 MAX_PANELS = 64
+#: image pixels per inch of a panel in a PDF: each value is written as a block of whole pixels, so a viewer
+#: that smooths images blurs only the edges of the blocks (panels of many values are written as they are)
+PANEL_PPI = 96
 
 
 @contextmanager
@@ -69,9 +75,11 @@ def check_scale(scale: str) -> str:
     return scale
 
 
-def panels(layer: np.ndarray) -> list[np.ndarray]:
-    """The 2-D images a layer is drawn as: one per channel of (C, H, W); one for 2-D; one row for 1-D."""
-    x = np.asarray(layer, dtype=np.float64)
+def panels(layer: np.ndarray, limit: int | None = None) -> list[np.ndarray]:
+    """The 2-D images a layer is drawn as: one per channel of (C, H, W); one for 2-D; one row for 1-D
+    (only the first ``limit`` channels, converted, where given)."""
+    x = np.asarray(layer)
+    x = np.asarray(x[:limit] if limit is not None and x.ndim >= 3 else x, dtype=np.float64)
     if x.ndim == 0:
         return [x.reshape(1, 1)]
     if x.ndim == 1:
@@ -81,52 +89,72 @@ def panels(layer: np.ndarray) -> list[np.ndarray]:
     return list(x.reshape(x.shape[0], -1, x.shape[-1]))
 
 
-def limits(layers: Sequence[np.ndarray], scale: str) -> list[tuple[float, float]]:
-    """Colour limits of each layer's page under ``scale``."""
+def limits(layers: Sequence[np.ndarray], scale: str, indices: Sequence[int] | None = None) -> list[tuple[float, float]]:
+    """Colour limits of each layer's page under ``scale`` (of the layers ``indices`` only, where given; a
+    global scale still spans every layer). Each layer is looked at once, one at a time, so ``layers`` may
+    be a sequence that reads them when asked for."""
     check_scale(scale)
-    def bounds(arrays):
-        lo = min((float(np.min(a)) for a in arrays if np.size(a)), default=0.0)
-        hi = max((float(np.max(a)) for a in arrays if np.size(a)), default=0.0)
-        if scale.endswith("norm"):
-            hi = max(abs(lo), abs(hi))
-            lo = -hi
-        return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    indices = range(len(layers)) if indices is None else indices
     if scale.startswith("global"):
-        return [bounds(layers)] * len(layers)
-    return [bounds([a]) for a in layers]
+        return [_bounds([_range(layers[i]) for i in range(len(layers))], scale)] * len(indices)
+    return [_bounds([_range(layers[i])], scale) for i in indices]
+
+
+def _range(layer) -> tuple[float, float] | None:
+    return (float(np.min(layer)), float(np.max(layer))) if np.size(layer) else None
+
+
+def _bounds(ranges, scale: str) -> tuple[float, float]:
+    ranges = [r for r in ranges if r is not None]
+    lo = min((r[0] for r in ranges), default=0.0)
+    hi = max((r[1] for r in ranges), default=0.0)
+    if scale.endswith("norm"):
+        hi = max(abs(lo), abs(hi))
+        lo = -hi
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
 def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: str = "layerscale",
-                    cmap: str = "viridis", note: str = "") -> Iterator[Figure]:
-    """One figure per layer: channels in a grid of at most four columns, one horizontal colour bar.
+                    cmap: str = "viridis", note: str = "", indices: Sequence[int] | None = None) -> Iterator[Figure]:
+    """One figure per layer (of the layers ``indices`` only, where given): channels in a grid of at most
+    four columns, one horizontal colour bar.
 
     Pages grow with the number of channels (a 64-channel layer is 16 rows of
     four panels), so every channel keeps a readable size; layers with more
-    than ``MAX_PANELS`` channels show the first ``MAX_PANELS``. The panels are
-    images placed on a fixed grid in one set of axes (one ``Axes`` per panel
-    and a layout engine made the pages of a CIFAR network take a minute).
+    than ``MAX_PANELS`` channels show the first ``MAX_PANELS`` and say which
+    are left out. The panels are images placed on a fixed grid in one set of
+    axes (one ``Axes`` per panel and a layout engine made the pages of a
+    CIFAR network take a minute); a PDF holds each as an image of whole-pixel
+    blocks (``PANEL_PPI``), not resampled to the page's resolution. Figures
+    are made one at a time, and ``layers`` is indexed only for the layers
+    drawn (and for a global scale's limits), so it may read them lazily.
     """
     cm = colormap(cmap)
-    bounds = limits(layers, scale)
-    for index, (name, layer) in enumerate(zip(names, layers)):
-        images = panels(layer)
+    indices = list(range(len(layers)) if indices is None else indices)
+    shared = limits(layers, scale, indices[:1])[0] if scale.startswith("global") and indices else None
+    for index in indices:
+        layer = np.asarray(layers[index])
+        bounds = shared or limits([layer], scale)[0]
+        channels = layer.shape[0] if layer.ndim >= 3 else 1
+        images = panels(layer, MAX_PANELS)
         shown = ""
-        if len(images) > MAX_PANELS:
-            shown = f"  (channels 0-{MAX_PANELS - 1} of {len(images)})"
-            images = images[:MAX_PANELS]
-        vector = np.ndim(layer) <= 1
+        if channels > len(images):
+            left = channels - len(images)
+            shown = (f"  (channels 0-{len(images) - 1} of {channels})\n{left} channels "
+                     f"({len(images)}-{channels - 1}) not drawn: a page shows at most {MAX_PANELS}")
+        vector = layer.ndim <= 1
         cols = 1 if vector else min(MAX_COLUMNS, len(images))
         rows = ceil(len(images) / cols)
         width = 8.0 if vector else max(4.0, PANEL_INCHES * cols + 0.4)
         wrapped = textwrap.fill(note, width=int(width * 11)) if note else ""
-        title = f"Layer {index}: {name}  {tuple(np.shape(layer))}{shown}" + (f"\n{wrapped}" if note else "")
+        title = f"Layer {index}: {names[index]}  {tuple(layer.shape)}{shown}" + (f"\n{wrapped}" if note else "")
         top = 0.2 + 0.19 * (title.count("\n") + 1)             # inches: the title's lines
         bottom = 0.62                                          # the colour bar and its label
         height = (2.2 if vector else PANEL_INCHES * rows + 1.3) + max(0.0, top - 0.6)
         with style():
             fig = new_figure(figsize=(width, height))
             grid = fig.add_axes((0.15 / width, bottom / height, (width - 0.3) / width, (height - top - bottom) / height))
-            norm = Normalize(*bounds[index])
+            norm = Normalize(*bounds)
             for k, image in enumerate(images):
                 im = _panel(grid, image, k, cols, rows, ((width - 0.3) / cols, (height - top - bottom) / rows),
                             cm, norm, fill=vector, label=len(images) > 1)
@@ -135,8 +163,45 @@ def pattern_figures(layers: Sequence[np.ndarray], names: Sequence[str], scale: s
             grid.set_axis_off()
             fig.suptitle(title, y=1 - 0.12 / height, va="top")
             bar = fig.add_axes((0.1, 0.42 / height, 0.8, 0.1 / height))
-            fig.colorbar(im, cax=bar, orientation="horizontal", label=scale)
+            _colorbar(fig, bar, im, scale)
         yield fig
+
+
+def _colorbar(fig, cax, mappable, label: str):
+    """A horizontal colour bar whose colours are one image of the colormap's values in a PDF (matplotlib
+    rasterises its own at the figure's size and keeps that buffer until the PDF closes: about 20 MB a page)."""
+    bar = fig.colorbar(mappable, cax=cax, orientation="horizontal", label=label)
+    bar.solids.remove()
+    lo, hi = cax.get_xlim()
+    n = mappable.cmap.N
+    ramp = BlockImage(cax, (1, 1), cmap=mappable.cmap, norm=mappable.norm, interpolation="none",
+                      extent=(lo, hi, 0, 1))
+    ramp.set_data((lo + (np.arange(n) + 0.5) * (hi - lo) / n)[None, :])
+    cax.add_image(ramp)
+    return bar
+
+
+class BlockImage(AxesImage):
+    """An image whose data a vector backend (PDF) receives as blocks of ``blocks`` = (rows, columns) whole
+    pixels per value, unresampled; raster backends resample it as any image. Its data stays the values."""
+
+    def __init__(self, ax, blocks: tuple[int, int], **kwargs):
+        super().__init__(ax, **kwargs)
+        self.blocks = blocks
+
+    def make_image(self, renderer, magnification=1.0, unsampled=False):
+        im, x, y, trans = super().make_image(renderer, magnification, unsampled)
+        ky, kx = self.blocks
+        if unsampled and im is not None and ky * kx > 1:
+            im = np.repeat(np.repeat(im, ky, axis=0), kx, axis=1)
+            trans = Affine2D().scale(1 / kx, 1 / ky) + trans
+        return im, x, y, trans
+
+
+def _blocks(shape, width: float, height: float) -> tuple[int, int]:
+    """Whole pixels per value, (rows, columns), for ``PANEL_PPI`` in a box of ``width`` x ``height`` inches
+    (1 along an axis of one value, which no viewer smooths, or of at least that many values)."""
+    return tuple(1 if n <= 1 else max(1, ceil(inches * PANEL_PPI / n)) for n, inches in zip(shape, (height, width)))
 
 
 def _panel(grid, image: np.ndarray, k: int, cols: int, rows: int, cell: tuple[float, float], cmap, norm,
@@ -149,7 +214,10 @@ def _panel(grid, image: np.ndarray, k: int, cols: int, rows: int, cell: tuple[fl
     x0 = col + (0.05 + (box_w - w) / 2) / cell[0]
     y0 = rows - 1 - row + (0.05 + (box_h - h) / 2) / cell[1]
     x1, y1 = x0 + w / cell[0], y0 + h / cell[1]
-    im = grid.imshow(image, cmap=cmap, norm=norm, extent=(x0, x1, y0, y1), aspect="auto")
+    im = BlockImage(grid, _blocks(image.shape, w, h), cmap=cmap, norm=norm, interpolation="none",
+                    extent=(x0, x1, y0, y1))
+    im.set_data(image)
+    grid.add_image(im)
     grid.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linewidth=0.8, edgecolor="black"))
     if label:
         grid.text((x0 + x1) / 2, y1 + 0.03 / cell[1], f"channel {k}", fontsize=7, ha="center", va="bottom")
@@ -271,6 +339,27 @@ def sparsity_figure(per_layer: dict, layer_names: Sequence[str], threshold: floa
     return fig
 
 
+#: most columns of the class-means image: wider means are shown as the largest |mean| of each of this many
+#: runs of consecutive nodes (the figure is about 1,400 pixels wide; a peak is never sampled away)
+MAX_IMAGE_COLUMNS = 4096
+#: most layers marked (boundary and name) on the class-means image
+MAX_LAYER_TICKS = 24
+
+
+def _binned_magnitude(means) -> tuple[np.ndarray, int]:
+    """|means| of (classes, nodes), at most ``MAX_IMAGE_COLUMNS`` wide (the largest of each run of
+    nodes), one class row at a time; and the number of nodes."""
+    means = np.asarray(means)
+    n = means.shape[1]
+    if n <= MAX_IMAGE_COLUMNS:
+        return np.abs(means.astype(np.float64, copy=False)), n
+    starts = np.linspace(0, n, MAX_IMAGE_COLUMNS + 1).astype(np.int64)[:-1]
+    out = np.empty((means.shape[0], MAX_IMAGE_COLUMNS))
+    for row, values in enumerate(means):
+        out[row] = np.maximum.reduceat(np.abs(values.astype(np.float64, copy=False)), starts)
+    return out, n
+
+
 def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
                        title: str = "Mean spectrum per class") -> Figure:
     """|class mean| as an image: one row per class, nodes along x, layer boundaries marked (no classes, as
@@ -281,7 +370,7 @@ def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequenc
             fig.text(0.5, 0.5, "no labels: no class means", ha="center", va="center")
             fig.suptitle(title)
         return fig
-    magnitude = np.abs(np.asarray(means, dtype=np.float64))
+    magnitude, n = _binned_magnitude(means)
     positive = magnitude[magnitude > 0]
     lo = float(positive.min()) if positive.size else 1e-12
     hi = float(positive.max()) if positive.size else 1.0
@@ -289,14 +378,18 @@ def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequenc
         fig = new_figure(figsize=(9, 0.3 * len(classes) + 1.8), layout="constrained")
         ax = fig.subplots()
         im = ax.imshow(np.maximum(magnitude, lo), aspect="auto", cmap="magma",
-                       norm=LogNorm(max(lo, hi * 1e-8), hi))
+                       norm=LogNorm(max(lo, hi * 1e-8), hi), extent=(-0.5, n - 0.5, len(classes) - 0.5, -0.5))
         ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])
         ax.set_ylabel("class")
         offsets = np.asarray(offsets)
-        for boundary in offsets[1:-1]:
+        shown = np.arange(len(layer_names))
+        if len(shown) > MAX_LAYER_TICKS:          # many layers: some, spread over the depth, marked and named
+            shown = np.unique(np.round(np.linspace(0, len(shown) - 1, MAX_LAYER_TICKS)).astype(np.int64))
+            title = f"{title} ({len(shown)} of {len(layer_names)} layers marked)"
+        for boundary in offsets[shown[shown > 0]]:
             ax.axvline(boundary - 0.5, color="white", linewidth=0.5)
-        centres = (offsets[:-1] + offsets[1:]) / 2
-        ax.set_xticks(centres, layer_names, rotation=30, ha="right")
+        centres = (offsets[shown] + offsets[shown + 1]) / 2
+        ax.set_xticks(centres, [layer_names[i] for i in shown], rotation=30, ha="right")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label="|mean coefficient|")
     return fig

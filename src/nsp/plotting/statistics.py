@@ -2,7 +2,10 @@
 
 Every function takes plain arrays (and the layer offsets where layers
 matter), so the pipeline can feed it from HDF5 shards and the plots in
-:mod:`nsp.plotting` can draw the results.
+:mod:`nsp.plotting` can draw the results. Each statistic is a mean over
+samples of something computed sample by sample; :class:`Summary` and
+:class:`ClassMeans` take the samples in chunks (shard after shard, a few rows
+at a time) and give the same numbers, bit for bit, however they are chunked.
 """
 
 from __future__ import annotations
@@ -25,40 +28,135 @@ def energy_per_layer(values, offsets) -> np.ndarray:
     return np.divide(per_layer, total, out=np.zeros_like(per_layer), where=total > 0)
 
 
+def compaction_ks(n: int) -> np.ndarray:
+    """The default k of :func:`compaction`: a logarithmic grid from 1 to ``n`` coefficients."""
+    return np.unique(np.round(np.logspace(0, np.log10(max(n, 1)), 60)).astype(np.int64))
+
+
+def compaction_per_sample(values, ks) -> np.ndarray:
+    """Share of each sample's energy in its ``k`` largest-magnitude coefficients: (samples, len(ks))."""
+    x = _rows(values) ** 2
+    n = x.shape[1]
+    ks = np.asarray(ks, dtype=np.int64)
+    ordered = -np.sort(-x, axis=1)
+    cumulative = np.cumsum(ordered, axis=1)
+    total = cumulative[:, -1:]
+    return np.divide(cumulative[:, np.clip(ks, 1, n) - 1], total, out=np.zeros((x.shape[0], ks.size)),
+                     where=total > 0)
+
+
 def compaction(values, ks=None) -> tuple[np.ndarray, np.ndarray]:
     """Energy compaction: share of the energy in the k largest-magnitude coefficients.
 
     Returns ``(ks, share)`` with ``share[i]`` the mean over samples for ``k = ks[i]``;
     by default ``ks`` is a logarithmic grid from 1 to the number of coefficients.
     """
-    x = _rows(values) ** 2
-    n = x.shape[1]
-    if ks is None:
-        ks = np.unique(np.round(np.logspace(0, np.log10(max(n, 1)), 60)).astype(np.int64))
-    ks = np.asarray(ks, dtype=np.int64)
-    ordered = -np.sort(-x, axis=1)
-    cumulative = np.cumsum(ordered, axis=1)
-    total = cumulative[:, -1:]
-    share = np.divide(cumulative[:, np.clip(ks, 1, n) - 1], total, out=np.zeros((x.shape[0], ks.size)),
-                      where=total > 0)
-    return ks, share.mean(axis=0)
+    ks = compaction_ks(np.shape(_rows(values))[1]) if ks is None else np.asarray(ks, dtype=np.int64)
+    return ks, compaction_per_sample(values, ks).mean(axis=0)
 
 
-def sparsity_per_layer(values, offsets, threshold: float = 1e-3) -> np.ndarray:
-    """Share of each layer's coefficients below ``threshold`` times the sample's largest magnitude,
-    averaged over samples: (layers,)."""
+def sparsity_per_sample(values, offsets, threshold: float = 1e-3) -> np.ndarray:
+    """Share of each layer's coefficients below ``threshold`` times the sample's largest magnitude:
+    (samples, layers)."""
     x = np.abs(_rows(values))
     scale = x.max(axis=1, keepdims=True)
     small = (x <= threshold * scale).astype(np.float64)
     offsets = np.asarray(offsets, dtype=np.int64)
     counts = np.diff(offsets)
-    per_layer = np.add.reduceat(small, offsets[:-1], axis=1) / np.maximum(counts, 1)
-    return per_layer.mean(axis=0)
+    return np.add.reduceat(small, offsets[:-1], axis=1) / np.maximum(counts, 1)
+
+
+def sparsity_per_layer(values, offsets, threshold: float = 1e-3) -> np.ndarray:
+    """Share of each layer's coefficients below ``threshold`` times the sample's largest magnitude,
+    averaged over samples: (layers,)."""
+    return sparsity_per_sample(values, offsets, threshold).mean(axis=0)
+
+
+class Summary:
+    """Compaction (and, with ``offsets``, energy and sparsity per layer) of samples given in chunks:
+    ``add(values)`` for each chunk of rows, then ``result()``. Only the per-sample numbers (a few per
+    sample) are kept, and their mean is taken at the end, so the result is that of the whole array."""
+
+    def __init__(self, width: int, offsets=None, threshold: float = 1e-3):
+        self.width, self.threshold = int(width), threshold
+        self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
+        self.ks = compaction_ks(self.width)
+        self._parts = {"compaction": [], "energy": [], "sparsity": []}
+
+    def add(self, values) -> None:
+        x = _rows(values)
+        if x.shape[1] != self.width:
+            raise ValueError(f"values of {x.shape[1]} columns for a summary of {self.width}")
+        self._parts["compaction"].append(compaction_per_sample(x, self.ks))
+        if self.offsets is not None:
+            self._parts["energy"].append(energy_per_layer(x, self.offsets))
+            self._parts["sparsity"].append(sparsity_per_sample(x, self.offsets, self.threshold))
+
+    @property
+    def samples(self) -> int:
+        return int(sum(len(p) for p in self._parts["compaction"]))
+
+    def result(self) -> dict:
+        """``ks``, ``compaction`` (mean share per k) and, with offsets, ``energy_per_layer`` and
+        ``sparsity_per_layer`` (means over the samples)."""
+        def mean(name, width):
+            parts = self._parts[name]
+            return (np.concatenate(parts) if parts else np.zeros((0, width))).mean(axis=0)
+        out = {"ks": self.ks, "compaction": mean("compaction", self.ks.size)}
+        if self.offsets is not None:
+            out["energy_per_layer"] = mean("energy", self.offsets.size - 1)
+            out["sparsity_per_layer"] = mean("sparsity", self.offsets.size - 1)
+        return out
+
+
+class ClassMeans:
+    """The mean of each class over ``width`` columns, of samples given in blocks: ``add(values, labels)``
+    for each chunk of rows (``start``: a block of columns from there, for all of its rows), then
+    ``result()``. Each class's sum is kept in float64 and each of its columns grows one sample at a time in
+    the order the samples come, so any chunking of the same samples gives the same means, bit for bit;
+    memory is one row per class besides the block. Samples are counted in the blocks at column 0."""
+
+    def __init__(self, width: int):
+        self.width = int(width)
+        self._sums, self._counts = {}, {}
+
+    def add(self, values, labels, start: int = 0) -> None:
+        x = _rows(values)
+        labels = np.asarray(labels).reshape(-1)
+        if labels.size != x.shape[0]:
+            raise ValueError(f"{labels.size} labels for {x.shape[0]} samples")
+        if not 0 <= start <= start + x.shape[1] <= self.width:
+            raise ValueError(f"columns {start}..{start + x.shape[1] - 1} of class means over {self.width}")
+        stop = start + x.shape[1]
+        for row, label in zip(x, labels.tolist()):
+            total = self._sums.get(label)
+            if total is None:
+                total = self._sums[label] = np.zeros(self.width, dtype=np.float64)
+                self._counts[label] = 0
+            total[start:stop] += row
+            if start == 0:
+                self._counts[label] += 1
+
+    @property
+    def samples(self) -> int:
+        return int(sum(self._counts.values()))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(classes, means)``: the classes in ascending order and their means, (classes, width) float64
+        (no samples: no classes, a (0, width) array). Each sum is released as its mean is written, so
+        this is called once, after the last ``add``."""
+        classes = sorted(self._sums)
+        if not classes:
+            return np.zeros(0, np.int64), np.zeros((0, self.width))
+        means = np.empty((len(classes), self.width))
+        for i, c in enumerate(classes):
+            np.divide(self._sums.pop(c), self._counts[c], out=means[i])
+        return np.asarray(classes), means
 
 
 def class_means(values, labels) -> tuple[np.ndarray, np.ndarray]:
     """Mean pattern of each class: ``(classes, means)`` with means of shape (classes, nodes)."""
     x = _rows(values)
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    return classes, np.stack([x[labels == c].mean(axis=0) for c in classes])
+    accumulator = ClassMeans(x.shape[1])
+    accumulator.add(x, labels)
+    return accumulator.result()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nsp.storage import h5
-from nsp.storage.container import create, provenance_attrs, reading
+from nsp.storage.container import _READ_FAILURES, _damaged, create, open_file, provenance_attrs, reading
 from nsp.storage.layers import write_layer_table
 from nsp.tracing.table import LayerTable
 
@@ -146,6 +147,64 @@ def iter_signals(path, kind: str | None = None, max_bytes: int = 1 << 28):
         step = max(1, int(max_bytes) // (8 * max(width, 1)))
         for start in range(0, rows, step) if rows else [0]:
             yield _batch(f, slice(start, start + step))
+
+
+class StoredValues:
+    """The (samples, width) values of an open file, read only where indexed: ``values[i, a:b]`` reads
+    columns a..b of sample i (the chunks that hold them). A failed read is a StorageError naming the file."""
+
+    def __init__(self, dataset, path):
+        self._dataset, self.path = dataset, path
+        self.shape, self.dtype, self.ndim = dataset.shape, dataset.dtype, dataset.ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return self._dataset[key]
+        except (OSError, RuntimeError) as err:
+            raise _damaged(self.path, err) from err
+
+    def row_blocks(self, max_bytes: int) -> list[slice]:
+        """Consecutive row ranges of at most ``max_bytes`` of float64 each (at least one row), whole bands
+        of HDF5 chunks where they fit: reading them decompresses each chunk once. A chunk holds a few rows
+        of many columns, so a range narrower than a band decompresses the band's chunks again."""
+        rows, width = self.shape
+        band = (self._dataset.chunks or (max(rows, 1),))[0]
+        step = max(1, int(max_bytes) // (8 * max(width, 1)))
+        step = step // band * band if step >= band else step
+        return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+    def blocks(self, max_bytes: int):
+        """``(rows, columns, values)`` over the whole matrix: bands of chunks, each in column blocks of at
+        most ``max_bytes`` of float64 (at least one chunk), so each chunk is decompressed once and memory
+        does not grow with the width; the blocks of one band come before the next band's."""
+        rows, width = self.shape
+        band, cols = self._dataset.chunks or (max(rows, 1), max(width, 1))
+        step = max(1, int(max_bytes) // (8 * band * cols)) * cols
+        for r in range(0, rows, band):
+            for c in range(0, width, step) if width else [0]:
+                yield slice(r, min(rows, r + band)), slice(c, min(width, c + step)), \
+                    self[r:min(rows, r + band), c:min(width, c + step)]
+
+
+@contextmanager
+def open_signals(path, kind: str | None = None):
+    """A stored activations or spectra file kept open to read parts of it: a SignalBatch with its layer
+    table, sample ids, labels and eigenvalues, whose ``values`` (a :class:`StoredValues`) are read only
+    where indexed. The seal is checked once, on opening; the values can be read until the block ends."""
+    with open_file(path, kind or ("activations", "spectra")) as f:
+        try:
+            batch = _batch(f, slice(0, 0))
+            batch.sample_ids = f["sample_ids"][()]
+            batch.labels = f["labels"][()] if "labels" in f else None
+            batch.values = StoredValues(f["values" if batch.kind == "activations" else "coefficients"], path)
+        except h5.StorageError:
+            raise
+        except _READ_FAILURES as err:
+            raise _damaged(path, err) from err
+        yield batch
 
 
 def _batch(f, samples) -> SignalBatch:
