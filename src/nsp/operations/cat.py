@@ -39,15 +39,11 @@ class Cat(OperationKind):
 
 
 @register
-class Stack(OperationKind):
+class Stack(Cat):
     """``torch.stack`` (kind ``stack``): item ``i`` fills index ``i`` of a new axis, identity on the others."""
 
     name = "stack"
     functions = {torch.stack}
-    sequence_input = True
-
-    def function_params(self, target, args, kwargs):
-        return {"dim": bind(("tensors", "dim"), args, kwargs, dim=0)["dim"]} if target in self.functions else None
 
     def blocks(self, op, inputs, incl, limit):
         out = op.out_shape
