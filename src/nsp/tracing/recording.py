@@ -154,7 +154,12 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children", *,
                 layers, output, how = _record_children(network, inputs), None, "module hooks"
             else:
                 layers, output, how = _record_ops(network, inputs)
-    one = record(network, inputs[:1], trace, warn=False).layers if inputs.shape[0] > 1 else None
+    one = None
+    if inputs.shape[0] > 1:             # the first sample alone says where each layer keeps its samples
+        try:
+            one = record(network, inputs[:1], trace, warn=False).layers
+        except Exception:               # a network that cannot run on one sample (batch norm in training mode):
+            one = None                  # the samples are taken along each layer's first axis
     return Recording(layers, trace, int(inputs.shape[0]), output, how, one)
 
 
