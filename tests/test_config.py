@@ -36,7 +36,7 @@ def test_defaults_are_filled():
     (with_model(epoch=3), "config key models.m: Additional properties are not allowed ('epoch' was unexpected)"),
     (with_model(trace="graph"), "config key models.m.trace: 'graph' is not one of ['children', 'ops']"),
     ({**BASE, "shard_size": 0}, "config key shard_size: 0 is less than the minimum of 1"),
-    ({**BASE, "transforms": {"fourier": {}}}, "config key transforms.fourier: unknown transform; accepted: standard, laplacian, sem"),
+    ({**BASE, "transforms": {"fourier": {}}}, "config key transforms.fourier: unknown transform; accepted: laplacian, sem, standard"),
     ({k: v for k, v in BASE.items() if k != "models"}, "config key (top level): 'models' is a required property"),
     ({**BASE, "models": {"m": {"architecture": "digits_mlp", "dataset": "mnist"}}},
      "config key models.m.dataset: 'mnist' is not a dataset of this config (defined: digits)"),
@@ -44,8 +44,12 @@ def test_defaults_are_filled():
     (with_model(architecture="mymodule:Net"), "config key models.m: a user model (mymodule:Net) needs weights and input_shape"),
     (with_model(transforms=["laplacian"]),
      "config key models.m.transforms: 'laplacian' is not configured under transforms (configured: standard)"),
-    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['standard', 'laplacian', 'sem']"),
-    (with_model(transforms=[]), "config key models.m.transforms: [] should be non-empty"),
+    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['laplacian', 'sem', 'standard']"),
+    (with_model(layers=["fc*"]), "config key models.m.layers: only these layers' activations are stored, but the "
+                                 "model runs the transforms standard, which need every node; set models.m.transforms: "
+                                 "[] (statistics and pages of the stored layers only), or remove models.m.layers to "
+                                 "store every layer"),
+    (with_model(layers="fc*", transforms=[]), "config key models.m.layers: 'fc*' is not of type 'array', 'null'"),
     ({**BASE, "transforms": {"standard": {"method": "fast"}}},
      "config key transforms.standard.method: 'fast' is not one of ['auto', 'explicit', 'factored']"),
 ])
@@ -205,7 +209,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
     assert config.part(cfg, "extract-graph/cnn") == {"part": "extract-graph/cnn", "models": {"cnn": network}}
     assert config.part(cfg, "collect-activations/cnn") == {
         "part": "collect-activations/cnn", "shard_size": 500, "device": "cpu",
-        "datasets": {"photos": cfg["datasets"]["photos"]}, "models": {"cnn": network}}
+        "datasets": {"photos": cfg["datasets"]["photos"]}, "models": {"cnn": {**network, "layers": None}}}
     assert config.part(cfg, "compute-transformer/laplacian") == {
         "part": "compute-transformer/laplacian", "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
     assert config.part(cfg, "transform") == {"part": "transform", "device": "cpu"}

@@ -158,7 +158,7 @@ def test_config_defaults_are_filled_in_one_validation():
         "results": "results", "seed": 0, "shard_size": 500, "threads": 1, "device": "cpu",
         "figures": ["compaction", "energy"]}
     model_defaults = {"options": {}, "weights": None, "input_shape": None, "trace": "children", "epochs": 8,
-                      "batch_size": 64, "learning_rate": 0.003, "transforms": None}
+                      "batch_size": 64, "learning_rate": 0.003, "transforms": None, "layers": None}
     assert cfg["models"]["a"] == {"architecture": "digits_mlp", "dataset": "digits", **model_defaults}
     assert cfg["models"]["b"] == {"architecture": "digits_cnn", "dataset": "digits", **model_defaults, "epochs": 2}
     assert cfg["datasets"]["digits"] == {"source": "sklearn-digits", "root": "data", "inputs_key": "inputs",

@@ -258,6 +258,10 @@ RECORD = {"resolve_config": 1}       # the whole config, written for the record,
       "paper_compaction": 1, "paper_per_model": 1}),
     # threads, results of a fixed value: nothing but the record
     ({"threads": 2}, {}),
+    # some layers of one model stored (and so no transforms): its activations and what reads them
+    ({"models__mlp__layers": ["input", "fc*"], "models__mlp__transforms": []},
+     {"config_part": 1, "collect_activations": 3, "visualize": 1, "summarize": 1, "class_means": 1,
+      "paper_compaction": 1, "paper_per_model": 1}),
 ])
 def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, changes, expected):
     folder = tmp_path / "edit"

@@ -185,8 +185,8 @@ def test_unknown_kinds_and_versions_are_clear_errors(extension, tmp_path):
     config = {"datasets": {"d": {"source": "sklearn-digits"}},
               "models": {"m": {"architecture": "digits_mlp", "dataset": "d"}}, "transforms": {"scaled2": {}}}
     with pytest.raises(nsp.pipeline.config.ConfigError,
-                       match="config key transforms.scaled2: unknown transform; accepted: standard, laplacian, "
-                             "sem, scaled"):
+                       match="config key transforms.scaled2: unknown transform; accepted: laplacian, scaled, "
+                             "sem, standard"):
         nsp.pipeline.config.validate(config)
     config["transforms"] = {"scaled": {"factor": "big"}}
     with pytest.raises(nsp.pipeline.config.ConfigError, match="config key transforms.scaled.factor: 'big' is not"):

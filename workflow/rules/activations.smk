@@ -2,6 +2,7 @@ rule collect_activations:
     input:
         config=part("collect-activations/{model}"),
         weights=weights,
+        graph=f"{R}/models/{{model}}/graph.h5",     # read for the job's resources only
     output:
         f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",
     log:
@@ -12,8 +13,10 @@ rule collect_activations:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=30,
+        mem_mb=lambda wildcards, input, attempt: nsp_resources.collect_activations_mb(
+            input.graph, config["shard_size"], SHARDS[wildcards.model] * config["shard_size"], attempt),
+        runtime=lambda wildcards, input, attempt: nsp_resources.collect_activations_runtime(
+            input.graph, config["shard_size"], attempt),
     shell:
         "nsp collect-activations --config {input.config:q} --model {wildcards.model:q} --weights {input.weights:q} "
         "--shard {wildcards.shard:q} --out {output:q} --threads {threads} 2> {log:q}"

@@ -33,7 +33,8 @@ rule compute_transformer:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=lambda wildcards, input, attempt: nsp_resources.compute_transformer_mb(
+            input.graph, wildcards.transform, config["transforms"][wildcards.transform], attempt),
         runtime=60,
     shell:
         "nsp compute-transformer --config {input.config:q} --graph {input.graph:q} --transform {wildcards.transform:q} "

@@ -17,7 +17,7 @@ rule summarize:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=lambda wildcards, input, attempt: nsp_resources.summarize_mb(input.activations, input.spectra, attempt),
         runtime=30,
     shell:
         "nsp summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
@@ -37,7 +37,7 @@ rule class_means:
         ENV
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        mem_mb=lambda wildcards, input, attempt: nsp_resources.class_means_mb(input, attempt),
         runtime=10,
     shell:
         "nsp class-means --signals {input:q} --out {output:q} 2> {log:q}"

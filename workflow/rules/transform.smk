@@ -13,8 +13,9 @@ rule transform:
         ENV
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
-        runtime=30,
+        mem_mb=lambda wildcards, input, attempt: nsp_resources.transform_mb(input.activations, input.transformer,
+                                                                           attempt),
+        runtime=lambda wildcards, input, attempt: nsp_resources.transform_runtime(input.activations, attempt),
     shell:
         "nsp transform --config {input.config:q} --activations {input.activations:q} "
         "--transformer {input.transformer:q} --out {output:q} --threads {threads} 2> {log:q}"

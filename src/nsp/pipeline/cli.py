@@ -166,21 +166,53 @@ def cmd_collect_activations(args, cfg) -> None:
         raise ValueError(f"shard {args.shard} does not exist: dataset {spec['dataset']} has {len(bounds)} shards")
     start, stop = bounds[args.shard]
     example = _example(net, shape, spec["trace"])
+    table = example.table
+    stored = None if spec["layers"] is None else table.matching(spec["layers"],
+                                                                 f"config key models.{args.model}.layers")
+    stored = None if stored is not None and len(stored) == len(table) else stored
+    columns = _columns(table, stored)
+    width = sum(c.stop - c.start for c in columns)
     device = _device(args, cfg)
     if device is not None:
         net = net.to(device)
-    with SignalWriter(args.out, "activations", example.table, example.n_neurons,
-                      trace=spec["trace"], with_labels=labels is not None, producer=_producer(args),
-                      weights=example.weights_sha256) as writer:
+    forward = write = 0.0
+    with SignalWriter(args.out, "activations", table, width, trace=spec["trace"], with_labels=labels is not None,
+                      producer=_producer(args), weights=example.weights_sha256, stored_layers=stored) as writer:
         step = collect_batch(example.n_neurons)
         batches = range(start, stop, step)
         for first in _progress(args, batches, len(batches), f"{args.model} shard {args.shard}"):
+            tick = time.perf_counter()
             last = min(stop, first + step)
             x = inputs[first:last] if device is None else inputs[first:last].to(device)
             values = record(net, x, spec["trace"]).values()
-            _finite(values, first, example.table, args.model)
+            _finite(values, first, table, args.model)
+            values = values if stored is None else np.concatenate([values[:, c] for c in columns], axis=1)
+            tock = time.perf_counter()
             writer.append(values, np.arange(first, last), None if labels is None else labels[first:last])
-    _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}")
+            forward, write = forward + tock - tick, write + time.perf_counter() - tock
+        tick = time.perf_counter()
+        writer.close()                # the last chunks compressed, the file sealed and renamed
+        write += time.perf_counter() - tick
+    samples, size = stop - start, os.path.getsize(args.out)
+    kept = "every layer" if stored is None else f"{len(stored)} of {len(table)} layers (models.{args.model}.layers)"
+    _log(args, f"{args.model} shard {args.shard}: samples {start}..{stop - 1}; {kept}, {width:,} of "
+               f"{table.n_nodes:,} values per sample; wrote {size / 1e6:.1f} MB, {size / 1e6 / samples:.3f} MB "
+               f"per sample; forward pass {forward:.2f} s, writing {write:.2f} s (forward/write "
+               f"{forward / max(write, 1e-9):.2f})")
+
+
+def _columns(table, stored) -> list[slice]:
+    """The column ranges of the layers ``stored`` (None: every layer) in the node order of ``table``,
+    neighbouring layers merged into one range."""
+    offsets = table.offsets
+    out = []
+    for i in range(len(table)) if stored is None else stored:
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        if out and out[-1].stop == a:
+            out[-1] = slice(out[-1].start, b)
+        else:
+            out.append(slice(a, b))
+    return out
 
 
 #: bytes of recorded activations one forward pass of collect-activations may hold (float32, every layer)
@@ -228,6 +260,10 @@ def cmd_transform(args, cfg) -> None:
     try:
         for batch in storage.iter_signals(args.activations, "activations", TRANSFORM_BYTES):
             if writer is None:
+                if batch.stored_layers is not None:
+                    raise ValueError(f"--activations {args.activations} holds {len(batch.stored_layers)} of the "
+                                     f"{len(batch.layers)} layers of its network (config key models.<model>.layers);"
+                                     f" a transform needs every node: store every layer (layers: null) to transform")
                 _check_provenance(transform, batch, args.transformer, args.activations)
                 writer = storage.SignalWriter(
                     args.out, "spectra", batch.layers, transform.n_coefficients, transform_type=transform.type,
@@ -277,14 +313,16 @@ def cmd_visualize(args, cfg) -> None:
                 raise ValueError(f"config key visualize.label: no sample of {args.activations} has label {label}; "
                                  f"its labels are {', '.join(map(str, held[:10]))}{more}")
             index = int(hits[0])
-        selection = pages.select_layers(batch.layers.names, options.get("layers"), what="config key visualize.layers")
+        selection = pages.select_layers(batch.stored_table.names, options.get("layers"),
+                                        what="config key visualize.layers")
         spectra = []                   # every file checked before any page is written
         for path, out in pairs:
             stored = files.enter_context(storage.open_signals(path, "spectra"))
             _check_spectra(args.activations, batch, path, stored)
             spectra.append((stored, out or Path(args.out or ".").parent / f"spectrum_{stored.transform_type}.pdf"))
         if args.out:
-            pages.pattern_pdf(pages.SampleLayers(batch.values, index, batch.layers), batch.layers.names, args.out,
+            columns = batch.stored_table                 # the stored layers (models.<m>.layers), or all
+            pages.pattern_pdf(pages.SampleLayers(batch.values, index, columns), columns.names, args.out,
                               options["scale"], options["cmap"], select=selection)
         for stored, out in spectra:
             if stored.values.shape[1] == stored.layers.n_nodes:
@@ -302,6 +340,9 @@ def _check_spectra(activations, batch, path, spectra) -> None:
     def table(t):
         return f"{len(t)} layers, {t.n_nodes:,} nodes"
 
+    if batch.stored_layers is not None:       # spectra need every layer's activations (models.<m>.layers)
+        raise ValueError(f"--spectra {path} cannot be drawn beside --activations {activations}: those hold "
+                         f"{len(batch.stored_layers)} of the {len(batch.layers)} layers only")
     ours, theirs = batch.layers, spectra.layers
     what = None
     if ours != theirs and table(ours) != table(theirs):
@@ -362,7 +403,7 @@ def cmd_summarize(args, cfg) -> None:
             with storage.open_signals(path, kind) as batch:
                 name = batch.transform_type or "activations"
                 if offsets is None:
-                    offsets, summary["layers"] = batch.layers.offsets, batch.layers.names
+                    offsets, summary["layers"] = batch.stored_table.offsets, batch.stored_table.names
                 if name not in series:
                     width = batch.values.shape[1]
                     series[name] = analysis.Summary(width, offsets if width == offsets[-1] else None, threshold)
@@ -397,6 +438,7 @@ def cmd_class_means(args, cfg) -> None:
     classes, values = means.result()
     storage.write_signals(args.out, storage.SignalBatch(
         kind=first.kind, values=values, layers=first.layers, sample_ids=np.asarray(classes),
+        stored_layers=first.stored_layers,
         transform_type=first.transform_type, trace=first.trace,
         weights_sha256=first.weights_sha256), producer=_producer(args))
     _log(args, f"{first.transform_type or 'activations'}: {len(classes)} classes over {sum(map(len, ids))} samples")
@@ -430,7 +472,7 @@ def cmd_figures(args, cfg) -> None:
     else:
         batch = storage.read_signals(args.class_means)
         name = batch.transform_type or "activations"
-        offsets, layer_names = batch.layers.offsets, batch.layers.names
+        offsets, layer_names = batch.stored_table.offsets, batch.stored_table.names
         if batch.values.shape[1] != offsets[-1]:          # partial Laplacian basis
             offsets, layer_names = [0, batch.values.shape[1]], ["coefficients by ascending eigenvalue"]
         fig = plotting.class_means_figure(batch.sample_ids, batch.values, offsets, layer_names,

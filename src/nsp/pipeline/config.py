@@ -37,7 +37,7 @@ def schema(transforms: bool = True) -> dict:
     out["properties"]["transforms"]["properties"] = {
         name: {**cls.options_schema, "description": cls.options_schema.get("description", cls.description)}
         for name, cls in TRANSFORMS.items()}
-    out["properties"]["models"]["additionalProperties"]["properties"]["transforms"]["items"] = {"enum": list(TRANSFORMS)}
+    out["properties"]["models"]["additionalProperties"]["properties"]["transforms"]["items"] = {"enum": sorted(TRANSFORMS)}
     return out
 
 
@@ -100,7 +100,7 @@ def validate(config: dict) -> dict:
     transforms = config.get("transforms") if isinstance(config, dict) else None
     for name in transforms if isinstance(transforms, dict) else ():
         if name not in TRANSFORMS:
-            raise ConfigError(f"config key transforms.{name}: unknown transform; accepted: {', '.join(TRANSFORMS)}")
+            raise ConfigError(f"config key transforms.{name}: unknown transform; accepted: {', '.join(sorted(TRANSFORMS))}")
     # one pass: checks the config and fills every default, nested ones included
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: (list(map(str, e.path)), e.message))
     if errors:
@@ -128,6 +128,12 @@ def validate(config: dict) -> dict:
             if transform not in config["transforms"]:
                 raise ConfigError(f"config key models.{name}.transforms: {transform!r} is not configured under "
                                   f"transforms (configured: {', '.join(config['transforms'])})")
+        runs = transforms_of(config)[name]
+        if model["layers"] is not None and runs:
+            raise ConfigError(f"config key models.{name}.layers: only these layers' activations are stored, but "
+                              f"the model runs the transforms {', '.join(runs)}, which need every node; set "
+                              f"models.{name}.transforms: [] (statistics and pages of the stored layers only), "
+                              f"or remove models.{name}.layers to store every layer")
     return config
 
 
@@ -197,7 +203,7 @@ STAGE_KEYS = {
     "train": (("seed", "datasets", "models"),
               ("architecture", "options", "input_shape", "dataset", "epochs", "batch_size", "learning_rate")),
     "extract-graph": (("models",), _NETWORK),
-    "collect-activations": (("shard_size", "device", "datasets", "models"), _NETWORK),
+    "collect-activations": (("shard_size", "device", "datasets", "models"), (*_NETWORK, "layers")),
     "compute-transformer": (("transforms",), ()),
     "transform": (("device",), ()),
     "visualize": (("visualize",), ()),

@@ -13,6 +13,19 @@ from nsp.storage.layers import write_layer_table
 from nsp.tracing.table import LayerTable
 
 SAMPLE_COMPRESSION = {"activations": {"compression": "gzip", "compression_opts": 1}, "spectra": h5.COMPRESSION}
+#: bytes of a band of chunks (the chunks of the same rows, across the whole width) at most. The writer keeps
+#: appended rows until a band is whole and writes it at once, so that each chunk is compressed once: a write of
+#: fewer rows than a chunk holds would read, decompress and compress again every chunk of the band (measured:
+#: writing 4 rows at a time into 32-row chunks took 5 times as long as 32 at a time)
+BAND_BYTES = 1 << 24
+
+
+def sample_chunks(width: int, itemsize: int) -> tuple:
+    """Chunks of a sample matrix: about 256 KiB, up to 32 rows by many columns (one sample or one neuron reads
+    few), fewer rows for wide samples so that a band of chunks stays within :data:`BAND_BYTES`."""
+    width = max(1, int(width))
+    height = max(1, min(32, BAND_BYTES // (width * itemsize)))
+    return height, min(width, max(256, (1 << 18) // (height * itemsize)))
 
 
 @dataclass
@@ -29,22 +42,36 @@ class SignalBatch:
     trace: str = "children"
     weights_sha256: str | None = None
     extra: dict = field(default_factory=dict)
+    stored_layers: tuple | None = None   # activations of some layers only: their indices in ``layers``
 
     def __post_init__(self):
         if self.sample_ids is None:
             self.sample_ids = np.arange(self.values.shape[0], dtype=np.int64)
+        if self.stored_layers is not None:
+            self.stored_layers = tuple(int(i) for i in self.stored_layers)
+
+    @property
+    def stored_table(self) -> LayerTable:
+        """The layout of the columns of ``values``: ``layers`` (the network's table), or where only some
+        layers are stored (``stored_layers``) the table of those alone, renumbered (:meth:`LayerTable.subset`)."""
+        return self.layers if self.stored_layers is None else self.layers.subset(self.stored_layers)
 
 
 class SignalWriter:
     """Streams samples into an activations or spectra file; the file appears only on ``close()``.
 
     ``with SignalWriter(path, 'activations', layers, width) as w: w.append(values, ids, labels)``.
-    An exception inside the block leaves no file at ``path``.
+    An exception inside the block leaves no file at ``path``. Rows are written a band of chunks at a time
+    (:func:`sample_chunks`): the rows of a band that is not whole yet (at most :data:`BAND_BYTES`) wait in
+    memory for the next ``append`` or ``close()``. ``stored_layers`` (activations only): the
+    indices, ascending, of the layers of ``layers`` (the network's whole table) whose values the file holds,
+    one after the other; ``width`` is then their node count.
     """
 
     def __init__(self, path, kind: str, layers: LayerTable, width: int, *, dtype=None,
                  transform_type=None, eigenvalues=None, trace: str = "children", with_labels: bool = False,
-                 producer=None, parameters=None, weights=None, compression=None, obj: str = "SignalBatch"):
+                 producer=None, parameters=None, weights=None, compression=None, obj: str = "SignalBatch",
+                 stored_layers=None):
         if kind not in ("activations", "spectra"):
             raise ValueError(f"kind must be 'activations' or 'spectra', got {kind!r}")
         dtype = np.dtype(dtype or (np.float32 if kind == "activations" else np.float64))
@@ -55,6 +82,8 @@ class SignalWriter:
         self._file = self._context.__enter__()
         try:
             self._setup(layers, width, dtype, kind, compression, with_labels, eigenvalues)
+            if stored_layers is not None:
+                self._stored(layers, stored_layers, width, kind)
         except BaseException as err:
             self.discard(err)
             raise
@@ -63,8 +92,9 @@ class SignalWriter:
         write_layer_table(self._file, "layers", layers)
         options = dict(SAMPLE_COMPRESSION[kind] if compression is None else compression)
         name = "values" if kind == "activations" else "coefficients"
+        self._pending = []                      # rows of a band of chunks that is not whole yet: (values, ids, labels)
         self._values = self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
-                                                 chunks=h5.chunks(width, dtype.itemsize), track_times=False,
+                                                 chunks=sample_chunks(width, dtype.itemsize), track_times=False,
                                                  **options)
         h5.tag(self._values, "array")
         self._ids = self._file.create_dataset("sample_ids", shape=(0,), maxshape=(None,), dtype=np.int64,
@@ -78,12 +108,20 @@ class SignalWriter:
         if eigenvalues is not None:
             h5.array(self._file, "eigenvalues", np.asarray(eigenvalues, dtype=np.float64))
 
+    def _stored(self, layers, stored_layers, width, kind) -> None:
+        if kind != "activations":
+            raise ValueError("stored_layers: only an activations file may hold some layers only")
+        nodes = layers.subset(stored_layers).n_nodes
+        if width != nodes:
+            raise ValueError(f"stored_layers: {len(stored_layers)} layers of {nodes} nodes, but width {width}")
+        h5.array(self._file, "stored_layers", np.asarray(stored_layers, dtype=np.int64))
+
     def append(self, values, sample_ids=None, labels=None) -> None:
         values = np.asarray(values)
         values = values[None, :] if values.ndim == 1 else values
         if values.ndim != 2 or values.shape[1] != self._values.shape[1]:
             raise ValueError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
-        start, count = self._values.shape[0], values.shape[0]
+        start, count = self._values.shape[0] + sum(len(p[1]) for p in self._pending), values.shape[0]
         ids = np.arange(start, start + count) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
         if labels is not None and self._labels is None:
             raise ValueError("this file was opened without labels: pass with_labels=True to SignalWriter")
@@ -92,20 +130,53 @@ class SignalWriter:
         for name, given in (("sample_ids", ids), ("labels", labels)):
             if given is not None and np.shape(given) != (count,):
                 raise ValueError(f"{name} must hold one value per sample ({count}); got shape {np.shape(given)}")
+        labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        band, done = self._values.chunks[0], 0
+        if self._pending:                               # complete the band begun by earlier appends
+            done = min(count, band - sum(len(p[1]) for p in self._pending))
+            self._keep(values[:done], ids[:done], None if labels is None else labels[:done])
+        whole = (count - done) // band * band
+        if whole:                                       # whole bands straight from the caller's array
+            self._write(values[done:done + whole], ids[done:done + whole],
+                        None if labels is None else labels[done:done + whole])
+        if done + whole < count:
+            self._keep(values[done + whole:], ids[done + whole:], None if labels is None else labels[done + whole:])
+
+    def _keep(self, values, ids, labels) -> None:
+        """Rows of a band not yet whole, copied (fewer than a band: at most :data:`BAND_BYTES`)."""
+        self._pending.append((np.array(values, dtype=self._values.dtype), np.array(ids, dtype=np.int64),
+                              None if labels is None else np.array(labels)))
+        if sum(len(p[1]) for p in self._pending) == self._values.chunks[0]:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            parts, self._pending = self._pending, []
+            self._write(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                        None if self._labels is None else np.concatenate([p[2] for p in parts]))
+
+    def _write(self, values, ids, labels) -> None:
+        start, count = self._values.shape[0], len(ids)
         self._values.resize(start + count, axis=0)
         self._values[start:] = values.astype(self._values.dtype, copy=False)
         self._ids.resize(start + count, axis=0)
         self._ids[start:] = ids
         if self._labels is not None:
             self._labels.resize(start + count, axis=0)
-            self._labels[start:] = np.asarray(labels, dtype=np.int64)
+            self._labels[start:] = labels
 
     def close(self) -> None:
         if self._file is not None:
+            try:
+                self._flush()                           # the last rows (a band that is not whole)
+            except BaseException as err:
+                self.discard(err)
+                raise
             self._file = None
             self._context.__exit__(None, None, None)
 
     def discard(self, exc) -> None:
+        self._pending = []
         if self._file is not None:
             self._file = None
             self._context.__exit__(type(exc), exc, exc.__traceback__)
@@ -128,7 +199,7 @@ def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, o
     with SignalWriter(path, batch.kind, batch.layers, batch.values.shape[1], dtype=batch.values.dtype,
                       transform_type=batch.transform_type, eigenvalues=batch.eigenvalues, trace=batch.trace,
                       with_labels=batch.labels is not None, producer=producer, parameters=parameters,
-                      weights=batch.weights_sha256, obj=obj) as writer:
+                      weights=batch.weights_sha256, obj=obj, stored_layers=batch.stored_layers) as writer:
         writer.append(batch.values, batch.sample_ids, batch.labels)
 
 
@@ -211,18 +282,19 @@ def _batch(f, samples) -> SignalBatch:
     stored_kind = str(f.attrs["kind"])
     layers = h5.read(f["layers"])
     matrix = f["values" if stored_kind == "activations" else "coefficients"]
-    _check_shapes(f, matrix, layers)
+    stored = _check_shapes(f, matrix, layers)
     return SignalBatch(
         kind=stored_kind, values=matrix[samples], layers=layers,
         sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
         transform_type=str(f.attrs.get("transform-type", "")) or None,
         eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
         trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
-        extra={"object": str(f.attrs["object"])})
+        extra={"object": str(f.attrs["object"])}, stored_layers=stored)
 
 
-def _check_shapes(f, matrix, layers) -> None:
-    """The sample matrix, ids, labels and eigenvalues agree with each other and with the layer table."""
+def _check_shapes(f, matrix, layers) -> tuple | None:
+    """The sample matrix, ids, labels and eigenvalues agree with each other and with the layer table (or
+    the stored layers of it, which are returned: None where every layer is stored)."""
     h5.check(matrix.ndim == 2 and matrix.dtype.kind == "f", matrix, f"expected a (samples, width) float array, "
              f"found {matrix.dtype} of shape {matrix.shape}")
     rows, width = matrix.shape
@@ -230,11 +302,21 @@ def _check_shapes(f, matrix, layers) -> None:
         if name in f or name == "sample_ids":
             h5.check(name in f and f[name].shape == (rows,) and f[name].dtype.kind in "iu", f,
                      f"{name} are not one integer per sample ({rows})")
-    nodes = layers.n_nodes
+    nodes, stored = layers.n_nodes, None
+    if "stored_layers" in f:
+        ids = f["stored_layers"]
+        h5.check(str(f.attrs["kind"]) == "activations" and ids.ndim == 1 and ids.dtype.kind in "iu"
+                 and ids.shape[0] >= 1, ids, "expected the indices of some layers (in an activations file)")
+        stored = tuple(int(i) for i in ids[()])
+        h5.check(all(0 <= i < len(layers) for i in stored) and all(a < b for a, b in zip(stored, stored[1:])),
+                 ids, f"layer indices {list(stored[:8])}... not ascending and below {len(layers)}")
+        nodes = int(layers.sizes[list(stored)].sum())
     if str(f.attrs["kind"]) == "activations":
-        h5.check(width == nodes, matrix, f"{width} columns for the {nodes} nodes of its layer table")
+        h5.check(width == nodes, matrix, f"{width} columns for the {nodes} nodes of its layer table"
+                 + (f" (its {len(stored)} stored layers)" if stored is not None else ""))
     else:                                   # a partial Laplacian basis has fewer coefficients than nodes
         h5.check(width <= nodes, matrix, f"{width} coefficients for the {nodes} nodes of its layer table")
     if "eigenvalues" in f:
         h5.check(f["eigenvalues"].shape == (width,), f["eigenvalues"],
                  f"{f['eigenvalues'].shape} eigenvalues for {width} coefficients")
+    return stored

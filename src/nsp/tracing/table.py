@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from math import prod
 from typing import Iterator, Sequence
 
@@ -156,6 +157,34 @@ class LayerTable(Sequence):
             if layer.name == name:
                 return layer.index
         raise KeyError(f"no layer named {name!r}; layers: {', '.join(self.names)}")
+
+    def matching(self, patterns: Sequence[str], what: str = "layers") -> tuple:
+        """Indices, ascending, of the layers whose names match any of ``patterns`` (layer names or
+        :mod:`fnmatch` patterns such as ``"layer1_*"``, case-sensitive). A pattern that matches no layer is a
+        ValueError that starts with ``what`` (e.g. the config key) and lists some layer names."""
+        if isinstance(patterns, str) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
+        names, wanted = self.names, set()
+        for pattern in patterns:
+            hits = {i for i, name in enumerate(names) if fnmatchcase(name, pattern)}
+            if not hits:
+                shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
+                raise ValueError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
+            wanted |= hits
+        return tuple(sorted(wanted))
+
+    def subset(self, indices: Sequence[int]) -> "LayerTable":
+        """The table of the layers ``indices`` (ascending) alone: renumbered from 0 with consecutive offsets
+        (the layout of values that hold only these layers), each keeping the parents that are among them."""
+        indices = [int(i) for i in indices]
+        if any(not 0 <= i < len(self) for i in indices) or any(a >= b for a, b in zip(indices, indices[1:])):
+            raise ValueError(f"layer indices must be ascending, distinct and below {len(self)}; got {indices}")
+        position = {old: new for new, old in enumerate(indices)}
+        rows = [self._layers[i] for i in indices]
+        return LayerTable.build([l.name for l in rows], [l.kind for l in rows], [l.path for l in rows],
+                                [l.description for l in rows], [l.shape for l in rows],
+                                [[position[p] for p in l.parents if p in position] for l in rows],
+                                [l.params for l in rows])
 
     def split(self, flat) -> list:
         """A flat vector (or batch, last axis) in node order cut into one array per layer, in its shape."""
