@@ -1,5 +1,6 @@
 """The sum-product ("sem") transform with the network's own weights: c = (I - A) s."""
 
+import copy
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -18,7 +19,7 @@ from test_connectivity import CONV_CASES, LINEAR_CASES, OTHER_CASES, POOL_CASES
 
 def recorded(net, x, trace="ops"):
     """Core and float64 pattern of a double-precision copy of ``net``."""
-    net = net.double().eval()
+    net = copy.deepcopy(net).double().eval()              # the shared test modules stay float32
     acts = nsp.Activations(net, x.double(), trace=trace)
     return GraphCore.from_activations(acts), acts.to_array(np.float64).reshape(1, -1)
 

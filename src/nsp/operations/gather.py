@@ -8,10 +8,11 @@ read off the operation itself, exactly: evaluated on the tensor of its
 input's flat indices (float64, exact below 2^52), the operation returns,
 for every output element, the index of the input element it copies (or a
 constant, for padding). Where each output axis copies from the same input
-axis (slices with steps, flips, rolls, broadcasts, tiling, padding) the
-block is a Kronecker product of one selection factor per axis; otherwise
-(permutes, indexing that drops or adds axes) it is explicit. Linear part: 1
-on every edge.
+axis (slices with steps, flips, rolls, broadcasts, tiling, padding, and
+indexing that drops or adds axes, with a size-1 axis standing for the
+missing one) the block is a Kronecker product of one selection factor per
+axis; a permute of axes is a :class:`Permutation`; anything else is
+explicit. Linear part: 1 on every edge.
 """
 
 from __future__ import annotations
@@ -112,9 +113,30 @@ def _permutation(block: Coo, out_shape: tuple, in_shape: tuple) -> Permutation |
 
 
 def _separable(block: Coo, out_shape: tuple, in_shape: tuple) -> Kron | None:
-    """The block as a Kronecker product of per-axis selection factors, where it is one."""
-    if len(out_shape) != len(in_shape) or block.rows.size == 0:
+    """The block as a Kronecker product of per-axis selection factors, where it is one. Where the operation
+    drops or adds axes (``x[0]``, ``unbind``, ``select``, ``x[:, None]``), the shorter shape is tried with
+    size-1 axes inserted at every place, fewest mismatched sizes first."""
+    if block.rows.size == 0:
         return None
+    if len(out_shape) == len(in_shape):
+        return _separable_aligned(block, out_shape, in_shape)
+    short, long = sorted((tuple(out_shape), tuple(in_shape)), key=len)
+    if len(long) - len(short) > 3:
+        return None
+    shapes = []
+    for places in itertools.combinations(range(len(long)), len(long) - len(short)):
+        rest = iter(short)
+        padded = tuple(1 if k in places else next(rest) for k in range(len(long)))
+        shapes.append((sum(a != b for a, b in zip(padded, long)), padded))
+    for _, padded in sorted(shapes):
+        outs, ins = (padded, long) if len(out_shape) < len(in_shape) else (long, padded)
+        kron = _separable_aligned(block, outs, ins)
+        if kron is not None:
+            return kron
+    return None
+
+
+def _separable_aligned(block: Coo, out_shape: tuple, in_shape: tuple) -> Kron | None:
     outs, ins = np.unravel_index(block.rows, out_shape), np.unravel_index(block.cols, in_shape)
     factors = []
     for o, i, m, n in zip(outs, ins, out_shape, in_shape):
