@@ -2,7 +2,7 @@
 
 One module per kind (``elementwise``, ``reshape``, ``gather`` (data
 movement), ``conv``, ``pooling``, ``linear``, ``matmul``, ``attention``, ``normalization``, ``cat``,
-``recurrent``, ``resample`` and the ``jacobian`` fallback), each
+``recurrent``, ``resample``, ``fold`` (unfold/fold) and the ``jacobian`` fallback), each
 registering an :class:`OperationKind` in :data:`OPERATIONS`; the order of
 ``_KINDS`` below is the order in which kinds are asked to claim a call.
 ``kronecker`` is the algebra of Kronecker-factored 0/1 matrices, ``blocks``
@@ -13,8 +13,8 @@ geometry shared by convolution and pooling.
 from nsp._lazy import exports
 
 _KINDS = tuple(f"nsp.operations.{kind}" for kind in (
-    "conv", "pooling", "linear", "matmul", "attention", "reshape", "gather", "normalization", "elementwise", "cat",
-    "recurrent", "resample", "jacobian"))
+    "conv", "pooling", "linear", "matmul", "attention", "reshape", "fold", "gather", "normalization", "elementwise",
+    "cat", "recurrent", "resample", "jacobian"))
 _NAMES = ["JACOBIAN_LIMIT", "OPERATIONS", "ConnectivityError", "EdgeWeightError", "LinearPart", "Op",
           "OperationKind", "apply_part", "blocks_for", "classify_function", "classify_method", "classify_module",
           "function_name", "linear_parts", "part_edges", "register"]
