@@ -8,6 +8,7 @@ closure is compared with the explicit zeta matrix entry by entry, and the transf
 Python-integer reference of ``test_exact``.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -135,3 +136,24 @@ def test_timm_transformers_take_the_factored_path(architecture, options):
         net = external.build(architecture, dict(options, num_classes=3))
     core = core_of(net, torch.randn(1, 3, 8, 8), trace="ops")
     assert compare(core, samples=2) is not None
+
+
+def test_permutes_survive_the_graph_file(tmp_path):
+    """The pipeline fits transforms on the graph read back from its file: a permute stays a permutation
+    there (the factored path), and a file whose permutation does not match its coordinates is refused."""
+    import h5py
+
+    from nsp import storage
+    torch.manual_seed(0)
+    core = core_of(TinyViT(), torch.randn(1, 1, 4, 4), trace="ops")
+    storage.write_graph(tmp_path / "g.h5", core)
+    loaded = storage.read_graph(tmp_path / "g.h5")
+    assert StandardTransform("factored").fit(loaded).factored
+    kinds = [[type(b).__name__ for _, b in items] for items in loaded.blocks]
+    assert kinds == [[type(b).__name__ for _, b in items] for items in core.blocks]
+    with h5py.File(tmp_path / "g.h5", "r+") as f:
+        layer = next(i for i, items in enumerate(core.blocks) if items and type(items[0][1]).__name__ == "Permutation")
+        f[f"blocks/{layer}/0"].attrs["permutation"] = np.array([0, 1, 2], dtype=np.int64)
+    storage.seal(tmp_path / "g.h5")                     # as if nsp had written it so
+    with pytest.raises(ValueError, match=rf"blocks/{layer}/0.*rows and columns are not the permutation \(0, 1, 2\)"):
+        storage.read_graph(tmp_path / "g.h5")

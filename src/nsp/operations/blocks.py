@@ -105,6 +105,7 @@ class Permutation(Coo):
     everything that reads coordinates, and an identity on permuted axes for the factored closure."""
 
     order: tuple = ()
+    in_shape: tuple = ()                # the permuted tensor's full shape
 
 
 def union(blocks: list, shape: tuple):

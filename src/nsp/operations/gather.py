@@ -108,7 +108,7 @@ def _permutation(block: Coo, out_shape: tuple, in_shape: tuple) -> Permutation |
     for order in itertools.permutations(range(len(in_shape))):
         if tuple(in_shape[k] for k in order) == out_shape \
                 and np.array_equal(index.transpose(order).reshape(-1), block.cols):
-            return Permutation(block.rows, block.cols, block.shape, tuple(order))
+            return Permutation(block.rows, block.cols, block.shape, tuple(order), tuple(in_shape))
     return None
 
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations.blocks import Coo, Kron
+from nsp.operations.blocks import Coo, Kron, Permutation
 from nsp.graph.core import GraphCore
 from nsp.operations.kronecker import Factor
 from nsp.operations.base import LinearPart
@@ -37,6 +37,9 @@ def _write_blocks(where: h5py.Group, core: GraphCore) -> None:
                 entry = h5.group(group, str(i), "coo", parent=parent, shape=np.asarray(block.shape, dtype=np.int64))
                 h5.array(entry, "rows", block.rows)
                 h5.array(entry, "cols", block.cols)
+                if isinstance(block, Permutation):        # the factored closure takes it as permuted axes
+                    entry.attrs["permutation"] = np.asarray(block.order, dtype=np.int64)
+                    entry.attrs["permuted-shape"] = np.asarray(block.in_shape, dtype=np.int64)
             if core.linear is not None:
                 part, in_shape, out_shape = core.linear[layer][i]
                 linear = h5.group(entry, "linear", "nsp.linear-part", kind=part.kind, params=part.to_json(),
@@ -44,6 +47,20 @@ def _write_blocks(where: h5py.Group, core: GraphCore) -> None:
                                      "out-shape": np.asarray(out_shape, dtype=np.int64)})
                 for name, values in sorted(part.arrays.items()):
                     h5.array(linear, name, values, **h5.compressed(values))
+
+
+def _permutation(entry, block: Coo) -> Permutation:
+    """A coordinate block stored as an axis permutation, checked: its rows and columns must be those of
+    ``permute(order)`` of a tensor of ``permuted-shape``."""
+    order = tuple(int(k) for k in np.atleast_1d(entry.attrs["permutation"]))
+    shape = tuple(int(n) for n in np.atleast_1d(entry.attrs.get("permuted-shape", ())))
+    h5.check(sorted(order) == list(range(len(shape))) and prod(shape) == block.shape[1] == block.shape[0], entry,
+             f"permutation {order} of a tensor of shape {shape} does not fit a {block.shape} block")
+    n = block.shape[0]
+    h5.check(np.array_equal(block.rows, np.arange(n)) and np.array_equal(
+        block.cols, np.arange(n).reshape(shape).transpose(order).reshape(-1)), entry,
+        f"rows and columns are not the permutation {order} of shape {shape}")
+    return Permutation(block.rows, block.cols, block.shape, order, shape)
 
 
 def _read_blocks(where: h5py.Group, table) -> tuple[list, list | None]:
@@ -70,6 +87,8 @@ def _read_blocks(where: h5py.Group, table) -> tuple[list, list | None]:
                 h5.in_range(rows, 0, shape[0], entry["rows"], "row")
                 h5.in_range(cols, 0, shape[1], entry["cols"], "column")
                 block = Coo(rows, cols, shape)
+                if "permutation" in entry.attrs:
+                    block = _permutation(entry, block)
             h5.check(block.shape == (sizes[layer], sizes[parent]), entry, f"a {block.shape[0]} x {block.shape[1]} "
                      f"block between layers of {sizes[layer]} and {sizes[parent]} nodes")
             items.append((parent, block))
