@@ -286,3 +286,18 @@ def test_a_batch_records_each_sample_as_it_alone_would_even_when_a_permute_moved
     with pytest.raises(nsp.tracing.TraceError, match=r"layer '\w+' has shape \(10, 4\) for 2 samples and \(5, 4\) "
                                                       r"for one: its samples are not along one axis"):
         nsp.record(_Merged(), torch.randn(2, 5, 4), "ops")
+
+
+def test_record_values_takes_one_sample_at_a_time_where_the_batch_axis_is_merged():
+    """Swin's window partition folds the samples into the windows' axis: the pipeline's collect stage then
+    records each sample alone, and gets what one sample alone gives."""
+    from nsp.tracing.recording import BatchAxisError, record_values
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4)
+    with pytest.raises(BatchAxisError):
+        nsp.record(_Merged(), x, "ops")
+    values = record_values(_Merged(), x, "ops")
+    want = np.concatenate([nsp.record(_Merged(), x[i:i + 1], "ops").values() for i in range(3)])
+    assert values.shape == (3, 60) and np.array_equal(values, want)          # input, reshape, tanh
+    net = _HeadsFirst().eval()
+    assert np.array_equal(record_values(net, x, "ops"), nsp.record(net, x, "ops").values())

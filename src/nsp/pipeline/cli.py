@@ -158,7 +158,7 @@ def cmd_compute_transformer(args, cfg) -> None:
 def cmd_collect_activations(args, cfg) -> None:
     from nsp.pipeline import datasets
     from nsp.storage import SignalWriter
-    from nsp.tracing import record
+    from nsp.tracing.recording import record_values
     net, shape, spec = _model(args, cfg, args.model, args.weights)
     inputs, labels = _inputs(cfg, spec, shape, args.model)
     bounds = datasets.shard_bounds(len(inputs), cfg["shard_size"])
@@ -184,7 +184,7 @@ def cmd_collect_activations(args, cfg) -> None:
             tick = time.perf_counter()
             last = min(stop, first + step)
             x = inputs[first:last] if device is None else inputs[first:last].to(device)
-            values = record(net, x, spec["trace"]).values()
+            values = record_values(net, x, spec["trace"])
             _finite(values, first, table, args.model)
             values = values if stored is None else np.concatenate([values[:, c] for c in columns], axis=1)
             tock = time.perf_counter()

@@ -93,11 +93,26 @@ class Recording:
                                .astype(dtype, copy=False) for l, axis in zip(self.layers, self.axes)], axis=1)
 
 
+class BatchAxisError(TraceError):
+    """A batch whose layers do not keep its samples along one axis: record one sample at a time."""
+
+
+def record_values(network: nn.Module, inputs: torch.Tensor, trace: str = "children", dtype=np.float32) -> np.ndarray:
+    """The (samples, nodes) activations of a batch, in node order: recorded in one run, or one sample at a
+    time where the network's layers do not keep the samples along one axis (Swin's window partition folds
+    them into the windows' axis)."""
+    try:
+        return record(network, inputs, trace).values(dtype)
+    except BatchAxisError:
+        return np.concatenate([record(network, inputs[i:i + 1], trace, warn=False).values(dtype)
+                               for i in range(inputs.shape[0])])
+
+
 def _batch_axes(layers: list, one: list, batch: int) -> list:
     """Per layer, the axis of its batch recording that holds the samples: where the first sample's own
     recording has size 1 and the batch's has ``batch``, every other axis the same."""
     if len(one) != len(layers):
-        raise TraceError(f"the network records {len(layers)} layers for {batch} samples but {len(one)} for one: "
+        raise BatchAxisError(f"the network records {len(layers)} layers for {batch} samples but {len(one)} for one: "
                          f"it runs differently by batch size; record one sample at a time")
     axes = []
     for layer, single in zip(layers, one):
@@ -105,7 +120,7 @@ def _batch_axes(layers: list, one: list, batch: int) -> list:
         found = [k for k in range(len(many)) if len(alone) == len(many) and many[k] == batch and alone[k] == 1
                  and many[:k] + many[k + 1:] == alone[:k] + alone[k + 1:]]
         if not found:
-            raise TraceError(f"layer {layer.name!r} has shape {many} for {batch} samples and {alone} for one: its "
+            raise BatchAxisError(f"layer {layer.name!r} has shape {many} for {batch} samples and {alone} for one: its "
                              f"samples are not along one axis (the batch axis is merged with another); record one "
                              f"sample at a time")
         axes.append(0 if 0 in found else found[0])
