@@ -15,17 +15,9 @@ from nsp.graph.core import GraphCore
 from nsp.graph.weights import incoming
 
 from test_connectivity import jac_patterns, stored_block
+from test_operations_more import Fn
 
 torch.set_num_threads(1)
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 class Calls(Fn):

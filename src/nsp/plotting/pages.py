@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from nsp.plotting import figures as plotting
+from nsp.tracing.table import match_layers
 from nsp.transforms import TRANSFORMS
 
 #: layer pages drawn by default (a network with more layers gets this many, spread over its depth)
@@ -60,16 +60,7 @@ def select_layers(names: Sequence[str], select: Sequence[str] | None = None, *, 
         else:
             drawn = tuple(int(i) for i in np.unique(np.round(np.linspace(0, len(names) - 1, cap)).astype(np.int64)))
     else:
-        if isinstance(select, str) or not all(isinstance(p, str) and p for p in select):
-            raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {select!r}")
-        wanted = set()
-        for pattern in select:
-            hits = {i for i, name in enumerate(names) if fnmatchcase(name, pattern)}
-            if not hits:
-                shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-                raise ValueError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
-            wanted |= hits
-        drawn = tuple(sorted(wanted))
+        drawn = match_layers(names, select, what)
     kept = set(drawn)
     skipped = tuple(i for i in range(len(names)) if i not in kept)
     return Selection(drawn, skipped, names, select is not None)

@@ -162,16 +162,9 @@ class LayerTable(Sequence):
         """Indices, ascending, of the layers whose names match any of ``patterns`` (layer names or
         :mod:`fnmatch` patterns such as ``"layer1_*"``, case-sensitive). A pattern that matches no layer is a
         ValueError that starts with ``what`` (e.g. the config key) and lists some layer names."""
-        if isinstance(patterns, str) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        if not patterns:
             raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
-        names, wanted = self.names, set()
-        for pattern in patterns:
-            hits = {i for i, name in enumerate(names) if fnmatchcase(name, pattern)}
-            if not hits:
-                shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-                raise ValueError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
-            wanted |= hits
-        return tuple(sorted(wanted))
+        return match_layers(self.names, patterns, what)
 
     def subset(self, indices: Sequence[int]) -> "LayerTable":
         """The table of the layers ``indices`` (ascending) alone: renumbered from 0 with consecutive offsets
@@ -191,3 +184,19 @@ class LayerTable(Sequence):
         lead = tuple(np.shape(flat)[:-1])
         return [flat[..., a:b].reshape(lead + l.shape) for l, a, b in
                 zip(self._layers, self._offsets[:-1], self._offsets[1:])]
+
+
+def match_layers(names: Sequence[str], patterns: Sequence[str], what: str = "layers") -> tuple:
+    """Indices, ascending, of the ``names`` that match any of ``patterns`` (names or :mod:`fnmatch`
+    patterns, case-sensitive); a ValueError starting with ``what`` for a pattern that matches none or for
+    something that is not a list of non-empty strings."""
+    if isinstance(patterns, str) or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
+    wanted = set()
+    for pattern in patterns:
+        hits = {i for i, name in enumerate(names) if fnmatchcase(name, pattern)}
+        if not hits:
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
+            raise ValueError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
+        wanted |= hits
+    return tuple(sorted(wanted))
