@@ -113,7 +113,7 @@ def test_user_arrays_and_shapes(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset nope: .* does not exist"):
         datasets.load({"source": str(tmp_path / "nope.npz")}, "nope")
     np.savez(tmp_path / "other.npz", images=np.zeros((2, 3)))
-    with pytest.raises(KeyError, match="has no array 'inputs'"):
+    with pytest.raises(nsp.errors.DatasetError, match="has no array 'inputs'"):
         datasets.load({"source": str(tmp_path / "other.npz")}, "other")
     assert datasets.shard_bounds(60, 25) == [(0, 25), (25, 50), (50, 60)]
 

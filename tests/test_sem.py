@@ -192,7 +192,7 @@ def test_errors():
         SemTransform().fit(core)
     with pytest.raises(ValueError, match="strictly lower triangular"):
         SemTransform().fit(np.array([[0.0, 1.0], [0.0, 0.0]]))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(nsp.NotFittedError, match="not fitted"):
         SemTransform().transform([1.0, 2.0])
     with pytest.raises(ValueError, match="signals must have shape"):
         SemTransform().fit(np.zeros((2, 2))).transform([1.0, 2.0, 3.0])

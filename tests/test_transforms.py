@@ -314,7 +314,7 @@ def test_unknown_type_lists_accepted():
 
 def test_bad_transform_inputs():
     t = StandardTransform()
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(nsp.NotFittedError, match="not fitted"):
         t.transform(np.zeros(3))
     t.fit(dag(3, [(0, 1)]))
     with pytest.raises(ValueError, match=r"signals must have shape \(samples, 3\) or \(3,\); got \(2, 4\)"):

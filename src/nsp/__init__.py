@@ -23,12 +23,12 @@ __getattr__, __dir__ = exports(__name__, {
                      "Transform", "make_transform", "register_transform"], "nsp.transforms"),
     "Activations": "nsp.activations", "NNGraph": "nsp.nngraph", "OutputLoader": "nsp.outputloader",
     **dict.fromkeys(["TRANSFORM_TYPES", "Spectrum", "Transformer"], "nsp.transformer"),
-    "Visualizer": "nsp.visualizer"})
+    "Visualizer": "nsp.visualizer", "NspError": "nsp.errors"})
 
 __all__ = [
     "Activations", "NNGraph", "GraphCore", "LayerTable", "LayerInfo", "Recording", "record", "TraceError",
     "ConnectivityError", "EdgeWeightWarning", "TRACE_MODES", "OPERATIONS", "OperationKind",
     "Transform", "TRANSFORMS", "register_transform", "NotFittedError",
     "StandardTransform", "LaplacianTransform", "SemTransform", "Transformer", "Spectrum", "make_transform",
-    "TRANSFORM_TYPES", "OutputLoader", "SignalBatch", "SignalWriter", "StorageError", "Visualizer",
+    "TRANSFORM_TYPES", "OutputLoader", "SignalBatch", "SignalWriter", "StorageError", "Visualizer", "NspError",
 ]

@@ -21,6 +21,8 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from nsp.errors import ExternalModelError
+
 if TYPE_CHECKING:                # annotations only; torch loads where a function needs it
     import torch
 
@@ -28,10 +30,6 @@ if TYPE_CHECKING:                # annotations only; torch loads where a functio
 SOURCES = ("timm", "torchvision")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DECLARED = []                  # keeps the declaring library alive
-
-
-class ExternalModelError(ValueError):
-    """A named architecture that cannot be built: unknown source or name, missing extra, a download asked for."""
 
 
 def is_named(architecture: str) -> bool:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import resource
 
+from nsp.errors import MemoryBudgetError
+
 GB = 1 << 30
-
-
-class MemoryBudgetError(ValueError):
-    """A step whose estimated memory exceeds what this process may use; nothing was computed."""
 
 
 def _read(path: str) -> str | None:

@@ -29,20 +29,13 @@ import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import Backend, apply_term
+from nsp.errors import ConnectivityError, EdgeWeightError
 
 if TYPE_CHECKING:                # annotations only; torch loads where a function needs it
     import torch
 
 #: Largest Jacobian (output neurons x input neurons) the fallback may form.
 JACOBIAN_LIMIT = 1 << 24
-
-
-class ConnectivityError(ValueError):
-    """An operation whose connectivity nsp cannot determine."""
-
-
-class EdgeWeightError(RuntimeError):
-    """The linear part (edge weights) of an operation could not be derived."""
 
 
 @dataclass(frozen=True, eq=False)

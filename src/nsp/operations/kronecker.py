@@ -23,12 +23,10 @@ from math import prod
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.errors import KroneckerError
+
 #: Largest dense factor (entries) that a split or merge may form.
 DENSE_LIMIT = 1 << 26
-
-
-class KroneckerError(ValueError):
-    """A matrix that cannot be written in the requested Kronecker form."""
 
 
 class Factor:

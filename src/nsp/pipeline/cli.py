@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nsp import __version__
+from nsp.errors import NspError
 from nsp.pipeline import config as configuration
 from nsp.storage.files import atomic_output
 from nsp.tracing import TRACE_MODES
@@ -653,13 +654,13 @@ def _exit_on_sigterm() -> dict:
 
 
 #: errors that mean bad input (config, files, models): one line, exit code 2. Anything else is a bug and
-#: keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, OSError)
+#: keeps its traceback. nsp's own are :class:`nsp.errors.NspError`; the others come from what a stage calls
+#: (NumPy, h5py, torch, the file system) on input they refuse.
+USER_ERRORS = (NspError, ValueError, FileNotFoundError, ImportError, OSError)
 
 
 def _user_error(err: Exception) -> bool:
-    recording = sys.modules.get("nsp.tracing.recording")    # a TraceError needs it loaded
-    return isinstance(err, USER_ERRORS) or (recording is not None and isinstance(err, recording.TraceError))
+    return isinstance(err, USER_ERRORS)
 
 
 def main(argv=None) -> int:

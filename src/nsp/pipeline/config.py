@@ -19,12 +19,9 @@ import yaml
 from nsp import external
 from nsp.storage.files import atomic_output
 from nsp.zoo import INPUT_SHAPES
+from nsp.errors import ConfigError
 
 SCHEMA_PATH = Path(str(files("nsp.pipeline") / "data" / "config.schema.yaml"))
-
-
-class ConfigError(ValueError):
-    """A config that does not follow the schema or refers to something undefined."""
 
 
 def schema(transforms: bool = True) -> dict:

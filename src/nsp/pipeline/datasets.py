@@ -15,6 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nsp.errors import DatasetError
+
 
 def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | None]:
     """Inputs (float32, samples first) and labels (int64 or None) of a config dataset entry,
@@ -92,12 +94,12 @@ def _arrays(path: Path, inputs_key: str, labels_key: str, name: str):
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as arrays:
             if inputs_key not in arrays.files:
-                raise KeyError(f"dataset {name}: {path} has no array {inputs_key!r} (has {', '.join(arrays.files)})")
+                raise DatasetError(f"dataset {name}: {path} has no array {inputs_key!r} (has {', '.join(arrays.files)})")
             return arrays[inputs_key].astype(np.float32), (arrays[labels_key].astype(np.int64)
                                                            if labels_key in arrays.files else None)
     with h5py.File(path, "r", locking=False) as f:
         if inputs_key not in f:
-            raise KeyError(f"dataset {name}: {path} has no dataset {inputs_key!r}")
+            raise DatasetError(f"dataset {name}: {path} has no dataset {inputs_key!r}")
         return f[inputs_key][()].astype(np.float32), (f[labels_key][()].astype(np.int64) if labels_key in f else None)
 
 

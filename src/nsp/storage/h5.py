@@ -29,6 +29,8 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from nsp.errors import StorageError
+
 #: default filters (bench/bench_storage.py): deflate, which every HDF5 tool reads (lzf is faster but
 #: h5py-only); level 1 (higher levels gain 3 % for 20 % more time); the byte shuffle helps float64
 #: spectra (ratio 2.37 vs 2.23) and hurts float32 activations (1.57 vs 1.76).
@@ -37,10 +39,6 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 _CHUNK_BYTES = 1 << 18
 _WRITERS: dict = {}      # class -> writer(parent, name, obj)
 _READERS: dict = {}      # (encoding type, version) -> reader(group)
-
-
-class StorageError(ValueError):
-    """A file that is not what was expected (kind, version, encoding, damaged, or not readable)."""
 
 
 def check(ok, node, message: str) -> None:

@@ -41,10 +41,7 @@ from nsp.operations.base import FALLBACK
 from nsp.tracing import TRACE_MODES
 from nsp.tracing.functions import CONSTANT_MAKERS, SHAPE_ONLY, capture
 from nsp.tracing.table import LayerTable, plain
-
-
-class TraceError(RuntimeError):
-    """The network could not be traced in the requested mode."""
+from nsp.errors import TraceError
 
 
 @dataclass(eq=False)

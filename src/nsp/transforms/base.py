@@ -22,15 +22,12 @@ import inspect
 import numpy as np
 
 from nsp.devices import torch_device
+from nsp.errors import NotFittedError
 
-#: type name -> transform class, in registration order
+#: type name -> transform class: the built-in ones in the order of BUILT_IN, then others as they registered
 TRANSFORMS: dict[str, type] = {}
 #: the built-in transforms, in the order ``nsp.transforms`` registers them
 BUILT_IN = ("standard", "laplacian", "sem")
-
-
-class NotFittedError(RuntimeError):
-    """A transform used before ``fit``."""
 
 
 def register_transform(cls: type) -> type:
@@ -39,6 +36,12 @@ def register_transform(cls: type) -> type:
         raise ValueError(f"{cls.__name__} has no type name")
     cls.label = cls.__dict__.get("label") or cls.type
     TRANSFORMS[cls.type] = cls
+    # the built-in transforms first, in their fixed order, whichever module was imported first; then the
+    # others in the order they registered
+    ordered = sorted(TRANSFORMS.items(), key=lambda item: BUILT_IN.index(item[0]) if item[0] in BUILT_IN
+                     else len(BUILT_IN))
+    TRANSFORMS.clear()
+    TRANSFORMS.update(ordered)
     return cls
 
 

@@ -26,6 +26,7 @@ from math import log2
 import numpy as np
 
 from nsp.operations.kronecker import reduce_
+from nsp.errors import ExactnessError
 
 #: moduli: the largest primes below 2^26, descending
 PRIME_BITS = 26
@@ -45,10 +46,6 @@ def _primes(count: int) -> list[int]:
 PRIMES = _primes(96)                        # 96 x 26 bits: coefficients up to ~2,490 bits
 #: an exact sum of values below p stays below 2^53 for at most this many terms
 MAX_TERMS = (1 << 53) // PRIMES[0]
-
-
-class ExactnessError(ValueError):
-    """Input the exact transform cannot take (NaN or infinity), or a sum too long for exact float64."""
 
 
 #: entries handled at once by the elementwise steps (small enough for their temporaries to stay in cache)

@@ -36,12 +36,10 @@ from nsp.operations.blocks import Kron, Permutation
 from nsp.operations.kronecker import (Backend, Factor, KroneckerError, Moduli, apply_term, fan_in, regroup,
                                       signed_terms, term_dense, term_matmul, term_nnz, union_add)
 
+from nsp.errors import NotFactorable
+
 #: Most signed terms one closure block may need after inclusion–exclusion.
 TERM_LIMIT = 64
-
-
-class NotFactorable(ValueError):
-    """A graph whose closure has no Kronecker-factored form; the message says why."""
 
 
 def layer_axes(core) -> tuple[list, list]:
