@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from nsp.operations.base import ConnectivityError, OperationKind, register
 from nsp.operations.blocks import Coo, Kron, Permutation
-from nsp.operations.kronecker import Factor
+from nsp.operations.kronecker import Factor, alignments
 
 FUNCTIONS = {
     torch.nn.functional.pad, torch.permute, torch.transpose, torch.t, torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims,
@@ -118,18 +118,7 @@ def _separable(block: Coo, out_shape: tuple, in_shape: tuple) -> Kron | None:
     size-1 axes inserted at every place, fewest mismatched sizes first."""
     if block.rows.size == 0:
         return None
-    if len(out_shape) == len(in_shape):
-        return _separable_aligned(block, out_shape, in_shape)
-    short, long = sorted((tuple(out_shape), tuple(in_shape)), key=len)
-    if len(long) - len(short) > 3:
-        return None
-    shapes = []
-    for places in itertools.combinations(range(len(long)), len(long) - len(short)):
-        rest = iter(short)
-        padded = tuple(1 if k in places else next(rest) for k in range(len(long)))
-        shapes.append((sum(a != b for a, b in zip(padded, long)), padded))
-    for _, padded in sorted(shapes):
-        outs, ins = (padded, long) if len(out_shape) < len(in_shape) else (long, padded)
+    for outs, ins in alignments(out_shape, in_shape):
         kron = _separable_aligned(block, outs, ins)
         if kron is not None:
             return kron

@@ -18,6 +18,7 @@ boolean arrays.
 
 from __future__ import annotations
 
+import itertools
 from math import prod
 
 import numpy as np
@@ -276,6 +277,25 @@ def regroup(factors: list, rows: tuple, cols: tuple) -> tuple | None:
         raise KroneckerError(f"factors of shapes {[f.shape for f in factors]} do not align with axes "
                              f"{tuple(rows)} x {tuple(cols)}")
     return tuple(out)
+
+
+def alignments(shape: tuple, target: tuple) -> list:
+    """Pairs of shapes of equal rank: ``shape`` and ``target``, the shorter with size-1 axes inserted (every
+    place, fewest mismatched sizes first; none where they differ by more than 3 axes). How an operation
+    that drops or adds axes (``x[0]``, ``unbind``, a reduction) lines its input and output up."""
+    shape, target = tuple(shape), tuple(target)
+    if len(shape) == len(target):
+        return [(shape, target)]
+    short, long = sorted((shape, target), key=len)
+    if len(long) - len(short) > 3:
+        return []
+    out = []
+    for places in itertools.combinations(range(len(long)), len(long) - len(short)):
+        rest = iter(short)
+        padded = tuple(1 if k in places else next(rest) for k in range(len(long)))
+        pair = (padded, long) if short is shape else (long, padded)
+        out.append((sum(a != b for a, b in zip(*pair)), pair))
+    return [pair for _, pair in sorted(out)]
 
 
 # --- terms and unions ---------------------------------------------------------------------

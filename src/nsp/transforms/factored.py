@@ -33,8 +33,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron, Permutation
-from nsp.operations.kronecker import (Backend, Factor, KroneckerError, Moduli, apply_term, fan_in, regroup,
-                                      signed_terms, term_dense, term_matmul, term_nnz, union_add)
+from nsp.operations.kronecker import (Backend, Factor, KroneckerError, Moduli, alignments, apply_term, fan_in,
+                                      regroup, signed_terms, term_dense, term_matmul, term_nnz, union_add)
 
 from nsp.errors import NotFactorable
 
@@ -75,18 +75,8 @@ def _tensor_groups(axes: tuple, order: tuple, shape: tuple) -> list | None:
     """For each axis of a tensor of ``shape`` whose node order is C order over ``axes`` taken in ``order``:
     the axes it spans (consecutive in ``order``, size-1 axes left out); None where a tensor axis would
     split one of them."""
-    sequence = [a for a in order if axes[a] > 1]
-    groups, i = [], 0
-    for n in shape:
-        group, size = [], 1
-        while size < n and i < len(sequence):
-            group.append(sequence[i])
-            size *= axes[sequence[i]]
-            i += 1
-        if size != n:
-            return None
-        groups.append(group)
-    return groups if i == len(sequence) else None
+    common = _common_groups(axes, order, shape)
+    return None if common is None or any(b - a != 1 for a, b in common[0]) else common[1]
 
 
 def _common_groups(axes: tuple, order: tuple, shape: tuple) -> tuple[list, list] | None:
@@ -174,24 +164,6 @@ def _refine(structure: tuple, shape: tuple) -> tuple:
     return _structure(len(axes), groups)
 
 
-def _alignments(shape: tuple, target: tuple) -> list:
-    """Pairs of shapes of equal rank: ``shape`` and ``target`` with size-1 axes inserted into the shorter
-    (every place, fewest mismatched sizes first)."""
-    shape, target = tuple(shape), tuple(target)
-    if len(shape) == len(target):
-        return [(shape, target)]
-    short, long = sorted((shape, target), key=len)
-    if len(long) - len(short) > 3:
-        return []
-    out = []
-    for places in itertools.combinations(range(len(long)), len(long) - len(short)):
-        rest = iter(short)
-        padded = tuple(1 if k in places else next(rest) for k in range(len(long)))
-        pair = (padded, long) if short is shape else (long, padded)
-        out.append((sum(a != b for a, b in zip(*pair)), pair))
-    return [pair for _, pair in sorted(out)]
-
-
 def _adapt(structure: tuple, shape: tuple, target: tuple) -> list:
     """Candidate structures for a tensor of shape ``target`` next to one of ``shape`` with ``structure``:
     the same axes where it has the same size (and their refinement where they split a tensor axis); else,
@@ -209,7 +181,7 @@ def _adapt(structure: tuple, shape: tuple, target: tuple) -> list:
                 pass
         if tuple(shape) == tuple(target):
             return out
-    for mine, theirs in _alignments(shape, target):
+    for mine, theirs in alignments(shape, target):
         common = _common_groups(axes, order, mine)
         if common is None:
             continue
