@@ -28,12 +28,11 @@ from nsp.operations import OPERATIONS
 
 def jacobian_core(acts: nsp.Activations) -> GraphCore:
     """Brute force: every block from the nonzero pattern of the layer's Jacobian."""
-    saved = dict(OPERATIONS)
-    OPERATIONS.update({name: saved["jacobian"] for name in saved})
-    try:
+    with OPERATIONS.temporary():
+        fallback = OPERATIONS["jacobian"]
+        for name in list(OPERATIONS):
+            OPERATIONS.add(fallback, name, replace=True)
         return GraphCore.from_activations(acts, jacobian_limit=1 << 30)
-    finally:
-        OPERATIONS.update(saved)
 
 
 def mnist(repeats: int) -> None:

@@ -203,19 +203,19 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
         "visualize", "summarize"]
     network = {"architecture": "digits_cnn", "options": {}, "input_shape": None, "dataset": "photos", "trace": "ops"}
     assert config.part(cfg, "train/mlp") == {
-        "part": "train/mlp", "seed": 3, "datasets": {"digits": cfg["datasets"]["digits"]},
+        "part": "train/mlp", "plugins": [], "seed": 3, "datasets": {"digits": cfg["datasets"]["digits"]},
         "models": {"mlp": {"architecture": "digits_mlp", "options": {}, "input_shape": None, "dataset": "digits",
                            "epochs": 2, "batch_size": 64, "learning_rate": 0.003}}}
-    assert config.part(cfg, "extract-graph/cnn") == {"part": "extract-graph/cnn", "models": {"cnn": network}}
+    assert config.part(cfg, "extract-graph/cnn") == {"part": "extract-graph/cnn", "plugins": [], "models": {"cnn": network}}
     assert config.part(cfg, "collect-activations/cnn") == {
-        "part": "collect-activations/cnn", "shard_size": 500, "device": "cpu",
+        "part": "collect-activations/cnn", "plugins": [], "shard_size": 500, "device": "cpu",
         "datasets": {"photos": cfg["datasets"]["photos"]}, "models": {"cnn": {**network, "layers": None}}}
     assert config.part(cfg, "compute-transformer/laplacian") == {
-        "part": "compute-transformer/laplacian", "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
-    assert config.part(cfg, "transform") == {"part": "transform", "device": "cpu"}
-    assert config.part(cfg, "visualize") == {"part": "visualize", "visualize": {"label": 1, "scale": "layerscale",
+        "part": "compute-transformer/laplacian", "plugins": [], "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
+    assert config.part(cfg, "transform") == {"part": "transform", "plugins": [], "device": "cpu"}
+    assert config.part(cfg, "visualize") == {"part": "visualize", "plugins": [], "visualize": {"label": 1, "scale": "layerscale",
                                                                                  "cmap": "magma", "layers": None}}
-    assert config.part(cfg, "summarize") == {"part": "summarize", "summary": {"sparsity_threshold": 0.001}}
+    assert config.part(cfg, "summarize") == {"part": "summarize", "plugins": [], "summary": {"sparsity_threshold": 0.001}}
     # a part loads as itself (nothing filled in) and only for its own stage
     for name in config.part_names(cfg):
         path = tmp_path / f"{name.replace('/', '_')}.yaml"
@@ -230,7 +230,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda p: p.pop("seed"), "config key seed: missing from the part of stage train"),
-    (lambda p: p.update(figures=["energy"]), "config key figures: not read by stage train (its part has seed, "
+    (lambda p: p.update(figures=["energy"]), "config key figures: not read by stage train (its part has plugins, seed, "
                                              "datasets, models)"),
     (lambda p: p["models"]["mlp"].pop("epochs"), "config key models.mlp: epochs missing from the part of stage train"),
     (lambda p: p["models"]["mlp"].update(epochs=-2), "config key models.mlp.epochs: -2 is less than the minimum of 0"),
@@ -295,8 +295,7 @@ def test_datasets_are_counted_from_headers_without_loading(tmp_path, monkeypatch
 
 
 def test_series_follow_the_registry_order():
-    from nsp.transforms.base import BUILT_IN
-    assert list(nsp.TRANSFORMS)[:3] == list(BUILT_IN)
+    assert list(nsp.TRANSFORMS)[:3] == ["standard", "laplacian", "sem"]
     assert config.series(["sem", "zeta2", "standard", "a1"]) == ["activations", "standard", "sem", "a1", "zeta2"]
 
 

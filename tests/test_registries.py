@@ -6,7 +6,10 @@ figure) and the HDF5 files, and the stored results are checked against brute for
 """
 
 import importlib
+import os
+import subprocess
 import sys
+from contextlib import ExitStack
 
 import h5py
 import numpy as np
@@ -17,7 +20,9 @@ import yaml
 import nsp
 from nsp import storage, zoo
 from nsp.operations import base as operations_base
+from nsp.errors import RegistryError
 from nsp.pipeline import cli
+from nsp.registry import Registry
 from nsp.storage import h5
 from nsp.transforms import base as transforms_base
 
@@ -111,18 +116,14 @@ def _read(group):
 @pytest.fixture
 def extension(tmp_path, monkeypatch):
     """The extension module imported from a temporary folder; registries restored afterwards."""
-    assert "jacobian" in nsp.operations.OPERATIONS and "sem" in nsp.transforms.TRANSFORMS   # built-ins first
-    saved = [(d, dict(d)) for d in (operations_base.OPERATIONS, operations_base._PART_OWNERS,
-                                   transforms_base.TRANSFORMS, h5._WRITERS, h5._READERS)]
     (tmp_path / "nsp_extension.py").write_text(EXTENSION)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    module = importlib.import_module("nsp_extension")
-    yield module
-    sys.modules.pop("nsp_extension", None)
-    for registry, content in saved:
-        registry.clear()
-        registry.update(content)
+    with ExitStack() as stack:
+        for registry in (operations_base.OPERATIONS, transforms_base.TRANSFORMS, h5.WRITERS, h5.READERS):
+            stack.enter_context(registry.temporary())
+        yield importlib.import_module("nsp_extension")
+        sys.modules.pop("nsp_extension", None)
 
 
 def test_new_operation_kind_and_transform_through_cli_and_storage(extension, tmp_path):
@@ -279,3 +280,117 @@ def test_older_encoding_versions_are_still_read(tmp_path):
     s = np.random.default_rng(0).standard_normal((3, core.n_nodes))
     assert loaded.closure.names == core.names and np.array_equal(loaded.closure.offsets, core.offsets)
     assert np.array_equal(loaded.transform(s), fitted.transform(s))
+
+
+# --- the registries themselves: fixed order, explicit fill, clear errors, installed plugins ----------------
+
+def _python(code: str, env_path: str | None = None) -> subprocess.CompletedProcess:
+    """``code`` run in a fresh interpreter (nothing imported before), optionally with ``env_path`` on the path."""
+    env = dict(os.environ)
+    if env_path:
+        env["PYTHONPATH"] = os.pathsep.join([env_path, env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("first", ["", "import nsp.transforms.sem", "import nsp.transforms.laplacian",
+                                   "import nsp.operations.pooling, nsp.operations.jacobian",
+                                   "import nsp.storage.transformers"])
+def test_registries_fill_in_their_fixed_order_whatever_was_imported_first(first):
+    code = (f"{first}\nfrom nsp.transforms.base import TRANSFORMS\nfrom nsp.operations.base import OPERATIONS\n"
+            f"print(','.join(TRANSFORMS)); print(','.join(OPERATIONS))")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    transforms, operations = out.stdout.split()
+    assert transforms == "standard,laplacian,sem"
+    assert operations == ("conv,maxpool,avgpool,adaptive_avgpool,adaptive_maxpool,linear,matmul,einsum,attention,"
+                          "multihead_attention,reshape,unfold,fold,gather,elementwise,reduce,cat,stack,recurrent,"
+                          "interpolate,jacobian")
+
+
+def test_importing_a_module_registers_nothing_until_the_registry_is_read():
+    out = _python("import nsp.transforms.sem, nsp.operations.conv\nfrom nsp.transforms.base import TRANSFORMS\n"
+                  "from nsp.operations.base import OPERATIONS\nprint(TRANSFORMS._filled, OPERATIONS._filled)")
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_registry_errors_name_the_entry_and_what_is_accepted():
+    registry = Registry("colour", ("nsp.errors:NspError",), name_of=lambda cls: cls.__name__.lower())
+
+    class Red:
+        pass
+
+    class Other:
+        pass
+
+    registry.add(Red)
+    assert list(registry) == ["nsperror", "red"]           # the built-in first, though added later
+    registry.add(Red)                                       # the same definition again (a re-import): fine
+    with pytest.raises(RegistryError, match=r"colour 'red' is already registered by "
+                                            r"test_registries\.test_registry_errors_name_the_entry_and_what_is_"
+                                            r"accepted\.<locals>\.Red; .*Other must use another name"):
+        registry.add(Other, "red")
+    with pytest.raises(RegistryError, match="unknown colour 'blue'; accepted: nsperror, red"):
+        registry.lookup("blue")
+    with registry.temporary():
+        registry.add(Other, "red", replace=True)
+        assert registry["red"] is Other
+    assert registry["red"] is Red
+    with pytest.raises(RegistryError, match="is not a subclass of nsp.transforms.Transform"):
+        nsp.register_transform(Other)
+    with pytest.raises(nsp.ConnectivityError, match="unknown operation kind 'warp'; accepted: adaptive_avgpool"):
+        operations_base.kind("warp")
+
+
+PLUGIN = '''
+from nsp.transforms import Transform, register_transform
+
+
+class Doubled(Transform):
+    type = "doubled"
+    description = "twice the signal"
+
+    def __init__(self):
+        self.nodes = None
+'''
+
+
+def _install(tmp_path, module_text: str, value: str = "nsp_demo_plugin") -> str:
+    """A package installed into ``tmp_path``: the module and its distribution metadata with one
+    ``nsp.plugins`` entry point (what pip writes for ``[project.entry-points."nsp.plugins"]``)."""
+    (tmp_path / "nsp_demo_plugin.py").write_text(module_text)
+    info = tmp_path / "nsp_demo_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nsp-demo-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[nsp.plugins]\ndemo = {value}\n")
+    return str(tmp_path)
+
+
+def test_an_installed_plugin_is_loaded_when_a_registry_is_first_read(tmp_path):
+    path = _install(tmp_path, PLUGIN + "\nregister_transform(Doubled)\n")
+    out = _python("import nsp\nprint(','.join(nsp.TRANSFORMS))", path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "standard,laplacian,sem,doubled"
+
+
+def test_a_broken_installed_plugin_is_named(tmp_path):
+    path = _install(tmp_path, "raise ImportError('needs torch-geometric')\n")
+    out = _python("import nsp\nlist(nsp.TRANSFORMS)", path)
+    assert out.returncode == 1
+    assert ("NspError: plugin demo = nsp_demo_plugin (entry point nsp.plugins of package nsp-demo-plugin) failed "
+            "to load: ImportError: needs torch-geometric") in out.stderr
+
+
+@pytest.mark.parametrize("plugins, message", [
+    ("my_plugin", "config key plugins: a list of Python module names, got str"),
+    (["ok", "../evil"], r"config key plugins\[1\]: '../evil' is not a Python module name"),
+    (["nsp_no_such_plugin"], r"config key plugins\[0\]: cannot import plugin nsp_no_such_plugin: "
+                             r"ModuleNotFoundError: No module named 'nsp_no_such_plugin'"),
+])
+def test_bad_plugins_in_a_config_are_named(plugins, message, monkeypatch, tmp_path):
+    (tmp_path / "ok.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = {"plugins": plugins, "datasets": {"d": {"source": "sklearn-digits"}},
+              "models": {"m": {"architecture": "digits_mlp", "dataset": "d"}}, "transforms": {"standard": {}}}
+    with pytest.raises(nsp.pipeline.config.ConfigError, match=message):
+        nsp.pipeline.config.validate(config)
+    sys.modules.pop("ok", None)

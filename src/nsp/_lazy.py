@@ -7,14 +7,12 @@ import importlib
 import sys
 
 
-def exports(package: str, names: dict[str, str], before: tuple[str, ...] = ()):
+def exports(package: str, names: dict[str, str]):
     """``__getattr__`` and ``__dir__`` for ``package``: ``names`` maps each public name to the module
-    defining it; the modules in ``before`` are imported first (e.g. ones that register themselves)."""
+    defining it."""
     def __getattr__(name: str):
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        for module in before:
-            importlib.import_module(module)
         value = getattr(importlib.import_module(names[name]), name)
         setattr(sys.modules[package], name, value)
         return value

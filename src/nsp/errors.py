@@ -59,3 +59,7 @@ class ExactnessError(NspError, ValueError):
 
 class MemoryBudgetError(NspError, ValueError):
     """A step whose estimated memory exceeds what this process may use; nothing was computed."""
+
+
+class RegistryError(NspError, ValueError):
+    """An unknown name in a registry (transform, operation kind, figure kind, ...) or a name taken twice."""

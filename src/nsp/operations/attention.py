@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import LinearPart, OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind
 from nsp.operations.blocks import Kron, union
 from nsp.operations.kronecker import Factor
 
@@ -56,7 +56,6 @@ def _allowed(mask: torch.Tensor, rows: int, cols: int) -> np.ndarray | None:
     return pattern[0].cpu().numpy()
 
 
-@register
 class Attention(OperationKind):
     """``F.scaled_dot_product_attention(q, k, v)`` (kind ``attention``).
 
@@ -129,7 +128,6 @@ _MODULE_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "at
                 "is_causal")
 
 
-@register
 class MultiheadAttention(OperationKind):
     """``nn.MultiheadAttention`` and ``F.multi_head_attention_forward`` (kind ``multihead_attention``): the
     attention output (the first item of the returned pair; the averaged weights, the second, have no rule).

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import Backend, apply_term
 from nsp.errors import ConnectivityError, EdgeWeightError
+from nsp.registry import Registry
 
 if TYPE_CHECKING:                # annotations only; torch loads where a function needs it
     import torch
@@ -166,21 +167,23 @@ class OperationKind:
         raise NotImplementedError
 
 
-#: kind name -> OperationKind, in registration order (which decides who claims a call first)
-OPERATIONS: dict[str, OperationKind] = {}
-_PART_OWNERS: dict[str, OperationKind] = {}
 FALLBACK = "jacobian"
+#: the built-in kinds, in the order they are asked to claim a call (the fallback last)
+BUILT_IN = tuple(f"nsp.operations.{spec}" for spec in (
+    "conv:Conv", "pooling:MaxPool", "pooling:AvgPool", "pooling:AdaptiveAvgPool", "pooling:AdaptiveMaxPool",
+    "linear:Linear", "matmul:Matmul", "matmul:Einsum", "attention:Attention", "attention:MultiheadAttention",
+    "reshape:Reshape", "fold:Unfold", "fold:Fold", "gather:Gather",
+    "elementwise:Elementwise", "normalization:Reduce", "cat:Cat", "cat:Stack", "recurrent:Recurrent", "resample:Interpolate",
+    "jacobian:Jacobian"))
+#: kind name -> OperationKind: the built-in kinds in the order of BUILT_IN, then the added ones in the order
+#: they were added (the fallback claims nothing, so every kind is asked before a call falls back)
+OPERATIONS = Registry("operation kind", BUILT_IN, prepare=lambda kind: kind() if isinstance(kind, type) else kind,
+                      error=ConnectivityError)
 
 
 def register(kind: OperationKind | type) -> OperationKind | type:
     """Register an operation kind (an instance, or a class that is instantiated); usable as a decorator."""
-    instance = kind() if isinstance(kind, type) else kind
-    if not instance.name:
-        raise ValueError(f"{type(instance).__name__} has no name")
-    OPERATIONS[instance.name] = instance
-    for part_kind in instance.part_kinds:
-        _PART_OWNERS[part_kind] = instance
-    return kind
+    return OPERATIONS.add(kind)
 
 
 def _classify(method: str, *args) -> tuple[str, dict]:
@@ -200,7 +203,7 @@ def classify_module(module, args: Sequence = (), kwargs: dict | None = None) -> 
     kwargs = kwargs or {}
     if getattr(forward, "__module__", "").startswith("torch."):
         return _classify("call_params", module, args, kwargs)
-    for kind in OPERATIONS.values():         # a forward of its own: only a kind naming that class claims it
+    for kind in OPERATIONS.values():                    # a forward of its own: only a kind naming that class claims it
         if any(isinstance(module, c) and c.forward is forward for c in kind.modules):
             params = kind.call_params(module, args, kwargs)
             if params is not None:
@@ -219,10 +222,7 @@ def classify_method(name: str, args: Sequence, kwargs: dict) -> tuple[str, dict]
 
 
 def kind(name: str) -> OperationKind:
-    try:
-        return OPERATIONS[name]
-    except KeyError:
-        raise ConnectivityError(f"unknown operation kind {name!r}; registered: {', '.join(OPERATIONS)}") from None
+    return OPERATIONS.lookup(name)
 
 
 def blocks_for(op: Op, inputs: Sequence[torch.Tensor], incl: bool = True, limit: int = JACOBIAN_LIMIT) -> list:
@@ -281,10 +281,10 @@ def part_edges(part: LinearPart, block, in_shape: tuple, out_shape: tuple) -> tu
 
 
 def _part_owner(part: LinearPart) -> OperationKind:
-    owner = _PART_OWNERS.get(part.kind)
-    if owner is None:
-        raise ValueError(f"unknown linear part {part.kind!r}; known: rows, {', '.join(_PART_OWNERS)}")
-    return owner
+    owners = {part_kind: kind for kind in OPERATIONS.values() for part_kind in kind.part_kinds}
+    if part.kind not in owners:
+        raise EdgeWeightError(f"unknown linear part {part.kind!r}; known: rows, {', '.join(owners)}")
+    return owners[part.kind]
 
 
 def block_product(block, x: np.ndarray, device=None) -> np.ndarray:

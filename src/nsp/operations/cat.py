@@ -9,12 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from nsp.operations.base import OperationKind, bind, register
+from nsp.operations.base import OperationKind, bind
 from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import Factor
 
 
-@register
 class Cat(OperationKind):
     name = "cat"
     functions = {torch.cat, torch.concat, torch.concatenate}
@@ -38,7 +37,6 @@ class Cat(OperationKind):
         return blocks
 
 
-@register
 class Stack(Cat):
     """``torch.stack`` (kind ``stack``): item ``i`` fills index ``i`` of a new axis, identity on the others."""
 

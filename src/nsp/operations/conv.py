@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import ConnectivityError, LinearPart, OperationKind, bind, register
+from nsp.operations.base import ConnectivityError, LinearPart, OperationKind, bind
 from nsp.operations.blocks import Coo, Kron, eyes
 from nsp.operations.kronecker import Factor
 from nsp.operations.windows import resolved_padding, window_offsets, window_params
@@ -47,7 +47,6 @@ def axis_windows(params: dict, in_shape: tuple, out_shape: tuple) -> list:
                            padding[a], params["dilation"][a], params["padding_mode"]) for a in range(nd)]
 
 
-@register
 class Conv(OperationKind):
     name = "conv"
     single_input = True

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import LinearPart, OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind
 from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import Factor
 
@@ -82,7 +82,6 @@ def batch_statistics(args, kwargs) -> bool:
     return bool(b.get("training")) or b.get("running_mean") is None
 
 
-@register
 class Elementwise(OperationKind):
     name = "elementwise"
     modules = MODULES

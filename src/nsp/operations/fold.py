@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import ConnectivityError, OperationKind, bind, register
+from nsp.operations.base import ConnectivityError, OperationKind, bind
 from nsp.operations.blocks import Kron, eyes
 from nsp.operations.kronecker import Factor
 from nsp.operations.windows import as_tuple, window_offsets
@@ -63,7 +63,6 @@ def _checked(op, channels: int, size: tuple, columns: tuple) -> Factor:
     return Factor.of(im2col(p, size))
 
 
-@register
 class Unfold(OperationKind):
     name = "unfold"
     modules = (nn.Unfold,)
@@ -100,7 +99,6 @@ class Unfold(OperationKind):
         return [Kron(tuple(eyes(lead) + [Factor.eye(channels), factor]))]
 
 
-@register
 class Fold(OperationKind):
     name = "fold"
     modules = (nn.Fold,)

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn as nn
 
-from nsp.operations.base import ConnectivityError, OperationKind, register
+from nsp.operations.base import ConnectivityError, OperationKind
 from nsp.operations.blocks import Coo, Kron, Permutation
 from nsp.operations.kronecker import Factor, alignments
 
@@ -48,7 +48,6 @@ MODULES = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, nn.ZeroPad1d, 
            nn.CircularPad2d, nn.CircularPad3d)
 
 
-@register
 class Gather(OperationKind):
     name = "gather"
     modules = MODULES

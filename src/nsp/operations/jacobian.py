@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, OPERATIONS, ConnectivityError, Op, OperationKind, register
+from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, OPERATIONS, ConnectivityError, Op, OperationKind
 from nsp.operations.blocks import Coo
 
 
@@ -23,7 +23,6 @@ from nsp.operations.blocks import Coo
 JACOBIAN_SECONDS = 120
 
 
-@register
 class Jacobian(OperationKind):
     name = FALLBACK
 

@@ -14,12 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import LinearPart, OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind
 from nsp.operations.blocks import Kron, eyes
 from nsp.operations.kronecker import Factor
 
 
-@register
 class Linear(OperationKind):
     name = "linear"
     single_input = True

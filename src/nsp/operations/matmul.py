@@ -18,12 +18,11 @@ import operator
 import numpy as np
 import torch
 
-from nsp.operations.base import LinearPart, OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind
 from nsp.operations.blocks import Coo, Kron, union
 from nsp.operations.kronecker import Factor
 
 
-@register
 class Matmul(OperationKind):
     name = "matmul"
     positional = True
@@ -73,7 +72,6 @@ def _block(shape: tuple, out: tuple, first: bool) -> Kron:
     return Kron(tuple(factors))
 
 
-@register
 class Einsum(OperationKind):
     """``torch.einsum(equation, *operands)`` (kind ``einsum``): output element ``o`` reads the elements of
     an operand whose indices agree with ``o`` on every letter the two share (letters only in the operand

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import LinearPart, OperationKind, bind, register
+from nsp.operations.base import LinearPart, OperationKind, bind
 from nsp.operations.blocks import Kron
 from nsp.operations.elementwise import batch_statistics
 from nsp.operations.kronecker import Factor
@@ -57,7 +57,6 @@ def _reduction(name: str, args, kwargs) -> dict | None:
     return {"dims": dims, "collapse": True, "reduction": name}
 
 
-@register
 class Reduce(OperationKind):
     name = "reduce"
     single_input = True

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import ConnectivityError, LinearPart, OperationKind, bind, register
+from nsp.operations.base import ConnectivityError, LinearPart, OperationKind, bind
 from nsp.operations.blocks import Coo, Kron, eyes
 from nsp.operations.conv import spatial_split
 from nsp.operations.kronecker import Factor
@@ -117,7 +117,6 @@ class _Average(_Pool):
         return [LinearPart.rows(r.reshape(op.out_shape))]
 
 
-@register
 class MaxPool(_Max):
     name = "maxpool"
     module_types = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
@@ -136,7 +135,6 @@ class MaxPool(_Max):
         return f"max_pool{self.function_dims[target]}d" if target in self.function_dims else None
 
 
-@register
 class AvgPool(_Average):
     name = "avgpool"
     module_types = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
@@ -164,14 +162,12 @@ class _Adaptive:
         return [adaptive_window(s_in[a], op.out_shape[-nd + a]) for a in range(nd)]
 
 
-@register
 class AdaptiveAvgPool(_Adaptive, _Average):
     name = "adaptive_avgpool"
     module_types = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
     function_dims = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
 
 
-@register
 class AdaptiveMaxPool(_Adaptive, _Max):
     name = "adaptive_maxpool"
     adaptive = True

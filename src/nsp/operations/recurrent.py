@@ -16,12 +16,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nsp.operations.base import OperationKind, register
+from nsp.operations.base import OperationKind
 from nsp.operations.blocks import Kron, union
 from nsp.operations.kronecker import Factor
 
 
-@register
 class Recurrent(OperationKind):
     name = "recurrent"
     modules = (nn.RNN, nn.LSTM, nn.GRU)

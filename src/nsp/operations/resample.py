@@ -20,12 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nsp.operations.base import LinearPart, OperationKind, register
+from nsp.operations.base import LinearPart, OperationKind
 from nsp.operations.blocks import Kron
+from nsp.operations.jacobian import jacobian_blocks
 from nsp.operations.kronecker import Factor
 
 
-@register
 class Interpolate(OperationKind):
     name = "interpolate"
     modules = (nn.Upsample,)            # UpsamplingNearest2d and UpsamplingBilinear2d are subclasses
@@ -36,7 +36,6 @@ class Interpolate(OperationKind):
     def blocks(self, op, inputs, incl, limit):
         matrices = axis_matrices(op)
         if matrices is None:
-            from nsp.operations.jacobian import jacobian_blocks     # imported here: it registers the fallback
             return jacobian_blocks(op, inputs, incl, limit)
         shape = op.in_shapes[0]
         return [Kron((Factor.eye(shape[0]), Factor.eye(shape[1])) + tuple(Factor.of(m != 0) for m in matrices))]

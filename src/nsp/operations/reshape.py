@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nsp.operations.base import OperationKind, register
+from nsp.operations.base import OperationKind
 from nsp.operations.blocks import Kron, eyes
 
 
-@register
 class Reshape(OperationKind):
     name = "reshape"
     modules = (nn.Flatten, nn.Unflatten)

@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from nsp import external
+from nsp import external, plugins
 from nsp.storage.files import atomic_output
 from nsp.zoo import INPUT_SHAPES
 from nsp.errors import ConfigError
@@ -89,6 +89,8 @@ def _check_names(config: dict) -> None:
 def validate(config: dict) -> dict:
     """A copy of ``config`` with defaults filled in; ConfigError naming the first bad key."""
     config = copy.deepcopy(config or {})
+    if isinstance(config, dict):
+        plugins.load(config.get("plugins"))       # first: they may add transforms, figure kinds, sources
     if isinstance(config, dict) and config.get(PART_KEY):
         return _validate_part(config)
     if isinstance(config, dict):
@@ -195,16 +197,16 @@ def dump(config: dict, path) -> None:
 PART_KEY = "part"
 
 _NETWORK = ("architecture", "options", "input_shape", "dataset", "trace")
-#: stage -> (top-level keys it reads, keys of its model's entry it reads)
+#: stage -> (top-level keys it reads, keys of its model's entry it reads); every stage loads the plugins
 STAGE_KEYS = {
-    "train": (("seed", "datasets", "models"),
+    "train": (("plugins", "seed", "datasets", "models"),
               ("architecture", "options", "input_shape", "dataset", "epochs", "batch_size", "learning_rate")),
-    "extract-graph": (("models",), _NETWORK),
-    "collect-activations": (("shard_size", "device", "datasets", "models"), (*_NETWORK, "layers")),
-    "compute-transformer": (("transforms",), ()),
-    "transform": (("device",), ()),
-    "visualize": (("visualize",), ()),
-    "summarize": (("summary",), ()),
+    "extract-graph": (("plugins", "models"), _NETWORK),
+    "collect-activations": (("plugins", "shard_size", "device", "datasets", "models"), (*_NETWORK, "layers")),
+    "compute-transformer": (("plugins", "transforms"), ()),
+    "transform": (("plugins", "device"), ()),
+    "visualize": (("plugins", "visualize"), ()),
+    "summarize": (("plugins", "summary"), ()),
 }
 #: the stages whose part is one model's, and the one whose part is one transform's
 MODEL_STAGES = ("train", "extract-graph", "collect-activations")
@@ -287,11 +289,11 @@ def transforms_of(config: dict) -> dict:
 
 
 def series(transforms) -> list[str]:
-    """The series a model's statistics cover, in their fixed order: activations, then its built-in
-    transforms in the order of the registry, then any other by name (nothing heavy is imported)."""
-    from nsp.transforms.base import BUILT_IN
-    return ["activations", *[t for t in BUILT_IN if t in transforms],
-            *sorted(t for t in set(transforms) - set(BUILT_IN) - {"activations"})]
+    """The series a model's statistics cover, in their fixed order: activations, then its transforms in
+    the order of the registry (the built-in ones first), then any other by name."""
+    from nsp.transforms import TRANSFORMS
+    return ["activations", *[t for t in TRANSFORMS if t in transforms],
+            *sorted(t for t in set(transforms) - set(TRANSFORMS) - {"activations"})]
 
 
 def figure_names(wanted, models: dict) -> list[str]:

@@ -2,8 +2,8 @@
 
 ``h5`` holds the building blocks and the registry of encodings; ``container``
 the file conventions (kind, format version, provenance, atomic writes);
-``graphs``, ``signals`` and ``transformers`` the three families of files.
-Transforms register their own encodings in their modules.
+``graphs``, ``signals`` and ``transformers`` the three families of files
+(``transformers`` also holds the encodings of the built-in transforms).
 """
 
 from nsp._lazy import exports

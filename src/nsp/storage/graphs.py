@@ -155,7 +155,5 @@ def read_graph(path) -> GraphCore:
 
 def read_graph_transforms(path) -> dict:
     """The fitted transforms stored with the graph at ``path``, by name."""
-    from nsp.storage.transformers import built_in_encodings
-    built_in_encodings()
     with reading(path, "graph") as f:
         return {name: h5.read(group) for name, group in f["transformers"].items()}

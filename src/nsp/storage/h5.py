@@ -4,7 +4,7 @@ Every group and dataset nsp writes carries two attributes, ``encoding-type``
 and ``encoding-version``. Writers are registered per Python class (the first
 class of an object's MRO that has one wins), readers per (type, version), so
 that a new kind of object (a transform, say) brings its own encoding in its
-own module::
+own module (the built-in ones are in the modules of ``BUILT_IN``)::
 
     @h5.writer(MyTransform)
     def _write(parent, name, obj):
@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from nsp.errors import StorageError
+from nsp.registry import Registry
 
 #: default filters (bench/bench_storage.py): deflate, which every HDF5 tool reads (lzf is faster but
 #: h5py-only); level 1 (higher levels gain 3 % for 20 % more time); the byte shuffle helps float64
@@ -37,8 +38,12 @@ from nsp.errors import StorageError
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 _CHUNK_BYTES = 1 << 18
-_WRITERS: dict = {}      # class -> writer(parent, name, obj)
-_READERS: dict = {}      # (encoding type, version) -> reader(group)
+#: the modules holding the built-in encodings (their decorators register them)
+BUILT_IN = ("nsp.storage.h5", "nsp.storage.layers", "nsp.storage.transformers")
+#: class -> writer(parent, name, obj)
+WRITERS = Registry("HDF5 writer", BUILT_IN, error=StorageError)
+#: (encoding type, version) -> reader(group)
+READERS = Registry("HDF5 reader", BUILT_IN, error=StorageError)
 
 
 def check(ok, node, message: str) -> None:
@@ -68,40 +73,38 @@ def in_range(values: np.ndarray, low: int, high: int, node, what: str) -> None:
 def writer(cls: type) -> Callable:
     """Register the decorated ``fn(parent, name, obj)`` as the writer of objects of ``cls``."""
     def register(fn):
-        _WRITERS[cls] = fn
-        return fn
+        return WRITERS.add(fn, cls)
     return register
 
 
 def reader(encoding: str, version: int) -> Callable:
     """Register the decorated ``fn(group)`` as the reader of ``encoding`` at ``version``."""
     def register(fn):
-        _READERS[(encoding, int(version))] = fn
-        return fn
+        return READERS.add(fn, (encoding, int(version)))
     return register
 
 
 def write(parent: h5py.Group, name: str, obj):
     """Write ``obj`` under ``parent[name]`` with the writer registered for its class."""
     for cls in type(obj).__mro__:
-        if cls in _WRITERS:
-            return _WRITERS[cls](parent, name, obj)
+        if cls in WRITERS:
+            return WRITERS[cls](parent, name, obj)
     raise StorageError(f"no HDF5 encoding for a {type(obj).__name__}; encodable: "
-                       f"{', '.join(sorted(c.__name__ for c in _WRITERS))}")
+                       f"{', '.join(sorted(c.__name__ for c in WRITERS))}")
 
 
 def read(node: h5py.Group | h5py.Dataset):
     """Read an object with the reader registered for its encoding type and version."""
     encoding, version = encoding_of(node)
-    fn = _READERS.get((encoding, version))
+    fn = READERS.get((encoding, version))
     if fn is None:
-        known = sorted(v for e, v in _READERS if e == encoding)
+        known = sorted(v for e, v in READERS if e == encoding)
         where = f"{node.file.filename}: {node.name}"
         if known:
             raise StorageError(f"{where}: encoding {encoding!r} version {version} cannot be read by this nsp "
                                f"(it reads version {', '.join(map(str, known))}); upgrade nsp")
         raise StorageError(f"{where}: unknown encoding {encoding!r}; readable: "
-                           f"{', '.join(sorted({e for e, _ in _READERS}))}")
+                           f"{', '.join(sorted({e for e, _ in READERS}))}")
     return fn(node)
 
 

@@ -8,11 +8,11 @@ same keyword arguments for every transform (``device``: a torch device to
 compute on, checked by :func:`nsp.devices.torch_device`; None = NumPy/SciPy
 on the CPU). Using a transform before ``fit`` raises :class:`NotFittedError`.
 
-Every transform class registers itself under its ``type`` with
-:func:`register_transform`, together with its HDF5 encoding (in its own
-module, through :mod:`nsp.storage.h5`); the CLI, the storage layer, the
-plots, ``NNGraph``, ``OutputLoader`` and the pipeline config all look
-transforms up here.
+:data:`TRANSFORMS` maps each ``type`` name to its class: the built-in ones
+(``BUILT_IN``, in that order), then those added with :func:`register_transform`
+(by a plugin or a user's module). The CLI, the storage layer, the plots,
+``NNGraph``, ``OutputLoader`` and the pipeline config all look transforms up
+there. A transform's HDF5 encoding is registered in :mod:`nsp.storage`.
 """
 
 from __future__ import annotations
@@ -22,33 +22,28 @@ import inspect
 import numpy as np
 
 from nsp.devices import torch_device
-from nsp.errors import NotFittedError
+from nsp.errors import NotFittedError, RegistryError
+from nsp.registry import Registry
 
-#: type name -> transform class: the built-in ones in the order of BUILT_IN, then others as they registered
-TRANSFORMS: dict[str, type] = {}
-#: the built-in transforms, in the order ``nsp.transforms`` registers them
-BUILT_IN = ("standard", "laplacian", "sem")
+#: the built-in transforms, in their order
+BUILT_IN = ("nsp.transforms.standard:StandardTransform", "nsp.transforms.laplacian:LaplacianTransform",
+            "nsp.transforms.sem:SemTransform")
 
 
-def register_transform(cls: type) -> type:
-    """Class decorator: make ``cls`` available under ``cls.type``."""
-    if not getattr(cls, "type", ""):
-        raise ValueError(f"{cls.__name__} has no type name")
+def _checked_class(cls: type) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, Transform)):
+        raise RegistryError(f"{cls!r} is not a subclass of nsp.transforms.Transform")
     cls.label = cls.__dict__.get("label") or cls.type
-    TRANSFORMS[cls.type] = cls
-    # the built-in transforms first, in their fixed order, whichever module was imported first; then the
-    # others in the order they registered
-    ordered = sorted(TRANSFORMS.items(), key=lambda item: BUILT_IN.index(item[0]) if item[0] in BUILT_IN
-                     else len(BUILT_IN))
-    TRANSFORMS.clear()
-    TRANSFORMS.update(ordered)
     return cls
 
 
+def register_transform(cls: type) -> type:
+    """Class decorator: make ``cls`` (a :class:`Transform` subclass) available under ``cls.type``."""
+    return TRANSFORMS.add(cls)
+
+
 def transform_class(type: str) -> type:
-    if type not in TRANSFORMS:
-        raise ValueError(f"unknown transform type {type!r}; accepted: {', '.join(sorted(TRANSFORMS))}")
-    return TRANSFORMS[type]
+    return TRANSFORMS.lookup(type)
 
 
 def make_transform(type: str = "standard", **options):
@@ -142,3 +137,7 @@ def as_batch(values, width: int, what: str) -> tuple[np.ndarray, bool]:
     if x2.ndim != 2 or x2.shape[1] != width:
         raise ValueError(f"{what} must have shape (samples, {width}) or ({width},); got {x.shape}")
     return x2, single
+
+
+#: type name -> transform class: the built-in ones in the order of BUILT_IN, then the added ones
+TRANSFORMS = Registry("transform type", BUILT_IN, name_of=lambda cls: cls.type, prepare=_checked_class)

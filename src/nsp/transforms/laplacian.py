@@ -15,7 +15,6 @@ transform is the projection onto their span, and
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
@@ -25,8 +24,7 @@ from scipy.sparse.csgraph import laplacian as csgraph_laplacian
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
 
 from nsp.graph.core import GraphCore
-from nsp.storage import h5
-from nsp.transforms.base import Transform, register_transform
+from nsp.transforms.base import Transform
 from nsp.graph.symmetry import SplitLaplacian, channel_groups
 
 #: eigenvalues closer than this (relative to the largest) count as equal
@@ -126,7 +124,6 @@ def _lobpcg(lap: sp.csr_matrix, block: int, seed: int) -> tuple[np.ndarray, np.n
     return values, vectors
 
 
-@register_transform
 class LaplacianTransform(Transform):
     """Laplacian GFT of a graph; ``k=None`` for the full basis, else the ``k`` lowest.
 
@@ -260,30 +257,3 @@ def _product(x: np.ndarray, matrix: np.ndarray, device) -> np.ndarray:
         return x @ matrix
     import torch
     return (torch.from_numpy(x).to(device) @ torch.from_numpy(np.ascontiguousarray(matrix)).to(device)).cpu().numpy()
-
-
-@h5.writer(LaplacianTransform)
-def _write(parent, name: str, transform: LaplacianTransform):
-    group = h5.group(parent, name, "nsp.laplacian-transform", k=-1 if transform.k is None else transform.k,
-                     method=transform.method, symmetry=transform.symmetry,
-                     truncation=json.dumps(transform.truncation, sort_keys=True),
-                     **{"channel-groups": json.dumps(transform.channel_groups)})
-    h5.array(group, "eigenvalues", transform.eigenvalues)
-    h5.array(group, "eigenvectors", transform.eigenvectors, **h5.COMPRESSION,
-             chunks=h5.chunks(transform.eigenvectors.shape[1], 8, transform.eigenvectors.shape[0]))
-    return group
-
-
-@h5.reader("nsp.laplacian-transform", 1)
-def _read(group) -> LaplacianTransform:
-    truncation = json.loads(group.attrs["truncation"])
-    values, vectors = group["eigenvalues"], group["eigenvectors"]
-    h5.check(values.ndim == 1 and vectors.ndim == 2 and vectors.shape[1] == values.shape[0] <= vectors.shape[0],
-             group, f"eigenvalues {values.shape} and eigenvectors {vectors.shape} do not form a basis")
-    out = LaplacianTransform.from_basis(values[()], vectors[()], truncation)
-    k = int(group.attrs["k"])
-    out.k = None if k < 0 else k
-    out.method = str(group.attrs["method"])
-    out.symmetry = bool(group.attrs["symmetry"])
-    out.channel_groups = [(tuple(names), c) for names, c in json.loads(group.attrs["channel-groups"])]
-    return out

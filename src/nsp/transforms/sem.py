@@ -27,12 +27,9 @@ from scipy.sparse.linalg import spsolve_triangular
 
 from nsp.graph.core import GraphCore
 from nsp.graph.weights import incoming
-from nsp.storage import h5
-from nsp.storage.graphs import read_core, write_core
-from nsp.transforms.base import Transform, register_transform
+from nsp.transforms.base import Transform
 
 
-@register_transform
 class SemTransform(Transform):
     """The sum-product causal transform with the network's weights; type name ``'sem'``.
 
@@ -96,16 +93,3 @@ class SemTransform(Transform):
 
     def _slice(self, layer: int) -> slice:
         return slice(int(self.core.offsets[layer]), int(self.core.offsets[layer + 1]))
-
-
-@h5.writer(SemTransform)
-def _write(parent, name: str, transform: SemTransform):
-    if transform.core is None:
-        raise h5.StorageError("a sem transform fitted on a bare adjacency matrix cannot be stored; fit it on a "
-                              "graph core")
-    return write_core(parent, name, transform.core, encoding="nsp.sem-transform")
-
-
-@h5.reader("nsp.sem-transform", 1)
-def _read(group) -> SemTransform:
-    return SemTransform().fit(read_core(group))

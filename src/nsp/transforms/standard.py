@@ -15,10 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.graph.core import GraphCore
-from nsp.operations.kronecker import Factor
-from nsp.storage import h5
-from nsp.tracing.table import LayerTable
-from nsp.transforms.base import Transform, register_transform
+from nsp.transforms.base import Transform
 from nsp.transforms.factored import FactoredClosure, NotFactorable, run
 from nsp.transforms import exact
 from nsp.transforms.zeta import (FLOAT64_EXACT, generation_blocks, level_order, off_diagonal, row_bounds, substitute,
@@ -35,7 +32,6 @@ PRECISIONS = ("exact", "float")
 EXACT_MEMORY = 1 << 30
 
 
-@register_transform
 class StandardTransform(Transform):
     """The causal transform of a DAG with the unweighted closure (the seed's ``standard``).
 
@@ -302,110 +298,3 @@ def _apply(matrix: sp.csr_matrix, x: np.ndarray, device=None) -> np.ndarray:
                                     torch.from_numpy(matrix.indices.astype(np.int64)),
                                     torch.from_numpy(matrix.data), size=matrix.shape, device=device)
         return (m @ torch.from_numpy(x.T.copy()).to(device)).T.cpu().numpy()
-
-
-# --- HDF5 encodings: the explicit matrices, or the factored closure -----------------------------------
-
-_FACTOR_KINDS = ("ones", "eye", "dense")
-
-
-@h5.writer(StandardTransform)
-def _write(parent, name: str, transform: StandardTransform):
-    if transform.factored:
-        group = h5.group(parent, name, "nsp.factored-transform", version=2, method=transform.method,
-                         precision=transform.precision)
-        _write_closure(group, transform.closure)
-        return group
-    group = h5.group(parent, name, "nsp.standard-transform", method=transform.method, precision=transform.precision)
-    h5.write_csr(group, "zeta", transform.zeta)
-    if transform.precision == "float":            # the exact path works from the zeta matrix alone
-        h5.write_csr(group, "mobius", transform.mobius)
-    return group
-
-
-def _precision(group) -> str:
-    """Files written before the precision option hold float transforms."""
-    return str(group.attrs.get("precision", "float"))
-
-
-@h5.reader("nsp.standard-transform", 1)
-def _read_explicit(group) -> StandardTransform:
-    zeta = h5.read_csr(group["zeta"])
-    mobius = h5.read_csr(group["mobius"]) if "mobius" in group else None
-    h5.check(zeta.shape[0] == zeta.shape[1] and (mobius is None or mobius.shape == zeta.shape), group,
-             f"zeta {zeta.shape} and mobius {None if mobius is None else mobius.shape} are not one square size")
-    return StandardTransform.from_matrices(zeta, mobius, str(group.attrs["method"]), _precision(group))
-
-
-def _write_closure(group, closure: FactoredClosure) -> None:
-    """The layer table and axes; the distinct factors once each; one row per signed term."""
-    factors: dict = {}
-    rows = []
-    for target, pairs in enumerate(closure.signed):
-        for source, terms in pairs:
-            for coef, term in terms:
-                rows.append([target, source, coef] + [factors.setdefault(f.key, (len(factors), f))[0] for f in term])
-    ordered = [f for _, f in sorted(factors.values(), key=lambda item: item[0])]
-    rank = len(closure.axes[0])
-    terms = np.asarray(rows, dtype=np.int64).reshape(-1, 3 + rank)
-    h5.write(group, "layers", closure.table)
-    h5.array(group, "axes", np.asarray(closure.axes, dtype=np.int64))
-    h5.array(group, "orders", np.asarray(closure.orders, dtype=np.int64))
-    h5.array(group, "factor_kind", np.asarray([_FACTOR_KINDS.index(f.kind) for f in ordered], dtype=np.uint8))
-    h5.array(group, "factor_shape", np.asarray([f.shape for f in ordered], dtype=np.int64).reshape(-1, 2))
-    dense = [f.array.ravel() for f in ordered if f.kind == "dense"]
-    h5.array(group, "factor_data", np.concatenate(dense or [np.zeros(0, bool)]).astype(np.uint8), **h5.COMPRESSION)
-    h5.array(group, "term_target", terms[:, 0])
-    h5.array(group, "term_source", terms[:, 1])
-    h5.array(group, "term_coefficient", terms[:, 2])
-    h5.array(group, "term_factors", terms[:, 3:])
-
-
-def _read_closure(group, table) -> StandardTransform:
-    kinds, shapes = h5.integers(group, "factor_kind"), h5.integers(group, "factor_shape", 2)
-    data = h5.integers(group, "factor_data")
-    dense = kinds == _FACTOR_KINDS.index("dense")
-    h5.check(shapes.shape == (kinds.size, 2) and (shapes >= 0).all(), group["factor_shape"],
-             f"not one (rows, columns) pair per factor ({kinds.size})")
-    h5.in_range(kinds, 0, len(_FACTOR_KINDS), group["factor_kind"], "factor kind")
-    h5.check(int(np.prod(shapes[dense], axis=1).sum()) == data.size, group["factor_data"],
-             f"{data.size} entries for the dense factors")
-    target, source = h5.integers(group, "term_target"), h5.integers(group, "term_source")
-    coefficient, indices = h5.integers(group, "term_coefficient"), h5.integers(group, "term_factors", 2)
-    axes = h5.integers(group, "axes", 2)
-    h5.check(axes.shape[0] == len(table) and target.shape == source.shape == coefficient.shape
-             and indices.shape == (target.size, axes.shape[1]), group, "terms, axes and layers disagree in size")
-    h5.check(((source >= 0) & (source < target) & (target < len(table))).all(), group,
-             "term_target or term_source outside the layers (a term runs from an earlier layer to a later one)")
-    h5.in_range(indices, 0, kinds.size, group["term_factors"], "factor number")
-    factors, position = [], 0
-    for kind, (m, n) in zip(kinds, shapes):
-        kind = _FACTOR_KINDS[int(kind)]
-        if kind == "dense":
-            factors.append(Factor("dense", (m, n), data[position:position + m * n].astype(bool).reshape(m, n)))
-            position += m * n
-        else:
-            factors.append(Factor(kind, (m, n)))
-    signed = [[] for _ in range(len(table))]
-    for L, l, coef, row in zip(target, source, coefficient, indices):
-        pairs = signed[int(L)]
-        if not pairs or pairs[-1][0] != int(l):
-            pairs.append((int(l), []))
-        pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
-    closure = FactoredClosure(table, axes, signed, group["orders"][()] if "orders" in group else None)
-    return StandardTransform.from_closure(closure, str(group.attrs["method"]), _precision(group))
-
-
-@h5.reader("nsp.factored-transform", 2)
-def _read_factored(group) -> StandardTransform:
-    return _read_closure(group, h5.read(group["layers"]))
-
-
-@h5.reader("nsp.factored-transform", 1)
-def _read_factored_v1(group) -> StandardTransform:
-    """Version 1 stored layer names and offsets only: a table of flat layers stands in."""
-    offsets = group["offsets"][()]
-    names = h5.strings(group["names"])
-    table = LayerTable.build(names, [""] * len(names), [""] * len(names), [""] * len(names),
-                             [(int(b - a),) for a, b in zip(offsets[:-1], offsets[1:])], [()] * len(names))
-    return _read_closure(group, table)
