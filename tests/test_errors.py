@@ -1,6 +1,9 @@
 """One error hierarchy: everything nsp raises on purpose is an NspError, and the built-in exception a caller
 would expect; the command line prints it as one line with exit status 2."""
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -14,7 +17,8 @@ def test_every_error_is_an_nsp_error_and_what_callers_expect():
                 "ExternalModelError": ValueError, "TraceError": RuntimeError, "ConnectivityError": ValueError,
                 "EdgeWeightError": RuntimeError, "KroneckerError": ValueError, "NotFactorable": ValueError,
                 "NotFittedError": (ValueError, AttributeError), "ExactnessError": ValueError,
-                "MemoryBudgetError": ValueError, "RegistryError": ValueError}
+                "MemoryBudgetError": ValueError, "RegistryError": ValueError, "InputError": ValueError,
+                "InputTypeError": TypeError, "UnknownNodeError": KeyError, "MissingFileError": FileNotFoundError}
     defined = {name for name, value in vars(errors).items() if isinstance(value, type) and value is not errors.NspError}
     assert defined == set(expected)
     for name, base in expected.items():
@@ -48,3 +52,28 @@ def test_cli_prints_one_line_and_exits_2_for_an_nsp_error(tmp_path, capsys):
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("nsp train: error: dataset d: ") and "has no array 'inputs' (has x)" in err[0]
     assert not (tmp_path / "w.npz").exists()
+
+
+BUILT_INS = {"ValueError", "TypeError", "KeyError", "RuntimeError", "FileNotFoundError", "OSError", "IndexError",
+             "LookupError", "Exception"}
+
+
+def test_nsp_raises_no_bare_built_in_exception():
+    """Every ``raise X(...)`` in the package raises an NspError subclass (or NotImplementedError in an
+    abstract method, or SystemExit); a bare ValueError would print a traceback in the CLI."""
+    package = Path(nsp.__file__).parent
+    bare = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = getattr(node.exc.func, "id", getattr(node.exc.func, "attr", ""))
+                if name in BUILT_INS:
+                    bare.append(f"{path.relative_to(package)}:{node.lineno} raises {name}")
+    assert bare == []
+
+
+def test_unknown_node_errors_read_as_written():
+    graph = nsp.NNGraph(nsp.Activations(nsp.zoo.ToyNet(), __import__("torch").zeros(1, 1, 4, 4)))
+    with pytest.raises(KeyError) as caught:
+        graph.node_id((7, 0))
+    assert str(caught.value).startswith("(7, 0) is not a node") and isinstance(caught.value, nsp.NspError)

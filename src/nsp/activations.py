@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from nsp.errors import InputError, InputTypeError
 from nsp.storage.provenance import weights_sha256
 from nsp.tracing import recording as tracing
 from nsp.tracing.table import LayerTable
@@ -55,9 +56,9 @@ class Activations:
         if isinstance(input, np.ndarray):
             input = torch.from_numpy(input)
         if not isinstance(input, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+            raise InputTypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.dim() == 0 or input.shape[0] != 1:
-            raise ValueError(
+            raise InputError(
                 f"input must be a single sample with a leading batch axis of size 1; got shape "
                 f"{tuple(input.shape)}. Pass x[:1] (or x.unsqueeze(0) for an unbatched sample)")
         recorded = tracing.record(network, input, trace)
@@ -75,7 +76,7 @@ class Activations:
         else:
             flat = torch.tensor(list(values))
         if flat.numel() != table.n_nodes:
-            raise ValueError(f"signal has {flat.numel()} values; this pattern has {table.n_nodes} neurons "
+            raise InputError(f"signal has {flat.numel()} values; this pattern has {table.n_nodes} neurons "
                              f"in {len(table)} layers")
         out = cls.__new__(cls)
         out._init(table, [part.clone() for part in table.split(flat)], trace, weights_sha256, recording)

@@ -63,3 +63,23 @@ class MemoryBudgetError(NspError, ValueError):
 
 class RegistryError(NspError, ValueError):
     """An unknown name in a registry (transform, operation kind, figure kind, ...) or a name taken twice."""
+
+
+class InputError(NspError, ValueError):
+    """An argument a function cannot take: a wrong shape or value, or an object not built the way the call
+    needs (activations loaded without their operations, a graph without edge weights)."""
+
+
+class InputTypeError(NspError, TypeError):
+    """An argument of a type the function does not take."""
+
+
+class UnknownNodeError(NspError, KeyError):
+    """A node index that is not in the graph."""
+
+    def __str__(self) -> str:                 # the message as written, not quoted as a KeyError's key
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingFileError(NspError, FileNotFoundError):
+    """An input file that does not exist."""

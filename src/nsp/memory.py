@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import resource
 
-from nsp.errors import MemoryBudgetError
+from nsp.errors import ConfigError, MemoryBudgetError
 
 GB = 1 << 30
 
@@ -72,7 +72,7 @@ def budget() -> int:
         try:
             figures.append(int(float(setting) * (1 << 20)))
         except ValueError:
-            raise ValueError(f"NSP_MEMORY_MB must be a number of megabytes; got {setting!r}") from None
+            raise ConfigError(f"NSP_MEMORY_MB must be a number of megabytes; got {setting!r}") from None
     known = [f for f in figures if f is not None]
     return max(min(known), 64 << 20) if known else 1 << 62
 

@@ -8,6 +8,7 @@ import networkx as nx
 import numpy as np
 import scipy.linalg as la
 
+from nsp.errors import InputError, InputTypeError, UnknownNodeError
 from nsp.activations import Activations
 from nsp.transforms.standard import StandardTransform
 from nsp.transforms.zeta import mobius_of_zeta
@@ -48,7 +49,7 @@ class NNGraph(nx.DiGraph):
         if activations is None:          # networkx builds empty graphs of this class
             return
         if not isinstance(activations, Activations):
-            raise TypeError(f"activations must be an nsp.Activations, got {type(activations).__name__}")
+            raise InputTypeError(f"activations must be an nsp.Activations, got {type(activations).__name__}")
         self._build(GraphCore.from_activations(activations, bool(INCL), jacobian_limit))
 
     @classmethod
@@ -90,7 +91,7 @@ class NNGraph(nx.DiGraph):
         if transform.type != "laplacian":
             return transform
         if transform.truncation is not None:
-            raise ValueError(f"the Laplacian basis was fitted with k={transform.k}: a partial basis has no "
+            raise InputError(f"the Laplacian basis was fitted with k={transform.k}: a partial basis has no "
                              f"lu_piv; use graph.transformers['laplacian'] on arrays")
         return self.lu_piv
 
@@ -99,7 +100,7 @@ class NNGraph(nx.DiGraph):
     def _transform(self, type: str, **options):
         wanted = make_transform(type, **options)
         if self.core is None:
-            raise ValueError("this NNGraph was not built from activations")
+            raise InputError("this NNGraph was not built from activations")
         current = self.transformers.get(type)
         if current is None or current.options != wanted.options:
             self.transformers[type] = wanted.fit(self.core)
@@ -120,7 +121,7 @@ class NNGraph(nx.DiGraph):
             self.transformers.pop("standard", None)
             return
         if self.core is not None and zeta.shape != (self.core.n_nodes,) * 2:
-            raise ValueError(f"inv_F has shape {zeta.shape}; this graph has {self.core.n_nodes} nodes")
+            raise InputError(f"inv_F has shape {zeta.shape}; this graph has {self.core.n_nodes} nodes")
         self.transformers["standard"] = StandardTransform.from_matrices(zeta, mobius_of_zeta(zeta))
 
     @property
@@ -146,7 +147,7 @@ class NNGraph(nx.DiGraph):
         where the spectrum records one."""
         own = getattr(spectrum, "transform_type", None)
         if type is not None and own is not None and type != own:
-            raise ValueError(f"inverse_transform: the spectrum was made by the {own!r} transform, not {type!r}; "
+            raise InputError(f"inverse_transform: the spectrum was made by the {own!r} transform, not {type!r}; "
                              f"give type={own!r} or type=None")
         type = type or own or "standard"
         transform = self._transform(type)
@@ -155,20 +156,20 @@ class NNGraph(nx.DiGraph):
 
     def _check_size(self, activations, what: str) -> None:
         if not isinstance(activations, Activations):
-            raise TypeError(f"{what} must be an nsp.Activations, got {type(activations).__name__}")
+            raise InputTypeError(f"{what} must be an nsp.Activations, got {type(activations).__name__}")
         if activations.n_neurons != self.core.n_nodes:
-            raise ValueError(f"{what} have {activations.n_neurons} values; this graph has {self.core.n_nodes} nodes")
+            raise InputError(f"{what} have {activations.n_neurons} values; this graph has {self.core.n_nodes} nodes")
 
     def node_id(self, node: tuple) -> int:
         """Position of ``node`` in the node order (O(1))."""
         if self.core is None:
-            raise ValueError("this NNGraph was not built from activations")
+            raise InputError("this NNGraph was not built from activations")
         if not isinstance(node, tuple) or not node or not 0 <= node[0] < self.core.n_layers:
-            raise KeyError(f"{node!r} is not a node: nodes are (layer_index, *tensor_index)")
+            raise UnknownNodeError(f"{node!r} is not a node: nodes are (layer_index, *tensor_index)")
         try:
             return self.core.node_index(node[0], node[1:])
         except ValueError as err:
-            raise KeyError(f"{node!r} is not a node: {err}") from None
+            raise UnknownNodeError(f"{node!r} is not a node: {err}") from None
 
 
 def node_tuples(core: GraphCore) -> np.ndarray:

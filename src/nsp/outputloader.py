@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nsp.errors import InputError, InputTypeError
 from nsp import storage
 from nsp.activations import Activations
 from nsp.graph.core import GraphCore
@@ -49,7 +50,7 @@ class OutputLoader:
         if isinstance(obj, (NNGraph, GraphCore)):
             core = getattr(obj, "core", obj)
             if core is None:
-                raise ValueError("this NNGraph was not built from activations: nothing to save")
+                raise InputError("this NNGraph was not built from activations: nothing to save")
             storage.write_graph(path, core, getattr(obj, "transformers", {}), producer=producer,
                                 parameters=parameters, obj=type(obj).__name__)
         elif isinstance(obj, Activations):
@@ -60,7 +61,7 @@ class OutputLoader:
         elif isinstance(obj, Transform):
             storage.write_transformer(path, obj, producer=producer, parameters=parameters)
         else:
-            raise TypeError(f"cannot save a {type(obj).__name__}; accepted: {_SAVABLE}")
+            raise InputTypeError(f"cannot save a {type(obj).__name__}; accepted: {_SAVABLE}")
 
     @staticmethod
     def load(path):

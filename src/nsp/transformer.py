@@ -13,6 +13,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
+from nsp.errors import InputError, InputTypeError
 from nsp.activations import Activations
 from nsp.transforms import TRANSFORMS, make_transform, transform_class
 from nsp.transforms.laplacian import laplacian
@@ -55,7 +56,7 @@ class Spectrum(Activations):
 def _core(graph):
     core = getattr(graph, "core", None)
     if core is None:
-        raise TypeError(f"graph must be an nsp.NNGraph built from activations, got {type(graph).__name__}")
+        raise InputTypeError(f"graph must be an nsp.NNGraph built from activations, got {type(graph).__name__}")
     return core
 
 
@@ -87,13 +88,13 @@ class Transformer:
         its transpose. Anything else is a ``ValueError``.
         """
         if isinstance(inv_F, tuple):
-            raise TypeError("inv_F is a tuple (an LU factorisation?); pass the eigenvector matrix "
+            raise InputTypeError("inv_F is a tuple (an LU factorisation?); pass the eigenvector matrix "
                             "graph.transformers['laplacian'].eigenvectors or a zeta matrix")
         dense = None if sp.issparse(inv_F) else np.asarray(inv_F, dtype=np.float64)
         if dense is not None and not np.all((dense == 0) | (dense == 1)):
             if dense.ndim != 2 or dense.shape[0] != dense.shape[1] or \
                     np.abs(dense.T @ dense - np.eye(dense.shape[0])).max() > 1e-8:
-                raise ValueError("inv_F is neither a zeta matrix (0/1 closure) nor an orthonormal eigenvector matrix")
+                raise InputError("inv_F is neither a zeta matrix (0/1 closure) nor an orthonormal eigenvector matrix")
             return dense.T
         return mobius_of_zeta(inv_F if dense is None else sp.csr_matrix(dense))
 
@@ -103,16 +104,16 @@ class Transformer:
         """Spectrum of ``activations`` by solving with ``inv_F`` (standard) or ``lu_piv`` (laplacian)."""
         if type not in ("standard", "laplacian"):
             transform_class(type)
-            raise ValueError(f"get_fourier_coefficients solves with the matrices of the reference package's "
+            raise InputError(f"get_fourier_coefficients solves with the matrices of the reference package's "
                              f"standard and laplacian transforms; for {type!r} use graph.transform(activations, "
                              f"type={type!r})")
         signal = activations.to_array(np.float64)
         if type == "standard":
             if inv_F is None:
-                raise ValueError("type='standard' needs inv_F, the zeta matrix (graph.get_transformer('standard'))")
+                raise InputError("type='standard' needs inv_F, the zeta matrix (graph.get_transformer('standard'))")
             coefficients = spsolve_triangular(sp.csr_matrix(inv_F, dtype=np.float64), signal,
                                               lower=True, unit_diagonal=True)
             return Spectrum.from_coefficients(activations, coefficients, "standard")
         if lu_piv is None:
-            raise ValueError("type='laplacian' needs lu_piv (graph.get_transformer('laplacian'))")
+            raise InputError("type='laplacian' needs lu_piv (graph.get_transformer('laplacian'))")
         return Spectrum.from_coefficients(activations, la.lu_solve(lu_piv, signal), "laplacian")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nsp.errors import InputTypeError
 from nsp.plotting import pages
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 def _layers(activations) -> list[np.ndarray]:
     from nsp.activations import Activations
     if not isinstance(activations, Activations):
-        raise TypeError(f"activations must be an nsp.Activations or Spectrum, got {type(activations).__name__}")
+        raise InputTypeError(f"activations must be an nsp.Activations or Spectrum, got {type(activations).__name__}")
     return [a.detach().cpu().numpy() for a in activations.layeractivations]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nsp.errors import ExternalModelError, MissingFileError, StorageError
 from nsp import external
 from nsp.storage.files import atomic_output
 
@@ -54,7 +55,7 @@ def build(architecture: str, options: dict | None = None):
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import model {architecture!r}: {err}") from None
+        raise ExternalModelError(f"cannot import model {architecture!r}: {err}") from None
     return _construct(cls, architecture, options)
 
 
@@ -62,7 +63,7 @@ def _construct(cls, architecture: str, options: dict):
     try:
         return cls(**options)
     except TypeError as err:
-        raise ValueError(f"architecture {architecture} does not take the options {options}: {err}") from None
+        raise ExternalModelError(f"architecture {architecture} does not take the options {options}: {err}") from None
 
 
 def load_weights(module, path: str | Path):
@@ -70,7 +71,7 @@ def load_weights(module, path: str | Path):
     other names or shapes than the network's, or NaN or infinite values, are refused (``ValueError``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} does not exist")
     if path.suffix == ".npz":
         return load_state_npz(module, path)
     import torch
@@ -79,10 +80,10 @@ def load_weights(module, path: str | Path):
     except OSError:
         raise
     except Exception:               # torch raises many kinds (UnpicklingError, RuntimeError, KeyError, ...)
-        raise ValueError(f"weights file {path} is not a torch file that loads with weights_only=True "
+        raise StorageError(f"weights file {path} is not a torch file that loads with weights_only=True "
                          f"(tensors only; nothing else is unpickled)") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path} does not hold a state dict (parameter names to tensors)")
+        raise StorageError(f"weights file {path} does not hold a state dict (parameter names to tensors)")
     return _load_state(module, state, path)
 
 
@@ -96,7 +97,7 @@ def load_state_npz(module, path: str | Path):
         try:
             state[name] = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))
         except TypeError:
-            raise ValueError(f"weights file {path}: {name} holds {array.dtype} values, which torch cannot "
+            raise StorageError(f"weights file {path}: {name} holds {array.dtype} values, which torch cannot "
                              f"hold") from None
     return _load_state(module, state, path)
 
@@ -110,7 +111,7 @@ def _read_npz(path: Path) -> dict:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(not_npz) from None
+        raise StorageError(not_npz) from None
     arrays = {}
     with archive:
         for member in archive.namelist():
@@ -123,12 +124,12 @@ def _read_npz(path: Path) -> dict:
                     with archive.open(member) as f:
                         arrays[name] = fmt.read_array(f, allow_pickle=False)
             except (ValueError, EOFError, zipfile.BadZipFile):
-                raise ValueError(f"{not_npz}: {member} is not a readable .npy array") from None
+                raise StorageError(f"{not_npz}: {member} is not a readable .npy array") from None
             if dtype.hasobject:
-                raise ValueError(f"weights file {path}: {name} is an object array; weights are numeric arrays "
+                raise StorageError(f"weights file {path}: {name} is an object array; weights are numeric arrays "
                                  f"(object arrays are never unpickled)")
             if dtype.kind not in "biufc":
-                raise ValueError(f"weights file {path}: {name} holds {dtype} values; weights are numeric arrays")
+                raise StorageError(f"weights file {path}: {name} holds {dtype} values; weights are numeric arrays")
     return arrays
 
 
@@ -143,19 +144,19 @@ def _load_state(module, state: dict, path: Path):
     import torch
     bad = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(f"weights file {path}: {_few(bad)} hold NaN or infinite values")
+        raise StorageError(f"weights file {path}: {_few(bad)} hold NaN or infinite values")
     expected = module.state_dict()
     wrong = [k for k, v in state.items()
              if k in expected and not torch.nn.parameter.is_lazy(expected[k]) and v.shape != expected[k].shape]
     if wrong:
         key, more = wrong[0], f" (and {len(wrong) - 1} more keys of the wrong shape)" if len(wrong) > 1 else ""
-        raise ValueError(f"weights file {path}: {key} has shape {tuple(state[key].shape)} in the file; the network "
+        raise StorageError(f"weights file {path}: {key} has shape {tuple(state[key].shape)} in the file; the network "
                          f"expects {tuple(expected[key].shape)}{more}")
     result = module.load_state_dict(state, strict=False)    # strict=False: torch's own hooks still apply
     if result.missing_keys or result.unexpected_keys:
         parts = [f"{label} keys {_few(keys)}" for label, keys in (("missing", result.missing_keys),
                                                                   ("unexpected", result.unexpected_keys)) if keys]
-        raise ValueError(f"weights file {path} does not fit the network: {'; '.join(parts)}")
+        raise StorageError(f"weights file {path} does not fit the network: {'; '.join(parts)}")
     return module.eval()
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.errors import InputError, UnknownNodeError
 from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, unit_parts
 from nsp.operations.blocks import Kron
 from nsp.tracing.table import LayerTable
@@ -60,7 +61,7 @@ class GraphCore:
         """
         recording = getattr(activations, "recording", None)
         if recording is None:
-            raise ValueError("these activations carry no operations (loaded from a file or built from values): "
+            raise InputError("these activations carry no operations (loaded from a file or built from values): "
                              "build the graph from activations of the network, or load "
                              "the stored graph")
         core = cls.from_recording(recording, incl, jacobian_limit)
@@ -75,7 +76,7 @@ class GraphCore:
         from nsp.graph import collapse
         from nsp.operations import blocks_for, linear_parts        # registers every operation kind
         if recording.batch != 1:
-            raise ValueError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
+            raise InputError(f"the graph is built from a recording of one sample; this one has {recording.batch} "
                              f"(record inputs[:1])")
         layers = recording.layers
         blocks, linear, probed = [[]], [[]], []
@@ -196,7 +197,7 @@ class GraphCore:
         """Position of neuron ``index`` of ``layer`` in the node order."""
         shape = self.shapes[layer]
         if len(index) != len(shape):
-            raise KeyError(f"layer {layer} ({self.names[layer]!r}) has shape {shape}; got index {tuple(index)}")
+            raise UnknownNodeError(f"layer {layer} ({self.names[layer]!r}) has shape {shape}; got index {tuple(index)}")
         return int(self.offsets[layer] + (np.ravel_multi_index(tuple(index), shape) if shape else 0))
 
     def layer_of(self, node: int) -> int:

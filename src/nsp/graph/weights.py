@@ -8,6 +8,8 @@ float64 CSR matrix.
 
 from __future__ import annotations
 
+from nsp.errors import InputError
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -27,7 +29,7 @@ def weighted_adjacency(core) -> sp.csr_matrix:
     """The weighted adjacency ``A`` (float64 CSR, row = target): the linear part of every edge."""
     from nsp.operations import part_edges
     if core.linear is None:
-        raise ValueError("this graph has no edge weights (it was read from a file written without them)")
+        raise InputError("this graph has no edge weights (it was read from a file written without them)")
     n = core.n_nodes
     rows, cols, vals = [], [], []
     for layer in range(1, core.n_layers):

@@ -157,7 +157,7 @@ class Factor:
 def matmul(a: Factor, b: Factor) -> Factor:
     """Boolean product ``bool(a @ b)``."""
     if a.shape[1] != b.shape[0]:
-        raise ValueError(f"factor shapes {a.shape} and {b.shape} do not chain")
+        raise KroneckerError(f"factor shapes {a.shape} and {b.shape} do not chain")
     if a.kind == "eye":
         return b
     if b.kind == "eye":

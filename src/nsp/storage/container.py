@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nsp.errors import MissingFileError
 from nsp.storage import h5
 from nsp.storage.files import WriteGuard, atomic_output
 from nsp.storage.h5 import StorageError
@@ -119,7 +120,7 @@ def open_file(path, kinds=None) -> h5py.File:
     if path.exists() and not path.is_file():
         raise StorageError(f"{path}: not a regular file (a device or a pipe?), not an nsp file")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     sealed = _check_seal(path)
     try:
         f = h5py.File(path, "r", locking=False)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nsp.errors import InputError
 from nsp.storage import h5
 from nsp.storage.container import _READ_FAILURES, _damaged, create, open_file, provenance_attrs, reading
 from nsp.storage.layers import write_layer_table
@@ -73,7 +74,7 @@ class SignalWriter:
                  producer=None, parameters=None, weights=None, compression=None, obj: str = "SignalBatch",
                  stored_layers=None):
         if kind not in ("activations", "spectra"):
-            raise ValueError(f"kind must be 'activations' or 'spectra', got {kind!r}")
+            raise InputError(f"kind must be 'activations' or 'spectra', got {kind!r}")
         dtype = np.dtype(dtype or (np.float32 if kind == "activations" else np.float64))
         extra = {"trace": trace}
         if kind == "spectra":
@@ -110,26 +111,26 @@ class SignalWriter:
 
     def _stored(self, layers, stored_layers, width, kind) -> None:
         if kind != "activations":
-            raise ValueError("stored_layers: only an activations file may hold some layers only")
+            raise InputError("stored_layers: only an activations file may hold some layers only")
         nodes = layers.subset(stored_layers).n_nodes
         if width != nodes:
-            raise ValueError(f"stored_layers: {len(stored_layers)} layers of {nodes} nodes, but width {width}")
+            raise InputError(f"stored_layers: {len(stored_layers)} layers of {nodes} nodes, but width {width}")
         h5.array(self._file, "stored_layers", np.asarray(stored_layers, dtype=np.int64))
 
     def append(self, values, sample_ids=None, labels=None) -> None:
         values = np.asarray(values)
         values = values[None, :] if values.ndim == 1 else values
         if values.ndim != 2 or values.shape[1] != self._values.shape[1]:
-            raise ValueError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
+            raise InputError(f"values must have shape (samples, {self._values.shape[1]}); got {values.shape}")
         start, count = self._values.shape[0] + sum(len(p[1]) for p in self._pending), values.shape[0]
         ids = np.arange(start, start + count) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
         if labels is not None and self._labels is None:
-            raise ValueError("this file was opened without labels: pass with_labels=True to SignalWriter")
+            raise InputError("this file was opened without labels: pass with_labels=True to SignalWriter")
         if self._labels is not None and labels is None:
-            raise ValueError("this file stores labels: pass labels= with every append")
+            raise InputError("this file stores labels: pass labels= with every append")
         for name, given in (("sample_ids", ids), ("labels", labels)):
             if given is not None and np.shape(given) != (count,):
-                raise ValueError(f"{name} must hold one value per sample ({count}); got shape {np.shape(given)}")
+                raise InputError(f"{name} must hold one value per sample ({count}); got shape {np.shape(given)}")
         labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         band, done = self._values.chunks[0], 0
         if self._pending:                               # complete the band begun by earlier appends

@@ -22,7 +22,7 @@ import inspect
 import numpy as np
 
 from nsp.devices import torch_device
-from nsp.errors import NotFittedError, RegistryError
+from nsp.errors import InputError, NotFittedError, RegistryError
 from nsp.registry import Registry
 
 #: the built-in transforms, in their order
@@ -53,7 +53,7 @@ def make_transform(type: str = "standard", **options):
         return cls(**options)
     except TypeError as err:
         accepted = ", ".join(inspect.signature(cls.__init__).parameters.keys() - {"self"}) or "none"
-        raise ValueError(f"bad options for the {type} transform ({err}); accepted options: {accepted}") from None
+        raise InputError(f"bad options for the {type} transform ({err}); accepted options: {accepted}") from None
 
 
 class Transform:
@@ -135,7 +135,7 @@ def as_batch(values, width: int, what: str) -> tuple[np.ndarray, bool]:
     single = x.ndim == 1
     x2 = x[None, :] if single else x
     if x2.ndim != 2 or x2.shape[1] != width:
-        raise ValueError(f"{what} must have shape (samples, {width}) or ({width},); got {x.shape}")
+        raise InputError(f"{what} must have shape (samples, {width}) or ({width},); got {x.shape}")
     return x2, single
 
 

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import laplacian as csgraph_laplacian
 from scipy.sparse.linalg import LinearOperator, lobpcg, splu
 
+from nsp.errors import InputError
 from nsp.graph.core import GraphCore
 from nsp.transforms.base import Transform
 from nsp.graph.symmetry import SplitLaplacian, channel_groups
@@ -101,7 +102,7 @@ def partial_eigenbasis(lap: sp.spmatrix, k: int, extra: int = 8, method: str = "
     elif method == "sparse":
         values, vectors = _lobpcg(sp.csr_matrix(lap), min(k + max(extra, k // 4), n), seed)
     else:
-        raise ValueError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
+        raise InputError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
     order = np.argsort(values, kind="stable")
     values, vectors = values[order][:want], vectors[:, order][:, :want]
     return values[:k], _fix_signs(vectors[:, :k]), values[k:]
@@ -147,9 +148,9 @@ class LaplacianTransform(Transform):
 
     def __init__(self, k: int | None = None, method: str = "auto", symmetry: bool = True):
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-            raise ValueError(f"k must be a positive integer or None (full basis), got {k!r}")
+            raise InputError(f"k must be a positive integer or None (full basis), got {k!r}")
         if method not in ("auto", "dense", "sparse"):
-            raise ValueError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
+            raise InputError(f"unknown eigensolver method {method!r}; accepted: auto, dense, sparse")
         self.k = None if k is None else int(k)
         self.method = method
         self.symmetry = bool(symmetry)
@@ -164,7 +165,7 @@ class LaplacianTransform(Transform):
         lap = laplacian(adjacency)
         n = lap.shape[0]
         if n == 0:
-            raise ValueError("the graph has no nodes")
+            raise InputError("the graph has no nodes")
         k = n if self.k is None else min(self.k, n)
         split = self._split(graph, lap)
         if split is None:

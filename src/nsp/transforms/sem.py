@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve_triangular
 
+from nsp.errors import InputError
 from nsp.graph.core import GraphCore
 from nsp.graph.weights import incoming
 from nsp.transforms.base import Transform
@@ -56,15 +57,15 @@ class SemTransform(Transform):
         self.core, self.adjacency = None, None
         if isinstance(graph, GraphCore):
             if graph.linear is None:
-                raise ValueError("the sem transform needs the graph's edge weights: build the graph from "
+                raise InputError("the sem transform needs the graph's edge weights: build the graph from "
                                  "activations of the network (or read a graph file written with them)")
             self.core = graph
             return self
         a = sp.csr_matrix(graph, dtype=np.float64)
         if a.shape[0] != a.shape[1]:
-            raise ValueError(f"adjacency must be square, got shape {a.shape}")
+            raise InputError(f"adjacency must be square, got shape {a.shape}")
         if sp.triu(a).nnz:
-            raise ValueError("the adjacency must be strictly lower triangular (row = target, nodes in "
+            raise InputError("the adjacency must be strictly lower triangular (row = target, nodes in "
                              "topological order)")
         self.adjacency = a
         return self

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.errors import InputError
 from nsp.operations.kronecker import reduce_
 
 #: Möbius entries at or above this magnitude are not exact in float64.
@@ -29,7 +30,7 @@ def _structure(adjacency: sp.spmatrix) -> sp.csr_matrix:
     """Boolean CSR copy of a square adjacency, stored zeros dropped."""
     a = sp.csr_matrix(adjacency, dtype=bool, copy=True)
     if a.shape[0] != a.shape[1]:
-        raise ValueError(f"adjacency must be square, got shape {a.shape}")
+        raise InputError(f"adjacency must be square, got shape {a.shape}")
     a.eliminate_zeros()
     a.sum_duplicates()
     return a
@@ -58,7 +59,7 @@ def generations(adjacency: sp.spmatrix) -> np.ndarray:
         frontier = np.flatnonzero((indegree == 0) & (counts > 0))
         g += 1
     if done != n:
-        raise ValueError(f"the graph has a cycle: {n - done} of {n} nodes are on or behind one")
+        raise InputError(f"the graph has a cycle: {n - done} of {n} nodes are on or behind one")
     return level
 
 
@@ -100,14 +101,14 @@ def zeta_mobius(adjacency: sp.spmatrix, offsets=None, mobius: bool = True,
             return _permute(z, inverse), None if m is None else _permute(m, inverse)
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"offsets must rise from 0 to the node count {n}; got {offsets.tolist()}")
+        raise InputError(f"offsets must rise from 0 to the node count {n}; got {offsets.tolist()}")
     z_done = sp.csr_matrix((0, n), dtype=bool)      # rows of the generations so far
     m_done = sp.csr_matrix((0, n), dtype=np.int64)
     for g in range(offsets.size - 1):
         start, stop = int(offsets[g]), int(offsets[g + 1])
         rows = a[start:stop]
         if rows.nnz and rows.indices.max() >= start:
-            raise ValueError(f"generation {g} (nodes {start}..{stop - 1}) has an edge from itself or a later "
+            raise InputError(f"generation {g} (nodes {start}..{stop - 1}) has an edge from itself or a later "
                              f"generation; the node order must be topological with generations as antichains")
         z = sp.csr_matrix(_slab_eye(start, stop, n, bool) + rows[:, :start] @ z_done)   # bool: OR of ANDs
         z_done = sp.vstack([z_done, z], format="csr")
@@ -137,12 +138,12 @@ def mobius_of_zeta(zeta: sp.spmatrix) -> sp.csr_matrix:
     z = sp.csr_matrix(zeta, copy=True)
     z.eliminate_zeros()
     if z.shape[0] != z.shape[1] or np.any(z.data != 1) or np.any(z.diagonal() != 1):
-        raise ValueError("not a zeta matrix: it must be square with 0/1 entries and a unit diagonal")
+        raise InputError("not a zeta matrix: it must be square with 0/1 entries and a unit diagonal")
     strict = sp.csr_matrix(z, dtype=bool)
     strict.setdiag(False)
     closure, mobius = zeta_mobius(strict)
     if (closure != sp.csr_matrix(z, dtype=np.int8)).nnz:
-        raise ValueError("not a zeta matrix: it is not transitively closed (x <= y <= z without x <= z); "
+        raise InputError("not a zeta matrix: it is not transitively closed (x <= y <= z without x <= z); "
                          "pass the closure, e.g. graph.inv_F")
     return mobius
 
