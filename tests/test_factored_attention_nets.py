@@ -1,4 +1,4 @@
-"""The factored closure of transformer-style graphs (ViT, Mixer, Swin windows) equals the explicit one.
+"""The factored closure of attention-network graphs (ViT, Mixer, Swin windows) equals the explicit one.
 
 Each small network below uses the data movement of its family: patches flattened and transposed into
 tokens, a class token concatenated, heads split by a reshape and a permute (``qkv.permute(2, 0, 3, 1, 4)``)
