@@ -1,4 +1,5 @@
-"""Rules for what attention networks (ViT, Swin, Mixer) and modern CNNs use: data movement, matrix products, reductions over axes.
+"""Rules for what attention networks (ViT, Swin, Mixer) and modern CNNs use: data movement, matrix products,
+reductions over axes.
 
 Every block of these kinds is compared, entry by entry, with the nonzero pattern of the operation's
 Jacobian at random float64 inputs, computed here by autograd: for data movement, products of layers and
