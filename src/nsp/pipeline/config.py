@@ -262,6 +262,7 @@ def _validate_part(config: dict) -> dict:
     if stage not in STAGE_KEYS:
         raise ConfigError(f"config key {PART_KEY}: {name!r} is not a stage's part ({', '.join(STAGE_KEYS)})")
     top, model_keys = STAGE_KEYS[stage]
+    config.setdefault("plugins", [])          # the one key a part may leave out (written by hand: none)
     full = schema(transforms="transforms" in config)
     for key in set(config) - {PART_KEY}:
         if key not in top:
