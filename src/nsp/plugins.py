@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from importlib.metadata import entry_points
 
 from nsp.errors import ConfigError, NspError
@@ -59,8 +60,16 @@ def load(modules, key: str = "plugins") -> None:
             raise ConfigError(f"{where}: {name!r} is not a Python module name (dotted identifiers, e.g. "
                               f"my_package.nsp_plugin)")
         try:
-            importlib.import_module(name)
+            import_user_module(name)
         except NspError as err:
             raise ConfigError(f"{where}: plugin {name} failed: {err}") from err
         except Exception as err:
             raise ConfigError(f"{where}: cannot import plugin {name}: {type(err).__name__}: {err}") from err
+
+
+def import_user_module(name: str):
+    """Import a module of the user's: installed, or in the working folder (as ``python -m`` would find it;
+    the ``nsp`` command alone does not look there)."""
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    return importlib.import_module(name)

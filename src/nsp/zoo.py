@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nsp.errors import ExternalModelError, MissingFileError, StorageError
-from nsp import external
+from nsp import external, plugins
 from nsp.storage.files import atomic_output
 
 #: zoo name -> input shape of one sample (batch axis excluded)
@@ -48,12 +48,8 @@ def build(architecture: str, options: dict | None = None):
     if external.is_named(architecture):
         return external.build(architecture, options)
     module_name, _, class_name = architecture.partition(":")
-    import importlib
-    import sys
-    if "" not in sys.path:
-        sys.path.insert(0, "")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(plugins.import_user_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise ExternalModelError(f"cannot import model {architecture!r}: {err}") from None
     return _construct(cls, architecture, options)
