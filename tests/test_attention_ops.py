@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import nsp
 from nsp.tracing import record
+from nsp.tracing.layer import module_op
 
 EXACT_KINDS = {"gather", "matmul", "einsum", "attention", "multihead_attention", "reduce", "reshape", "linear"}
 
@@ -148,8 +149,7 @@ def test_module_subclass_overriding_forward_gets_no_parent_rule():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(2, 3, 1), LayerNorm2d(3)).double().eval()
     x = torch.randn(1, 2, 3, 4, dtype=torch.float64)
-    want = jacobian_support(nsp.tracing.recording._module_op(net, "net", ((1, 2, 3, 4),), (1, 3, 3, 4)),
-                            [(1, 2, 3, 4)])[0]
+    want = jacobian_support(module_op(net, "net", ((1, 2, 3, 4),), (1, 3, 3, 4)), [(1, 2, 3, 4)])[0]
     for trace in ("children", "ops"):
         core = nsp.GraphCore.from_activations(nsp.Activations(net, x, trace=trace))
         assert np.array_equal(reach(core, core.n_layers - 1), want), trace
@@ -551,11 +551,11 @@ def test_optional_forward_arguments_are_traced_at_their_defaults():
 
 
 def test_traced_graphs_that_fail_to_run_fall_back_to_the_real_forward(monkeypatch):
-    from nsp.tracing import recording
+    from nsp.tracing import symbolic
 
     def broken(self, *args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(recording._Recorder, "run", broken)
+    monkeypatch.setattr(symbolic._Recorder, "run", broken)
     rec = record(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU()), torch.randn(1, 1, 3, 3), "ops")
     assert rec.capture == ("functions (the torch.fx graph of Sequential failed where its forward() runs "
                            "(RuntimeError: boom))")

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.errors import NotFactorable
+from nsp.graph.terms import reach_terms
 from nsp.operations.base import FALLBACK, ConnectivityError
 from nsp.operations.blocks import Coo, Kron, kron_union, union
 from nsp.tracing.recording import TraceError, record
@@ -58,7 +60,6 @@ def traced_blocks(graph_core, op, inputs: Sequence, incl: bool, jacobian_limit: 
     core = graph_core.from_recording(recording, incl, jacobian_limit, weights=False)
     limit = max(int(jacobian_limit), COLLAPSE_LIMIT)
     shape = (int(core.sizes[recording.output]), int(core.sizes[0]))
-    from nsp.transforms.factored import NotFactorable, reach_terms    # transforms import the graph
     try:                                # Kronecker-factored internals: the closure block from the factors
         terms = [Kron(t) for t in reach_terms(core, recording.output)]
     except NotFactorable:

@@ -10,7 +10,7 @@ recorded whole (their internals are not); other modules are traced
 through. Each record carries an evaluator that repeats the call on new
 inputs, so the rules, the data-movement index evaluation and the Jacobian
 fallback work as for fx. :func:`capture` returns the same ``Layer`` list
-as the fx path.
+as the fx path (:mod:`nsp.tracing.symbolic`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module
 from nsp.operations.base import FALLBACK
+from nsp.tracing.layer import Layer, module_op
 
 #: tensor methods that are operators, as the functions the operation kinds know
 _OPERATORS = {"__add__": "add", "__radd__": "add", "__sub__": "sub", "__mul__": "mul", "__rmul__": "mul",
@@ -198,9 +199,8 @@ class _Capture(TorchFunctionMode):
         self.inside = None
         if not isinstance(output, torch.Tensor):
             return
-        from nsp.tracing.recording import _module_op
         path = self.paths.get(id(module), type(module).__name__)
-        op = _module_op(module, path, (shape,), tuple(output.shape))
+        op = module_op(module, path, (shape,), tuple(output.shape))
         self.owner[id(output)] = self.layer(path.replace(".", "_") or "module", module, output, [parent], op,
                                             [parent])
         self.keep(output)
@@ -255,8 +255,8 @@ def _evaluator(func, args, kwargs, owner, parents, piece):
 
 
 def capture(network: nn.Module, input: torch.Tensor) -> tuple[list, int | None]:
-    """Layers (``Layer``-like nodes, layer 0 the input) and the index of the returned layer."""
-    from nsp.tracing.recording import Layer
+    """The recorded layers (:class:`~nsp.tracing.layer.Layer` records, layer 0 the input) and the index of the
+    returned layer."""
     start = input.detach().clone()
     state = _Capture(network, start)
     state.layers.append(_Node("input", f"Input{list(input.shape)}", start.clone(), (), None, ()))
