@@ -74,8 +74,8 @@ class InputTypeError(NspError, TypeError):
     """An argument of a type the function does not take."""
 
 
-class UnknownNodeError(NspError, KeyError):
-    """A node index that is not in the graph."""
+class NotInGraphError(NspError, KeyError):
+    """A node index or a layer name that is not in the graph."""
 
     def __str__(self) -> str:                 # the message as written, not quoted as a KeyError's key
         return str(self.args[0]) if self.args else ""

@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 import scipy.linalg as la
 
-from nsp.errors import InputError, InputTypeError, UnknownNodeError
+from nsp.errors import InputError, InputTypeError, NotInGraphError
 from nsp.activations import Activations
 from nsp.transforms.standard import StandardTransform
 from nsp.transforms.zeta import mobius_of_zeta
@@ -165,11 +165,11 @@ class NNGraph(nx.DiGraph):
         if self.core is None:
             raise InputError("this NNGraph was not built from activations")
         if not isinstance(node, tuple) or not node or not 0 <= node[0] < self.core.n_layers:
-            raise UnknownNodeError(f"{node!r} is not a node: nodes are (layer_index, *tensor_index)")
+            raise NotInGraphError(f"{node!r} is not a node: nodes are (layer_index, *tensor_index)")
         try:
             return self.core.node_index(node[0], node[1:])
         except ValueError as err:
-            raise UnknownNodeError(f"{node!r} is not a node: {err}") from None
+            raise NotInGraphError(f"{node!r} is not a node: {err}") from None
 
 
 def node_tuples(core: GraphCore) -> np.ndarray:

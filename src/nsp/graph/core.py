@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.errors import InputError, UnknownNodeError
+from nsp.errors import InputError, NotInGraphError
 from nsp.operations.base import FALLBACK, JACOBIAN_LIMIT, ConnectivityError, EdgeWeightError, unit_parts
 from nsp.operations.blocks import Kron
 from nsp.tracing.table import LayerTable
@@ -197,7 +197,7 @@ class GraphCore:
         """Position of neuron ``index`` of ``layer`` in the node order."""
         shape = self.shapes[layer]
         if len(index) != len(shape):
-            raise UnknownNodeError(f"layer {layer} ({self.names[layer]!r}) has shape {shape}; got index {tuple(index)}")
+            raise NotInGraphError(f"layer {layer} ({self.names[layer]!r}) has shape {shape}; got index {tuple(index)}")
         return int(self.offsets[layer] + (np.ravel_multi_index(tuple(index), shape) if shape else 0))
 
     def layer_of(self, node: int) -> int:

@@ -203,12 +203,24 @@ def classify_module(module, args: Sequence = (), kwargs: dict | None = None) -> 
     kwargs = kwargs or {}
     if getattr(forward, "__module__", "").startswith("torch."):
         return _classify("call_params", module, args, kwargs)
-    for kind in OPERATIONS.values():                    # a forward of its own: only a kind naming that class claims it
-        if any(isinstance(module, c) and c.forward is forward for c in kind.modules):
-            params = kind.call_params(module, args, kwargs)
-            if params is not None:
-                return kind.name, params
+    for kind in _naming(module):             # a forward of its own: only a kind naming that class claims it
+        params = kind.call_params(module, args, kwargs)
+        if params is not None:
+            return kind.name, params
     return FALLBACK, {}
+
+
+def _naming(module) -> list[OperationKind]:
+    """The kinds that name the class of ``module`` (with the same ``forward``) in their ``modules``."""
+    forward = getattr(type(module), "forward", None)
+    return [kind for kind in OPERATIONS.values()
+            if any(isinstance(module, c) and c.forward is forward for c in kind.modules)]
+
+
+def named_module(module) -> bool:
+    """Whether a kind names the class of ``module``: tracing keeps such a module whole (torch.fx would
+    otherwise trace into a module of a user's own class that a user's kind is written for)."""
+    return bool(_naming(module))
 
 
 def classify_function(target, args: Sequence, kwargs: dict) -> tuple[str, dict]:

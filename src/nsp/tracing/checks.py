@@ -13,11 +13,13 @@ import warnings
 import torch
 import torch.nn as nn
 
+from nsp.errors import InputTypeError
+
 
 def check_network(network) -> None:
     """Raise ``TypeError`` unless ``network`` is a ``torch.nn.Module``."""
     if not isinstance(network, nn.Module):
-        raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        raise InputTypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
 
 
 def training_modules(network: nn.Module) -> list[tuple[str, nn.Module]]:

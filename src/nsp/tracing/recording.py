@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nsp.errors import TraceError
+from nsp.errors import InputError, InputTypeError, TraceError
 from nsp.tracing import TRACE_MODES
 from nsp.tracing.checks import check_network, training_modules, warn_non_finite, warn_training
 from nsp.tracing.children import check_chain, record_children
@@ -132,12 +132,12 @@ def record(network: nn.Module, inputs: torch.Tensor, trace: str = "children", *,
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(inputs)
     if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor, got {type(inputs).__name__}")
+        raise InputTypeError(f"input must be a torch.Tensor, got {type(inputs).__name__}")
     if inputs.dim() == 0 or inputs.shape[0] < 1:
-        raise ValueError(f"input must have a leading batch axis with at least one sample; got shape "
+        raise InputError(f"input must have a leading batch axis with at least one sample; got shape "
                          f"{tuple(inputs.shape)}")
     if trace not in TRACE_MODES:
-        raise ValueError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
+        raise InputError(f"unknown trace mode {trace!r}; accepted: {', '.join(TRACE_MODES)}")
     if warn:
         warn_training(network)
         warn_non_finite(inputs)

@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from nsp.errors import TraceError
 from nsp.operations import OPERATIONS, Op, classify_function, classify_method, classify_module, function_name
-from nsp.operations.base import FALLBACK
+from nsp.operations.base import FALLBACK, named_module
 from nsp.tracing.checks import forward_failed
 from nsp.tracing.functions import CONSTANT_MAKERS, SHAPE_ONLY, capture
 from nsp.tracing.layer import Layer, kept_buffers, random_params, snapshot
@@ -81,11 +81,21 @@ class _Recorder(fx.Interpreter):
         return self.sources[user][arg]
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, keeping whole every module whose class an operation kind names (torch.fx keeps
+    only torch.nn's own modules whole, so a kind written for a module of the user's would never see it)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return super().is_leaf_module(m, module_qualified_name) or named_module(m)
+
+
 def record_ops(network: nn.Module, input: torch.Tensor) -> tuple[list[Layer], int | None, str]:
     """Layers, the returned layer, and how they were captured (torch.fx, or the calls of a real forward
     pass where torch.fx fails, with its reason)."""
     try:
-        gm = fx.symbolic_trace(network, concrete_args=_optional_arguments(network))
+        tracer = _Tracer()
+        graph = tracer.trace(network, concrete_args=_optional_arguments(network))
+        gm = fx.GraphModule(tracer.root, graph, type(network).__name__)
     except Exception as err:
         return _captured(network, input, f"torch.fx could not trace {type(network).__name__} "
                                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")

@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from nsp.errors import InputError, NotInGraphError
+
 
 def plain(params: dict) -> dict:
     """Operation parameters as JSON-compatible plain data: tuples become lists, tensors (weights) and
@@ -70,10 +72,10 @@ class LayerTable(Sequence):
         offset = 0
         for i, layer in enumerate(self._layers):
             if layer.index != i or layer.offset != offset:
-                raise ValueError(f"layer table entry {i} ({layer.name!r}) has index {layer.index} and offset "
+                raise InputError(f"layer table entry {i} ({layer.name!r}) has index {layer.index} and offset "
                                  f"{layer.offset}; expected {i} and {offset}")
             if any(not 0 <= p < i for p in layer.parents):
-                raise ValueError(f"layer {i} ({layer.name!r}) has parents {layer.parents}; parents must be "
+                raise InputError(f"layer {i} ({layer.name!r}) has parents {layer.parents}; parents must be "
                                  f"earlier layers")
             offset += layer.size
         self._offsets = np.array([l.offset for l in self._layers] + [offset], dtype=np.int64)
@@ -156,14 +158,14 @@ class LayerTable(Sequence):
         for layer in self._layers:
             if layer.name == name:
                 return layer.index
-        raise KeyError(f"no layer named {name!r}; layers: {', '.join(self.names)}")
+        raise NotInGraphError(f"no layer named {name!r}; layers: {', '.join(self.names)}")
 
     def matching(self, patterns: Sequence[str], what: str = "layers") -> tuple:
         """Indices, ascending, of the layers whose names match any of ``patterns`` (layer names or
         :mod:`fnmatch` patterns such as ``"layer1_*"``, case-sensitive). A pattern that matches no layer is a
         ValueError that starts with ``what`` (e.g. the config key) and lists some layer names."""
         if not patterns:
-            raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
+            raise InputError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
         return match_layers(self.names, patterns, what)
 
     def subset(self, indices: Sequence[int]) -> "LayerTable":
@@ -171,7 +173,7 @@ class LayerTable(Sequence):
         (the layout of values that hold only these layers), each keeping the parents that are among them."""
         indices = [int(i) for i in indices]
         if any(not 0 <= i < len(self) for i in indices) or any(a >= b for a, b in zip(indices, indices[1:])):
-            raise ValueError(f"layer indices must be ascending, distinct and below {len(self)}; got {indices}")
+            raise InputError(f"layer indices must be ascending, distinct and below {len(self)}; got {indices}")
         position = {old: new for new, old in enumerate(indices)}
         rows = [self._layers[i] for i in indices]
         return LayerTable.build([l.name for l in rows], [l.kind for l in rows], [l.path for l in rows],
@@ -191,12 +193,12 @@ def match_layers(names: Sequence[str], patterns: Sequence[str], what: str = "lay
     patterns, case-sensitive); a ValueError starting with ``what`` for a pattern that matches none or for
     something that is not a list of non-empty strings."""
     if isinstance(patterns, str) or not all(isinstance(p, str) and p for p in patterns):
-        raise ValueError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
+        raise InputError(f"{what}: a list of layer names or patterns (non-empty strings), got {patterns!r}")
     wanted = set()
     for pattern in patterns:
         hits = {i for i, name in enumerate(names) if fnmatchcase(name, pattern)}
         if not hits:
             shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-            raise ValueError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
+            raise InputError(f"{what}: {pattern!r} matches no layer; the layers are {shown}")
         wanted |= hits
     return tuple(sorted(wanted))

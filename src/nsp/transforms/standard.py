@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.errors import InputError
 from nsp.graph.core import GraphCore
 from nsp.transforms.base import Transform
 from nsp.transforms.factored import FactoredClosure, NotFactorable, run
@@ -79,9 +80,9 @@ class StandardTransform(Transform):
 
     def __init__(self, method: str = "auto", precision: str = "exact"):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r} for the standard transform; accepted: {', '.join(METHODS)}")
+            raise InputError(f"unknown method {method!r} for the standard transform; accepted: {', '.join(METHODS)}")
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r} for the standard transform; accepted: "
+            raise InputError(f"unknown precision {precision!r} for the standard transform; accepted: "
                              f"{', '.join(PRECISIONS)}")
         self.method = method
         self.precision = precision
@@ -104,7 +105,7 @@ class StandardTransform(Transform):
         mobius = self.precision == "float"
         if not isinstance(graph, GraphCore):
             if self.method == "factored":
-                raise ValueError("method='factored' needs a graph core (layers with Kronecker-factored "
+                raise InputError("method='factored' needs a graph core (layers with Kronecker-factored "
                                  "blocks); got a bare adjacency matrix")
             self.reason = "fitted on an adjacency matrix, which has no layers"
             self._set(*zeta_mobius(graph, mobius=mobius))
