@@ -19,7 +19,8 @@ import yaml
 
 import nsp
 from nsp import storage, zoo
-from nsp.operations import base as operations_base
+from nsp.operations import base as operations_base, elementwise
+from nsp.operations.blocks import Kron
 from nsp.errors import RegistryError
 from nsp.pipeline import cli
 from nsp.registry import Registry
@@ -160,7 +161,7 @@ def test_new_operation_kind_and_transform_through_cli_and_storage(extension, tmp
     stored = np.zeros((72, 72), dtype=bool)
     stored[rows, cols] = True
     assert parent == layer - 1 and np.array_equal(stored, jacobian.numpy())
-    assert isinstance(block, nsp.operations.blocks.Kron)                       # factored: the closure works
+    assert isinstance(block, Kron)                                             # factored: the closure works
     assert nsp.StandardTransform().fit(core).factored
 
     # the transform: stored with its own encoding, applied by the CLI, exact
@@ -220,7 +221,7 @@ def test_edge_weights_that_cannot_be_derived_are_reported(tmp_path, monkeypatch)
     def broken(self, op, inputs, blocks):
         raise FloatingPointError("probe diverged")
 
-    monkeypatch.setattr(nsp.operations.elementwise.Elementwise, "linear_parts", broken)
+    monkeypatch.setattr(elementwise.Elementwise, "linear_parts", broken)
     acts = nsp.Activations(zoo.ToyNet(), torch.rand(1, 1, 4, 4), trace="ops")
     with pytest.warns(nsp.EdgeWeightWarning) as caught:
         core = nsp.GraphCore.from_activations(acts)
