@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.operations.blocks import Kron
-from nsp.operations.kronecker import Backend, apply_term
+from nsp.operations.mode_products import Backend, apply_term
 from nsp.errors import ConnectivityError, EdgeWeightError
 from nsp.registry import Registry
 

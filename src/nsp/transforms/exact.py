@@ -8,7 +8,7 @@ spectrum is ``C * 2^E`` with ``C`` exact integers of possibly hundreds of
 bits. They are computed modulo primes ``p < 2^26`` in float64 arithmetic,
 where every intermediate sum stays an exact integer below ``2^53`` and
 residues are reduced without division to balanced values
-(:func:`nsp.operations.kronecker.reduce_`; :func:`residues`, and the
+(:func:`nsp.operations.mode_products.reduce_`; :func:`residues`, and the
 modular mode products in :mod:`nsp.transforms.factored`); enough primes are
 taken for a proven bound on ``|C|`` (:func:`primes_for`), and ``C`` is
 rebuilt from its residues by Garner's mixed-radix algorithm (balanced
@@ -25,7 +25,7 @@ from math import log2
 
 import numpy as np
 
-from nsp.operations.kronecker import reduce_
+from nsp.operations.mode_products import reduce_
 from nsp.errors import ExactnessError
 
 #: moduli: the largest primes below 2^26, descending

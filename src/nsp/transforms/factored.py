@@ -26,8 +26,8 @@ import scipy.sparse as sp
 from nsp.errors import NotFactorable
 from nsp.graph.terms import checked_axes, factored_blocks
 from nsp.operations.blocks import Kron
-from nsp.operations.kronecker import (Backend, KroneckerError, Moduli, apply_term, fan_in, signed_terms, term_dense,
-                                      term_matmul, term_nnz, union_add)
+from nsp.operations.kronecker import KroneckerError, signed_terms, term_dense, term_matmul, term_nnz, union_add
+from nsp.operations.mode_products import Backend, Moduli, apply_term, fan_in
 
 __all__ = ["TERM_LIMIT", "FactoredClosure", "closure_unions", "run", "NotFactorable"]
 

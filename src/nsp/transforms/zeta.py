@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp.errors import InputError
-from nsp.operations.kronecker import reduce_
+from nsp.operations.mode_products import reduce_
 
 #: Möbius entries at or above this magnitude are not exact in float64.
 FLOAT64_EXACT = 2**53
