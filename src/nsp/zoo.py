@@ -49,9 +49,16 @@ def build(architecture: str, options: dict | None = None):
         return external.build(architecture, options)
     module_name, _, class_name = architecture.partition(":")
     try:
-        cls = getattr(plugins.import_user_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ExternalModelError(f"cannot import model {architecture!r}: {err}") from None
+        module = plugins.import_user_module(module_name)
+    except Exception as err:                  # the user's module failed: say which, in one line
+        raise ExternalModelError(f"cannot import model {architecture!r}: importing {module_name} raised "
+                                 f"{type(err).__name__}: {err}") from None
+    cls = getattr(module, class_name, None)
+    import torch.nn as nn
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        found = "nothing" if cls is None else f"a {type(cls).__name__}"
+        raise ExternalModelError(f"architecture {architecture!r}: {class_name} in {module_name} is {found}, not a "
+                                 f"torch.nn.Module subclass (module:Class names a network class)")
     return _construct(cls, architecture, options)
 
 
