@@ -21,7 +21,8 @@ from common import mnist_net, synthetic_images, timed
 from matplotlib.backends.backend_pdf import PdfPages
 
 import nsp
-from nsp.plotting import figures as plotting, statistics as analysis
+from nsp import statistics as analysis
+from nsp.plotting import figures as plotting
 
 
 def bare_pdf(acts, path):

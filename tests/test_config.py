@@ -11,6 +11,7 @@ import yaml
 
 from nsp import zoo
 from nsp.pipeline import cli, config, datasets
+from nsp.pipeline.stages.common import job_device
 
 BASE = {
     "datasets": {"digits": {"source": "sklearn-digits", "scale": 0.0625}},
@@ -172,15 +173,15 @@ def test_device_option():
         assert np.allclose(on_device, transform.transform(x), rtol=1e-13, atol=1e-13)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="config key device: 'cuda' requested but no CUDA device"):
-            cli._device(SimpleNamespace(threads=1), {"device": "cuda"})
+            job_device(SimpleNamespace(threads=1), {"device": "cuda"})
 
 
 def test_sigterm_leaves_no_partial_file(tmp_path):
     import subprocess
     import sys
     code = ("import os, signal\n"
-            "from nsp.pipeline import cli\nfrom nsp.storage import files\n"
-            "cli._exit_on_sigterm()\n"
+            "from nsp.pipeline.sigterm import exit_on_sigterm\nfrom nsp.storage import files\n"
+            "exit_on_sigterm()\n"
             "with files.atomic_output('out.h5') as tmp:\n"
             "    open(tmp, 'w').write('half')\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n")
@@ -200,7 +201,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
     assert config.part_names(cfg) == [
         "train/mlp", "train/cnn", "extract-graph/mlp", "extract-graph/cnn", "collect-activations/mlp",
         "collect-activations/cnn", "compute-transformer/standard", "compute-transformer/laplacian", "transform",
-        "visualize", "summarize"]
+        "visualize", "summarize", "figures"]
     network = {"architecture": "digits_cnn", "options": {}, "input_shape": None, "dataset": "photos", "trace": "ops"}
     assert config.part(cfg, "train/mlp") == {
         "part": "train/mlp", "plugins": [], "seed": 3, "datasets": {"digits": cfg["datasets"]["digits"]},
@@ -260,7 +261,7 @@ def test_stages_import_only_what_they_use():
     import subprocess
     import sys
     code = ("import sys\nfrom nsp.pipeline import cli\n"
-            "from nsp.storage import read_signals\nfrom nsp.plotting import statistics\nimport nsp\n"
+            "from nsp.storage import read_signals\nfrom nsp import statistics\nimport nsp\n"
             "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'nsp.transforms') if m in sys.modules))\n"
             "from nsp.pipeline import datasets\n"
             "datasets.load({'source': 'sklearn-digits'}), datasets.photo_tiles()\n"

@@ -12,9 +12,9 @@ import torch.nn as nn
 import yaml
 
 import nsp
-from nsp import storage
-from nsp.pipeline import cli
-from nsp.plotting import figures as plotting, pages, statistics as analysis
+from nsp import statistics as analysis, storage
+from nsp.pipeline import batching, cli
+from nsp.plotting import figures as plotting, pages
 from nsp.tracing.table import LayerTable
 from nsp.zoo import ToyNet
 
@@ -213,7 +213,7 @@ def test_the_class_means_stage_streams_blocks_and_gives_the_same_bytes(tmp_path,
     out = tmp_path / "m1.h5"                 # one name: the command line is part of the file's provenance
     assert cli.main(["class-means", "--signals", *shards, "--out", str(out), "--quiet"]) == 0
     whole = out.read_bytes()
-    monkeypatch.setattr(cli, "STREAM_BYTES", 1)
+    monkeypatch.setattr(batching, "STREAM_BYTES", 1)
     assert cli.main(["class-means", "--signals", *shards, "--out", str(out), "--quiet"]) == 0
     assert out.read_bytes() == whole
     classes, means = analysis.class_means(values.astype(np.float64), labels)
@@ -242,7 +242,7 @@ def test_summaries_in_any_chunks_equal_the_whole_array_exactly(tmp_path, monkeyp
     cfg.write_text(yaml.safe_dump({"part": "summarize", "summary": {"sparsity_threshold": 0.001}}))
     argv = ["summarize", "--config", str(cfg), "--model", "m", "--activations", str(tmp_path / "a.h5"), "--quiet"]
     assert cli.main(argv + ["--out", str(tmp_path / "1.json")]) == 0
-    monkeypatch.setattr(cli, "STREAM_BYTES", 1)
+    monkeypatch.setattr(batching, "STREAM_BYTES", 1)
     assert cli.main(argv + ["--out", str(tmp_path / "2.json")]) == 0
     assert (tmp_path / "1.json").read_text() == (tmp_path / "2.json").read_text()
     stats = json.loads((tmp_path / "1.json").read_text())["activations"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from nsp.pipeline import cli
+from nsp.pipeline.sigterm import exit_on_sigterm
 from nsp.storage import SignalBatch, write_signals
 from nsp.storage.files import WriteGuard, atomic_output, writing_caller
 from nsp.tracing.table import LayerTable
@@ -117,7 +118,7 @@ STAGE = """
     from nsp.storage.files import atomic_output
     OUT = {out!r}
 {stage}
-    cli.cmd_demo = stage
+    cli.STAGES["demo"].function = stage
     sys.exit(cli.main(["demo"]))
 """
 
@@ -183,7 +184,7 @@ def test_sigterm_while_streaming_hdf5_exits_143_and_leaves_nothing(tmp_path, sta
 
 
 def test_second_sigterm_while_unwinding_is_only_recorded(sigterm_handler):
-    state = cli._exit_on_sigterm()
+    state = exit_on_sigterm()
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exit:
         handler(signal.SIGTERM, sys._getframe())
@@ -199,7 +200,7 @@ def test_sigterm_caught_by_the_stage_still_exits_143(monkeypatch, sigterm_handle
         except BaseException:          # code that catches everything
             pass
 
-    monkeypatch.setattr(cli, "cmd_demo", stage)
+    monkeypatch.setattr(cli.STAGES["demo"], "function", stage)
     assert cli.main(["demo"]) == 143
 
 
@@ -215,14 +216,14 @@ def test_sigterm_lost_in_a_finalizer_is_raised_again(monkeypatch, sigterm_handle
         time.sleep(5)                  # ... and raised again at the next line of the stage
         finished.append(True)
 
-    monkeypatch.setattr(cli, "cmd_demo", stage)
+    monkeypatch.setattr(cli.STAGES["demo"], "function", stage)
     with pytest.raises(SystemExit) as exit:
         cli.main(["demo"])
     assert exit.value.code == 143 and not finished
 
 
 def test_sigterm_inside_hdf5_writes_waits_until_hdf5_returns(tmp_path, sigterm_handler):
-    state = cli._exit_on_sigterm()
+    state = exit_on_sigterm()
     handler = signal.getsignal(signal.SIGTERM)
     test_frame, seen = sys._getframe(), []
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import nsp
 from nsp.devices import torch_device
-from nsp.pipeline import cli
+from nsp.pipeline.stages.common import job_device
 from nsp.tracing.recording import training_modules
 from nsp.transforms import LaplacianTransform, SemTransform, StandardTransform
 
@@ -308,18 +308,18 @@ def test_gpu_index_beyond_the_machine(monkeypatch):
     args = SimpleNamespace(threads=torch.get_num_threads())
     with pytest.raises(ValueError, match=re.escape("config key device: 'cuda:5' requested but this machine has 2 "
                                                    "CUDA devices (cuda:0 to cuda:1)")):
-        cli._device(args, {"device": "cuda:5"})
-    assert cli._device(args, {"device": "cuda:1"}) == torch.device("cuda", 1)
+        job_device(args, {"device": "cuda:5"})
+    assert job_device(args, {"device": "cuda:1"}) == torch.device("cuda", 1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is absent")
 def test_cli_device_uses_the_same_check():
     args = SimpleNamespace(threads=torch.get_num_threads())
-    assert cli._device(args, {"device": "cpu"}) is None
+    assert job_device(args, {"device": "cpu"}) is None
     with pytest.raises(ValueError, match=re.escape(
             "config key device: 'cuda:0' requested but no CUDA device is available on this machine "
             "(torch.cuda.is_available() is False); use 'cpu' instead")):
-        cli._device(args, {"device": "cuda:0"})
+        job_device(args, {"device": "cuda:0"})
 
 
 class Replaces(nn.Module):

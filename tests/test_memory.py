@@ -94,7 +94,7 @@ def test_laplacian_memory_figures_and_refusal(monkeypatch):
 @pytest.mark.parametrize("kind", ["sem", "standard"])
 def test_the_transform_stage_streams_batches_with_the_same_bytes(tmp_path, monkeypatch, kind):
     from nsp import storage
-    from nsp.pipeline import cli
+    from nsp.pipeline import batching, cli
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4)).eval()
     x = torch.randn(7, 1, 6, 6)
@@ -115,7 +115,7 @@ def test_the_transform_stage_streams_batches_with_the_same_bytes(tmp_path, monke
     out = tmp_path / "s.h5"                  # one name: the command line is part of the file's provenance
     assert cli.main(args + [str(out)]) == 0
     whole = out.read_bytes()
-    monkeypatch.setattr(cli, "TRANSFORM_BYTES", 2 * 8 * core.n_nodes)     # batches of two samples
+    monkeypatch.setattr(batching, "TRANSFORM_BYTES", 2 * 8 * core.n_nodes)     # batches of two samples
     assert cli.main(args + [str(out)]) == 0
     parts = storage.read_signals(out)
     assert np.array_equal(parts.values, transform.transform(values.astype(np.float64)))
@@ -139,7 +139,7 @@ def test_the_cgroup_limit_is_read_from_the_group_or_the_namespace_root(tmp_path,
 
 
 def test_collect_activations_takes_fewer_samples_per_pass_for_large_networks():
-    from nsp.pipeline import cli
-    assert cli.collect_batch(100_000) == cli.BATCH == 256           # the default experiment's nets: unchanged
-    assert cli.collect_batch(12_208_706) == (1 << 29) // (8 * 12_208_706) == 5    # ViT-tiny, 4x4 patches
-    assert cli.collect_batch(10**10) == 1
+    from nsp.pipeline import batching
+    assert batching.collect_batch(100_000) == batching.BATCH == 256     # the default experiment's nets: unchanged
+    assert batching.collect_batch(12_208_706) == (1 << 29) // (8 * 12_208_706) == 5    # ViT-tiny, 4x4 patches
+    assert batching.collect_batch(10**10) == 1

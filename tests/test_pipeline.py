@@ -184,11 +184,11 @@ def test_lint_and_default_dry_run(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     # 4 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
     assert counts["collect_activations"] == "18" and counts["transform"] == "52"
-    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_compaction"] == "1"
-    assert counts["paper_per_model"] == "12" and counts["paper_class_means"] == "22"
+    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_all_models"] == "1"
+    assert counts["paper_per_model"] == "12" and counts["paper_per_series"] == "22"
     assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
-    # one part of the config per model and stage (3 x 6), per transform (3), and 3 shared ones
-    assert counts["config_part"] == "24" and counts["class_means"] == "22"
+    # one part of the config per model and stage (3 x 6), per transform (3), and 4 shared ones
+    assert counts["config_part"] == "25" and counts["class_means"] == "22"
 
 
 def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
@@ -242,26 +242,26 @@ RECORD = {"resolve_config": 1}       # the whole config, written for the record,
     # one transform's options: its transformers, spectra, drawings and statistics, nothing else
     ({"transforms__laplacian__k": 10}, {"config_part": 1, "compute_transformer": 2, "transform": 6,
                                         "visualize_spectrum": 2, "summarize": 2, "class_means": 2,
-                                        "paper_compaction": 1, "paper_per_model": 2}),
+                                        "paper_all_models": 1, "paper_per_model": 2}),
     # one model's training: its chain only
     ({"models__mlp__epochs": 2}, {"config_part": 1, "train": 1, "extract_graph": 1, "compute_transformer": 3,
                                   "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
-                                  "summarize": 1, "class_means": 4, "paper_compaction": 1, "paper_per_model": 1}),
+                                  "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
     # one model's trace mode: not its training
     ({"models__mlp__trace": "ops"}, {"config_part": 2, "extract_graph": 1, "compute_transformer": 3,
                                      "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
-                                     "summarize": 1, "class_means": 4, "paper_compaction": 1, "paper_per_model": 1}),
+                                     "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
     # a new model: its jobs, and the figures that show every model
     ({"models__mlp2": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1, "transforms": ["standard"]}},
      {"config_part": 3, "train": 1, "extract_graph": 1, "compute_transformer": 1, "collect_activations": 3,
       "transform": 3, "visualize": 1, "visualize_spectrum": 1, "summarize": 1, "class_means": 2,
-      "paper_compaction": 1, "paper_per_model": 1}),
+      "paper_all_models": 1, "paper_per_model": 1}),
     # threads, results of a fixed value: nothing but the record
     ({"threads": 2}, {}),
     # some layers of one model stored (and so no transforms): its activations and what reads them
     ({"models__mlp__layers": ["input", "fc*"], "models__mlp__transforms": []},
      {"config_part": 1, "collect_activations": 3, "visualize": 1, "summarize": 1, "class_means": 1,
-      "paper_compaction": 1, "paper_per_model": 1}),
+      "paper_all_models": 1, "paper_per_model": 1}),
 ])
 def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, changes, expected):
     folder = tmp_path / "edit"

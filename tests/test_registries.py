@@ -244,7 +244,7 @@ def test_cli_keeps_tracebacks_of_bugs(tmp_path, monkeypatch, capsys):
     def bug(args, cfg):
         raise KeyError("internal")
 
-    monkeypatch.setattr(cli, "cmd_demo", bug)
+    monkeypatch.setattr(cli.STAGES["demo"], "function", bug)
     with pytest.raises(KeyError, match="internal"):
         cli.main(["demo", "--quiet"])
     assert cli.main(["transform", "--config", str(tmp_path / "none.yaml"), "--activations", "a", "--transformer",

@@ -9,7 +9,8 @@ import torch.nn as nn
 from matplotlib.colors import LogNorm
 
 import nsp
-from nsp.plotting import figures as plotting, statistics as analysis
+from nsp import statistics as analysis
+from nsp.plotting import figures as plotting
 from nsp.zoo import ToyNet
 
 README_INPUT = torch.tensor([[[[-6, -1, -2, 5], [-3, -6, 5, 4], [2, 5, -6, 3], [5, 0, 1, -6]]]], dtype=torch.float)

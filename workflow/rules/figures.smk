@@ -1,14 +1,22 @@
-# The paper figures, one job each: a change reruns only the figures that show it.
-rule paper_compaction:
+# The paper figures, one job each: a change reruns only the figures that show it. The rules know no figure
+# kind by name: each takes the kinds of the figure registry (nsp.pipeline.figures.FIGURES, plugins' kinds
+# included) that are drawn from one sort of input, and every job reads the figures part of the config, so that
+# it loads the plugins too.
+
+# kinds drawn from every model's summary: <kind>.pdf
+rule paper_all_models:
     input:
-        [f"{R}/summary/{m}/{DATASET[m]}/summary.json" for m in MODELS],
+        config=part("figures"),
+        summaries=[f"{R}/summary/{m}/{DATASET[m]}/summary.json" for m in MODELS],
     output:
-        pdf=f"{R}/figures/paper/compaction.pdf",
-        png=report(f"{R}/figures/paper/compaction.png", caption="../report/figures.rst", category="Figures"),
+        pdf=f"{R}/figures/paper/{{kind}}.pdf",
+        png=report(f"{R}/figures/paper/{{kind}}.png", caption="../report/figures.rst", category="Figures"),
+    wildcard_constraints:
+        kind=nsp_figures.kinds_pattern("summaries"),
     log:
-        f"{R}/logs/figures/compaction.log",
+        f"{R}/logs/figures/{{kind}}.log",
     benchmark:
-        f"{R}/benchmarks/figures/compaction.tsv"
+        f"{R}/benchmarks/figures/{{kind}}.tsv"
     conda:
         ENV
     threads: 1
@@ -16,18 +24,21 @@ rule paper_compaction:
         mem_mb=2000,
         runtime=10,
     shell:
-        "nsp figures --kind compaction --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
+        "nsp figures --config {input.config:q} --kind {wildcards.kind:q} --summaries {input.summaries:q} "
+        "--out {output.pdf:q} 2> {log:q}"
 
 
+# kinds drawn from one model's summary: <kind>_<model>.pdf
 rule paper_per_model:
     input:
-        lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/summary.json",
+        config=part("figures"),
+        summary=lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/summary.json",
     output:
         pdf=f"{R}/figures/paper/{{kind}}_{{model}}.pdf",
         png=report(f"{R}/figures/paper/{{kind}}_{{model}}.png", caption="../report/figures.rst",
                    category="Figures"),
     wildcard_constraints:
-        kind="energy|sparsity",
+        kind=nsp_figures.kinds_pattern("summary"),
     log:
         f"{R}/logs/figures/{{kind}}_{{model}}.log",
     benchmark:
@@ -39,20 +50,25 @@ rule paper_per_model:
         mem_mb=2000,
         runtime=10,
     shell:
-        "nsp figures --kind {wildcards.kind:q} --summaries {input:q} --out {output.pdf:q} 2> {log:q}"
+        "nsp figures --config {input.config:q} --kind {wildcards.kind:q} --summaries {input.summary:q} "
+        "--out {output.pdf:q} 2> {log:q}"
 
 
-rule paper_class_means:
+# kinds drawn from the class means of one series of one model: <kind>_<model>_<series>.pdf
+rule paper_per_series:
     input:
-        lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/class_means_{w.series}.h5",
+        config=part("figures"),
+        class_means=lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/class_means_{w.series}.h5",
     output:
-        pdf=f"{R}/figures/paper/class_means_{{model}}_{{series}}.pdf",
-        png=report(f"{R}/figures/paper/class_means_{{model}}_{{series}}.png", caption="../report/figures.rst",
+        pdf=f"{R}/figures/paper/{{kind}}_{{model}}_{{series}}.pdf",
+        png=report(f"{R}/figures/paper/{{kind}}_{{model}}_{{series}}.png", caption="../report/figures.rst",
                    category="Figures"),
+    wildcard_constraints:
+        kind=nsp_figures.kinds_pattern("class_means"),
     log:
-        f"{R}/logs/figures/class_means_{{model}}_{{series}}.log",
+        f"{R}/logs/figures/{{kind}}_{{model}}_{{series}}.log",
     benchmark:
-        f"{R}/benchmarks/figures/class_means_{{model}}_{{series}}.tsv"
+        f"{R}/benchmarks/figures/{{kind}}_{{model}}_{{series}}.tsv"
     conda:
         ENV
     threads: 1
@@ -60,5 +76,5 @@ rule paper_class_means:
         mem_mb=2000,
         runtime=10,
     shell:
-        "nsp figures --kind class_means --class-means {input:q} --model {wildcards.model:q} --out {output.pdf:q} "
-        "2> {log:q}"
+        "nsp figures --config {input.config:q} --kind {wildcards.kind:q} --class-means {input.class_means:q} "
+        "--model {wildcards.model:q} --out {output.pdf:q} 2> {log:q}"

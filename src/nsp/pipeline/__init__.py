@@ -1,1 +1,3 @@
-"""The command line (one subcommand per pipeline stage) and what it needs: config, datasets, training."""
+"""The pipeline: the ``nsp`` command line (``cli``) and its stages (``stages``, one registered function each),
+the config (``config``), figure kinds (``figures``), dataset sources (``datasets``), training, batch sizes
+(``batching``) and the resources each job asks for (``resources``)."""

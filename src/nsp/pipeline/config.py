@@ -25,9 +25,12 @@ SCHEMA_PATH = Path(str(files("nsp.pipeline") / "data" / "config.schema.yaml"))
 
 
 def schema(transforms: bool = True) -> dict:
-    """The config schema; the transforms and their options come from the transform registry (not filled
-    in with ``transforms=False``, for parts of a config without transforms)."""
+    """The config schema; the figure kinds come from the figure registry, the transforms and their options
+    from the transform registry (not filled in with ``transforms=False``, for parts of a config without
+    transforms)."""
+    from nsp.pipeline.figures import FIGURES
     out = yaml.safe_load(SCHEMA_PATH.read_text())
+    out["properties"]["figures"]["items"] = {"enum": list(FIGURES)}
     if not transforms:
         return out
     from nsp.transforms import TRANSFORMS
@@ -207,6 +210,7 @@ STAGE_KEYS = {
     "transform": (("plugins", "device"), ()),
     "visualize": (("plugins", "visualize"), ()),
     "summarize": (("plugins", "summary"), ()),
+    "figures": (("plugins",), ()),          # the plugins: they may add figure kinds
 }
 #: the stages whose part is one model's, and the one whose part is one transform's
 MODEL_STAGES = ("train", "extract-graph", "collect-activations")
@@ -298,14 +302,19 @@ def series(transforms) -> list[str]:
 
 
 def figure_names(wanted, models: dict) -> list[str]:
-    """The names of the paper figures of the figure kinds ``wanted`` for ``models`` (model -> its series):
-    ``compaction``, ``energy_<model>``, ``sparsity_<model>``, ``class_means_<model>_<series>``; each is
-    written as ``<name>.pdf`` and ``<name>.png``."""
-    names = ["compaction"] if "compaction" in wanted else []
-    for kind in ("energy", "sparsity"):
-        names += [f"{kind}_{model}" for model in models] if kind in wanted else []
-    if "class_means" in wanted:
-        names += [f"class_means_{model}_{s}" for model, model_series in models.items() for s in model_series]
+    """The names of the paper figures of the figure kinds ``wanted`` for ``models`` (model -> its series),
+    kind after kind in the order of the figure registry (:mod:`nsp.pipeline.figures`): ``compaction``,
+    ``energy_<model>``, ``sparsity_<model>``, ``class_means_<model>_<series>``, then the plugins' kinds.
+    Each is written as ``<name>.pdf`` and ``<name>.png``; two figures of one name are a ConfigError."""
+    from nsp.pipeline.figures import FIGURES
+    names, kind_of = [], {}
+    for kind in FIGURES.values():
+        for name in kind.figure_names(models) if kind.name in wanted else ():
+            if name in kind_of:
+                raise ConfigError(f"config key figures: the figure {name} would be drawn twice, by the figure kinds "
+                                  f"{kind_of[name]} and {kind.name}; leave one of them out or rename a model")
+            kind_of[name] = kind.name
+            names.append(name)
     return names
 
 

@@ -17,7 +17,7 @@ process with its imports (:data:`TORCH_MB` for stages that run a network or torc
 
 - ``collect-activations``: ``P + 16 n b + 8 i N``: the recorded layers, the array of their values and what
   the forward pass and the writer hold besides (measured: three times ``4 n b``), ``b`` =
-  :func:`nsp.pipeline.cli.collect_batch`; the dataset loaded whole and reshaped for the model (``i``
+  :func:`nsp.pipeline.batching.collect_batch`; the dataset loaded whole and reshaped for the model (``i``
   values per input, ``N`` samples).
 - ``compute-transformer``: ``P + 2 S(graph)`` and the fit: the explicit standard transform's lower bound
   (:func:`nsp.transforms.standard.explicit_memory` with the smallest closure, ``n + e`` entries) where the
@@ -25,8 +25,8 @@ process with its imports (:data:`TORCH_MB` for stages that run a network or torc
   factored closure: nothing more); the Laplacian fit's bound (:func:`nsp.transforms.laplacian.laplacian_memory`) plus, on the sparse
   path, :data:`LU_FILL` times the sparse Laplacian for the fill-in of its LU factors.
 - ``transform``: ``P + 2 S(transformer) + c 8 n b``, ``b`` the samples of one batch of
-  :data:`nsp.pipeline.cli.TRANSFORM_BYTES` (``c`` per transform: :data:`TRANSFORM_COPIES`).
-- ``summarize``: ``P + 6 max(B, 8 w)``: a block of :data:`nsp.pipeline.cli.STREAM_BYTES` (``B``; at least
+  :data:`nsp.pipeline.batching.TRANSFORM_BYTES` (``c`` per transform: :data:`TRANSFORM_COPIES`).
+- ``summarize``: ``P + 6 max(B, 8 w)``: a block of :data:`nsp.pipeline.batching.STREAM_BYTES` (``B``; at least
   one sample of the widest series, ``w`` columns) and the statistics' copies of it.
 - ``class-means``: ``P + 4 B + 8 w (k + 2)``: the blocks, and the running sum of each of ``k`` classes.
 
@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import math
 import os
+
+from nsp.pipeline import batching
 
 #: resident memory of a stage's process before its data: Python, NumPy, SciPy, h5py, nsp (measured 60-110 MB)
 BASE_MB = 200
@@ -140,8 +142,7 @@ def _shape(path) -> tuple[int, int] | None:
 
 
 def _transform_batch(samples: int, width: int) -> int:
-    from nsp.pipeline.cli import TRANSFORM_BYTES
-    return max(1, min(samples, TRANSFORM_BYTES // (8 * max(width, 1))))
+    return max(1, min(samples, batching.TRANSFORM_BYTES // (8 * max(width, 1))))
 
 
 # --- one function per stage: megabytes ------------------------------------------------------------------
@@ -149,11 +150,10 @@ def _transform_batch(samples: int, width: int) -> int:
 def collect_activations_mb(graph, shard_size: int, dataset_size: int, attempt: int = 1) -> int:
     """Memory of a ``collect-activations`` job: ``graph`` the model's graph file, ``shard_size`` samples per
     shard, ``dataset_size`` samples in the dataset (it is loaded whole)."""
-    from nsp.pipeline.cli import collect_batch
     g = _graph(graph)
     if g is None:
         return _mb(TORCH_MB * MB, 1)
-    step = min(max(1, shard_size), collect_batch(g.nodes))
+    step = min(max(1, shard_size), batching.collect_batch(g.nodes))
     return _mb(TORCH_MB * MB + 16 * g.nodes * step + 8 * g.input_nodes * dataset_size, attempt)
 
 
@@ -198,10 +198,9 @@ def transform_mb(activations, transformer, attempt: int = 1) -> int:
 
 def summarize_mb(activations, spectra=(), attempt: int = 1) -> int:
     """Memory of a ``summarize`` job over the shards ``activations`` and ``spectra`` (lists of files)."""
-    from nsp.pipeline.cli import STREAM_BYTES
     shapes = [s for s in (_shape(p) for p in [*list(activations)[:1], *spectra]) if s is not None]
     width = max((w for _, w in shapes), default=0)
-    return _mb(BASE_MB * MB + 6 * max(STREAM_BYTES, 8 * width), attempt)
+    return _mb(BASE_MB * MB + 6 * max(batching.STREAM_BYTES, 8 * width), attempt)
 
 
 def class_means_mb(signals, attempt: int = 1) -> int:
@@ -214,8 +213,7 @@ def class_means_mb(signals, attempt: int = 1) -> int:
             width = max(width, f["values" if "values" in f else "coefficients"].shape[1])
             if "labels" in f:
                 classes.update(int(c) for c in set(f["labels"][()].tolist()))
-    from nsp.pipeline.cli import STREAM_BYTES
-    return _mb(BASE_MB * MB + 4 * STREAM_BYTES + 8 * width * (len(classes) + 2), attempt)
+    return _mb(BASE_MB * MB + 4 * batching.STREAM_BYTES + 8 * width * (len(classes) + 2), attempt)
 
 
 # --- runtime ----------------------------------------------------------------------------------------

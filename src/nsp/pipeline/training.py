@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from nsp.errors import DatasetError, InputError
+
 
 def split(n: int, test_every: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices: every ``test_every``-th sample is held out."""
@@ -25,7 +27,7 @@ def train(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, *, epochs:
     """Train with Adam and cross-entropy on the training split; returns the metrics. Too few samples to
     train and test on, or weights that diverge to NaN or infinity, are errors."""
     if len(labels) < 2:
-        raise ValueError(f"{len(labels)} labelled samples: training needs at least two (one held out for testing)")
+        raise DatasetError(f"{len(labels)} labelled samples: training needs at least two (one held out for testing)")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     train_idx, test_idx = split(len(labels), test_every)
@@ -45,8 +47,9 @@ def train(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, *, epochs:
     model.eval()
     diverged = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
     if diverged:
-        raise ValueError(f"training diverged: {', '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''} hold NaN or "
-                         f"infinite values after {epochs} epochs (try a lower learning_rate)")
+        more = " ..." if len(diverged) > 3 else ""
+        raise InputError(f"training diverged: {', '.join(diverged[:3])}{more} hold NaN or infinite values after "
+                         f"{epochs} epochs (try a lower learning_rate)")
     return {"epochs": epochs, "train_samples": int(len(train_idx)), "test_samples": int(len(test_idx)),
             "train_accuracy": accuracy(model, x, labels[train_idx]),
             "test_accuracy": accuracy(model, inputs[test_idx], labels[test_idx])}

@@ -1,1 +1,2 @@
-"""Figures (``figures``) and the statistics they draw (``statistics``)."""
+"""Drawing: figures (``figures``) and pages of one sample (``pages``); the statistics they draw are
+:mod:`nsp.statistics`."""

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import Affine2D
 
+from nsp.errors import InputError
 from nsp.storage.files import atomic_output
 
 SCALES = ("layerscale", "layernorm", "globalscale", "globalnorm")
@@ -59,19 +60,17 @@ def new_figure(**kwargs) -> Figure:
     return fig
 
 
-
-
 def colormap(name: str):
     """A matplotlib colormap by name; an unknown name is an error listing the accepted ones."""
     try:
         return matplotlib.colormaps[name]
     except KeyError:
-        raise ValueError(f"unknown colormap {name!r}; accepted: {', '.join(sorted(matplotlib.colormaps))}") from None
+        raise InputError(f"unknown colormap {name!r}; accepted: {', '.join(sorted(matplotlib.colormaps))}") from None
 
 
 def check_scale(scale: str) -> str:
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
+        raise InputError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
     return scale
 
 

@@ -1,16 +1,17 @@
-"""Statistics of many activation patterns or spectra, from (samples, nodes) arrays.
+"""Summary statistics of many activation patterns or spectra, from (samples, nodes) arrays.
 
-Every function takes plain arrays (and the layer offsets where layers
-matter), so the pipeline can feed it from HDF5 shards and the plots in
-:mod:`nsp.plotting` can draw the results. Each statistic is a mean over
-samples of something computed sample by sample; :class:`Summary` and
-:class:`ClassMeans` take the samples in chunks (shard after shard, a few rows
-at a time) and give the same numbers, bit for bit, however they are chunked.
+Every function takes plain arrays (and the layer offsets where layers matter): the pipeline feeds them
+from HDF5 shards, a script from arrays it holds, and :mod:`nsp.plotting` draws what they return. Each
+statistic is a mean over samples of something computed sample by sample; :class:`Summary` and
+:class:`ClassMeans` take the samples in chunks (shard after shard, a few rows at a time) and give the same
+numbers, bit for bit, however they are chunked. Nothing here imports torch or matplotlib.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from nsp.errors import InputError
 
 
 def _rows(values) -> np.ndarray:
@@ -86,7 +87,7 @@ class Summary:
     def add(self, values) -> None:
         x = _rows(values)
         if x.shape[1] != self.width:
-            raise ValueError(f"values of {x.shape[1]} columns for a summary of {self.width}")
+            raise InputError(f"values of {x.shape[1]} columns for a summary of {self.width}")
         self._parts["compaction"].append(compaction_per_sample(x, self.ks))
         if self.offsets is not None:
             self._parts["energy"].append(energy_per_layer(x, self.offsets))
@@ -124,9 +125,9 @@ class ClassMeans:
         x = _rows(values)
         labels = np.asarray(labels).reshape(-1)
         if labels.size != x.shape[0]:
-            raise ValueError(f"{labels.size} labels for {x.shape[0]} samples")
+            raise InputError(f"{labels.size} labels for {x.shape[0]} samples")
         if not 0 <= start <= start + x.shape[1] <= self.width:
-            raise ValueError(f"columns {start}..{start + x.shape[1] - 1} of class means over {self.width}")
+            raise InputError(f"columns {start}..{start + x.shape[1] - 1} of class means over {self.width}")
         stop = start + x.shape[1]
         for row, label in zip(x, labels.tolist()):
             total = self._sums.get(label)

@@ -1,0 +1,176 @@
+"""The stages that draw: visualize (one sample's pattern and spectra, page by page) and figures (one paper
+figure of a registered kind, :mod:`nsp.pipeline.figures`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nsp.errors import ConfigError, InputError, StorageError
+from nsp.pipeline.stages import Stage, option
+from nsp.pipeline.stages.common import log, pairs, read_json, require_files
+
+
+def visualize(args, cfg) -> None:
+    """Draw the configured sample's activation pattern and its spectra, one page per layer."""
+    from contextlib import ExitStack
+
+    from nsp import storage
+    from nsp.plotting import figures as plotting
+    from nsp.plotting import pages
+    options = cfg["visualize"]
+    if not args.out and not args.spectra:
+        raise InputError("nothing to draw: give --out (the pattern) and/or --spectra")
+    outs = args.spectra_out
+    if args.spectra and outs is None:
+        outs = [None] * len(args.spectra)
+    spectra_outs = pairs(args.spectra, outs, "spectra files", "--spectra-out")
+    for name, path in [("--out", args.out)] + [("--spectra-out", out) for out in outs or []]:
+        if path is not None and Path(path).suffix != ".pdf":
+            raise InputError(f"{name} {path}: the pages are a PDF; give a name ending in .pdf")
+    require_files(activations=args.activations, spectra=args.spectra)
+    with ExitStack() as files:     # the files stay open: each page reads its layer of the one sample
+        batch = files.enter_context(storage.open_signals(args.activations, "activations"))
+        if not batch.values.shape[0]:
+            raise StorageError(f"--activations {args.activations} holds no samples")
+        label = options["label"]
+        if batch.labels is None:       # no labels: the shard's first sample
+            index, label = 0, "none"
+        else:
+            hits = np.flatnonzero(batch.labels == label)
+            if not hits.size:
+                held = np.unique(batch.labels)
+                more = f" (and {held.size - 10} more)" if held.size > 10 else ""
+                raise ConfigError(f"config key visualize.label: no sample of {args.activations} has label {label}; "
+                                  f"its labels are {', '.join(map(str, held[:10]))}{more}")
+            index = int(hits[0])
+        selection = pages.select_layers(batch.stored_table.names, options.get("layers"),
+                                        what="config key visualize.layers")
+        spectra = []                   # every file checked before any page is written
+        for path, out in spectra_outs:
+            stored = files.enter_context(storage.open_signals(path, "spectra"))
+            _check_spectra(args.activations, batch, path, stored)
+            spectra.append((stored, out or Path(args.out or ".").parent / f"spectrum_{stored.transform_type}.pdf"))
+        if args.out:
+            columns = batch.stored_table                 # the stored layers (models.<m>.layers), or all
+            pages.pattern_pdf(pages.SampleLayers(batch.values, index, columns), columns.names, args.out,
+                              options["scale"], options["cmap"], select=selection)
+        for stored, out in spectra:
+            if stored.values.shape[1] == stored.layers.n_nodes:
+                pages.spectrum_pdf(pages.SampleLayers(stored.values, index, stored.layers), stored.layers.names, out,
+                                   stored.transform_type, stored.eigenvalues, select=selection)
+            else:                      # a partial Laplacian basis: coefficients have no layer layout
+                values = stored.values[index]
+                title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
+                plotting.write_pdf([plotting.eigenvalue_figure(stored.eigenvalues, values, title)], out)
+    log(args, f"sample {int(batch.sample_ids[index])} (label {label}); {selection.summary()}")
+
+
+def _check_spectra(activations, batch, path, spectra) -> None:
+    """Refuse a spectra file that is not of the same graph, weights and samples as the activations."""
+    def table(t):
+        return f"{len(t)} layers, {t.n_nodes:,} nodes"
+
+    if batch.stored_layers is not None:       # spectra need every layer's activations (models.<m>.layers)
+        raise StorageError(f"--spectra {path} cannot be drawn beside --activations {activations}: those hold "
+                           f"{len(batch.stored_layers)} of the {len(batch.layers)} layers only")
+    ours, theirs = batch.layers, spectra.layers
+    what = None
+    if ours != theirs and table(ours) != table(theirs):
+        what = f"layer tables differ ({table(ours)} in the activations; {table(theirs)} in the spectra)"
+    elif ours != theirs:
+        i, a, b = next((i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+        what = (f"layer tables differ at layer {i} ({a.name!r}, {a.kind}, {a.shape} in the activations; "
+                f"{b.name!r}, {b.kind}, {b.shape} in the spectra)")
+    elif batch.weights_sha256 and spectra.weights_sha256 and batch.weights_sha256 != spectra.weights_sha256:
+        what = (f"they come from different weights (sha256 {batch.weights_sha256[:12]}... in the activations, "
+                f"{spectra.weights_sha256[:12]}... in the spectra)")
+    elif len(batch.sample_ids) != len(spectra.sample_ids):
+        what = f"{len(batch.sample_ids)} samples in the activations, {len(spectra.sample_ids)} in the spectra"
+    elif not np.array_equal(batch.sample_ids, spectra.sample_ids):
+        i = int(np.flatnonzero(batch.sample_ids != spectra.sample_ids)[0])
+        what = (f"sample {i} has id {int(batch.sample_ids[i])} in the activations, "
+                f"{int(spectra.sample_ids[i])} in the spectra")
+    if what:
+        raise StorageError(f"--spectra {path} does not match --activations {activations}: {what}")
+
+
+#: the options each kind of figure input needs (the others it refuses)
+_NEEDS = {"summaries": ("summaries",), "summary": ("summaries",), "class_means": ("class_means", "model")}
+
+
+def figures(args, cfg) -> None:
+    """Draw one paper figure of a registered kind and save it as PDF and PNG."""
+    from nsp.pipeline.figures import FIGURES
+    kind = FIGURES.lookup(args.kind)
+    need = _NEEDS[kind.inputs]
+    for name in ("summaries", "class_means", "model"):
+        if (getattr(args, name) is not None) != (name in need):
+            raise InputError(f"--kind {args.kind} {'needs' if name in need else 'takes no'} "
+                             f"--{name.replace('_', '-')}")
+    if kind.inputs == "summary" and len(args.summaries) != 1:
+        raise InputError(f"--kind {args.kind}: one figure per model; give one summary, got {len(args.summaries)}")
+    out = Path(args.out)
+    if out.suffix != ".pdf":
+        raise InputError(f"--out {out}: the figure's PDF (a name ending in .pdf; the PNG is written beside it)")
+    require_files(summaries=args.summaries, class_means=args.class_means)
+    if kind.inputs == "class_means":
+        from nsp import storage
+        fig = kind.draw(storage.read_signals(args.class_means), args.model)
+    else:
+        summaries = [read_summary(path) for path in args.summaries]
+        fig = kind.draw(summaries if kind.inputs == "summaries" else summaries[0])
+    from nsp.plotting import figures as plotting
+    written = plotting.save_figure(fig, out.with_name(out.stem))
+    log(args, f"{args.kind}: {', '.join(map(str, written))}")
+
+
+def read_summary(path, option: str = "--summaries") -> dict:
+    """A summary file of ``nsp summarize``, checked for what the figures read; a damaged one (or another
+    JSON file) is a StorageError naming the file and what is wrong."""
+    from nsp.pipeline.figures import series_of
+    summary = read_json(path, option)
+    problem = None
+    if not isinstance(summary, dict):
+        problem = "not a JSON object"
+    elif not (isinstance(summary.get("model"), str) and isinstance(summary.get("layers"), list)
+              and isinstance(summary.get("sparsity_threshold"), (int, float))):
+        problem = "no model name, layer names or sparsity threshold"
+    elif "activations" not in series_of(summary):
+        problem = "no statistics of the activations"
+    else:
+        for name in series_of(summary):
+            stats = summary[name]
+            if not (isinstance(stats["compaction_k"], list) and isinstance(stats.get("compaction_share"), list)
+                    and len(stats["compaction_k"]) == len(stats["compaction_share"])):
+                problem = f"{name}: compaction_k and compaction_share are not two lists of one length"
+            for key in ("energy_per_layer", "sparsity_per_layer"):
+                if key in stats and (not isinstance(stats[key], list) or len(stats[key]) != len(summary["layers"])):
+                    problem = f"{name}: {key} does not hold one value per layer ({len(summary['layers'])} layers)"
+    if problem:
+        raise StorageError(f"{option} {path} is not a summary of nsp summarize (damaged?): {problem}")
+    return summary
+
+
+VISUALIZE = Stage("visualize", visualize, "draw the configured sample's pattern and spectra (PDF, layer layout)", (
+    option("--activations", required=True, help="first activations shard"),
+    option("--out", help="pattern PDF"),
+    option("--spectra", nargs="*", help="spectra shards of the same samples"),
+    option("--spectra-out", nargs="*", dest="spectra_out",
+           help="one PDF per --spectra file (default: spectrum_<type>.pdf beside --out)")))
+
+
+def _figure_kinds() -> list[str]:
+    from nsp.pipeline.figures import FIGURES
+    return list(FIGURES)
+
+
+FIGURES_STAGE = Stage("figures", figures, "one paper figure, as PDF and PNG: energy compaction of every model, "
+                      "energy or sparsity per layer of one model, or the class means of one series", (
+    option("--kind", required=True, choices=_figure_kinds),
+    option("--summaries", nargs="+", help="summary files (JSON): every model's for compaction, one for "
+           "energy and sparsity"),
+    option("--class-means", dest="class_means", help="class-means file (HDF5), for class_means"),
+    option("--model", help="the model's name, for class_means"),
+    option("--out", required=True, help="the PDF (the PNG is written beside it)")), config="optional")
