@@ -18,7 +18,8 @@ def test_every_error_is_an_nsp_error_and_what_callers_expect():
                 "EdgeWeightError": RuntimeError, "KroneckerError": ValueError, "NotFactorable": ValueError,
                 "NotFittedError": (ValueError, AttributeError), "ExactnessError": ValueError,
                 "MemoryBudgetError": ValueError, "RegistryError": ValueError, "InputError": ValueError,
-                "InputTypeError": TypeError, "NotInGraphError": KeyError, "MissingFileError": FileNotFoundError}
+                "InputTypeError": TypeError, "NotInGraphError": KeyError, "MissingFileError": FileNotFoundError,
+                "OutputError": OSError}
     defined = {name for name, value in vars(errors).items() if isinstance(value, type) and value is not errors.NspError}
     assert defined == set(expected)
     for name, base in expected.items():

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nsp.errors import NspError
+
 from nsp.pipeline import cli
 from nsp.pipeline.sigterm import exit_on_sigterm
 from nsp.storage import SignalBatch, write_signals
@@ -256,9 +258,14 @@ def test_full_disk_is_one_line_naming_the_output(tmp_path):
     assert str(error.value) == f"{out}: not written: No space left on device"
     assert error.value.errno == errno.ENOSPC
     assert os.listdir(out.parent) == []
-    with pytest.raises(OSError, match=r"^\[Errno 13\] denied$"):      # other errors are left as they are
+    with pytest.raises(OSError, match=f"^{out}: not written: Permission denied$") as error:   # also one line
         with atomic_output(out):
             raise OSError(errno.EACCES, "denied")
+    assert isinstance(error.value, NspError) and error.value.errno == errno.EACCES
+    with pytest.raises(OSError, match=r"^\[Errno 5\] failing disk$") as error:    # others are left as they are
+        with atomic_output(out):
+            raise OSError(errno.EIO, "failing disk")
+    assert not isinstance(error.value, NspError)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")

@@ -125,8 +125,10 @@ def test_bad_scale_colormap_and_path(tmp_path, toy):
         nsp.Visualizer.visualize_pattern(acts, tmp_path / "x.pdf", cmap_style="viridiss")
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises((FileExistsError, NotADirectoryError)):
+    with pytest.raises(OSError, match=f"{blocker / 'x.pdf'}: not written: cannot make the folder {blocker}: a file "
+                                      f"is in the way") as caught:
         nsp.Visualizer.visualize_pattern(acts, blocker / "x.pdf")
+    assert isinstance(caught.value, nsp.NspError)
     with pytest.raises(TypeError, match="activations must be an nsp.Activations or Spectrum, got ndarray"):
         nsp.Visualizer.visualize_pattern(np.zeros(3), tmp_path / "x.pdf")
     assert not (tmp_path / "x.pdf").exists()

@@ -83,3 +83,11 @@ class NotInGraphError(NspError, KeyError):
 
 class MissingFileError(NspError, FileNotFoundError):
     """An input file that does not exist."""
+
+
+class OutputError(NspError, OSError):
+    """An output file the file system refuses: a full disk, quota or file size limit, no permission, a
+    read-only file system, a name too long, a file where a folder should be."""
+
+    def __str__(self) -> str:                 # the message alone, without OSError's "[Errno N]" prefix
+        return str(self.strerror)

@@ -3,9 +3,9 @@
 Every stage is a thin layer over the library; the Snakemake rules in ``workflow/`` call these commands, and
 each also works by hand (``--help``). This module builds the parser from the registry, loads the config and
 runs the stage. An :class:`nsp.errors.NspError` (bad input: a config key, a missing or damaged file, an
-option) is printed as one line, ``nsp <stage>: error: ...``, with exit status 2; so is a full disk. Any
-other exception is a bug and keeps its traceback (exit status 1). SIGTERM exits with status 143 and leaves
-no partial output (:mod:`nsp.pipeline.sigterm`).
+option, an output the file system refuses) is printed as one line, ``nsp <stage>: error: ...``, with exit
+status 2. Any other exception is a bug and keeps its traceback (exit status 1). SIGTERM exits with status
+143 and leaves no partial output (:mod:`nsp.pipeline.sigterm`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from nsp.errors import NspError
 from nsp.pipeline import config as configuration
 from nsp.pipeline.sigterm import exit_on_sigterm
 from nsp.pipeline.stages import STAGES
-from nsp.storage.files import DISK_FULL
 
 #: the help of ``--config``, by whether the stage needs one
 CONFIG_HELP = {"required": "pipeline config (YAML)",
@@ -67,14 +66,6 @@ def _load_plugins(argv: list) -> None:
         plugins.load(config.get("plugins") if isinstance(config, dict) else None)
 
 
-def _user_message(err: Exception) -> str | None:
-    """The one-line message of an error the user can fix, or None for a bug. Besides nsp's own errors that
-    is a full disk (or quota, or file size limit), which ``atomic_output`` reports naming the output."""
-    if isinstance(err, NspError) or isinstance(err, OSError) and err.errno in DISK_FULL:
-        return str(err)
-    return None
-
-
 def main(argv=None) -> int:
     """Run ``nsp`` with the arguments ``argv`` (default: the process's); returns the exit status."""
     os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")   # jobs on cluster file systems (NFS, Lustre)
@@ -94,10 +85,9 @@ def main(argv=None) -> int:
         except Exception as err:
             if sigterm["signal"]:                # an error that the SIGTERM caused
                 return 128 + sigterm["signal"]
-            message = _user_message(err)
-            if message is None:
+            if not isinstance(err, NspError):
                 raise
-            print(f"{command}: error: {message}", file=sys.stderr)
+            print(f"{command}: error: {err}", file=sys.stderr)
             return 2
         return 128 + sigterm["signal"] if sigterm["signal"] else 0   # a SIGTERM whose SystemExit got lost
     finally:

@@ -11,9 +11,15 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from nsp.errors import OutputError
+
 #: errors that mean the file system took no more data: the disk is full, the quota used up, or the file
 #: larger than the process may write (``ulimit -f``)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: errors of writing an output that the user can fix: the above, no permission, a read-only file system, a
+#: name too long, a file where a folder should be
+NOT_WRITABLE = DISK_FULL + (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
+                            errno.EEXIST)
 
 
 @contextmanager
@@ -21,26 +27,38 @@ def atomic_output(path):
     """Yield a temporary path next to ``path``; move it to ``path`` if the block succeeds, else delete it.
 
     Missing folders are created. Readers never see a half-written file. Temporary files of ``path`` that
-    killed writers left behind are removed first (:func:`remove_stale`). A full disk (or quota, or file
-    size limit) raises a one-line ``OSError`` naming ``path``.
+    killed writers left behind are removed first (:func:`remove_stale`). An output the file system refuses
+    (:data:`NOT_WRITABLE`: a full disk, quota or file size limit, no permission, a read-only file system, a
+    name too long, a file where a folder should be) is an :class:`OutputError` (an ``OSError`` with the
+    same ``errno``) naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _refused(path, err, f"cannot make the folder {path.parent}: ") from err
     remove_stale(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}.{socket.gethostname()}")
     try:
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno not in DISK_FULL:
-            raise
-        full = OSError(f"{path}: not written: {os.strerror(err.errno)}")
-        full.errno = err.errno
-        raise full from err
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass                                # a folder that refuses writes may refuse this too
+        raise _refused(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _refused(path: Path, err: OSError, what: str = "") -> OSError:
+    """``err`` as an :class:`OutputError` naming ``path`` where the user can fix it; else ``err`` itself."""
+    if isinstance(err, OutputError) or err.errno not in NOT_WRITABLE:
+        return err
+    reason = "a file is in the way" if err.errno in (errno.EEXIST, errno.ENOTDIR) else os.strerror(err.errno)
+    return OutputError(err.errno, f"{path}: not written: {what}{reason}")
 
 
 def remove_stale(path) -> None:
