@@ -395,3 +395,13 @@ def test_bad_plugins_in_a_config_are_named(plugins, message, monkeypatch, tmp_pa
     with pytest.raises(nsp.pipeline.config.ConfigError, match=message):
         nsp.pipeline.config.validate(config)
     sys.modules.pop("ok", None)
+
+
+def test_reading_activations_does_not_import_the_transforms(tmp_path):
+    """The encodings are a keyed registry: a lookup imports built-in modules only until it finds the name."""
+    path = tmp_path / "a.h5"
+    table = nsp.tracing.LayerTable.build(["input"], ["input"], [""], [""], [(4,)], [[]])
+    storage.write_signals(path, storage.SignalBatch("activations", np.zeros((2, 4), np.float32), table))
+    out = _python(f"import sys\nfrom nsp import storage\nbatch = storage.read_signals({str(path)!r})\n"
+                  f"print(batch.values.shape, sorted(m for m in sys.modules if m.startswith('nsp.transforms')))")
+    assert out.stdout.strip() == "(2, 4) []", out.stderr

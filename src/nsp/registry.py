@@ -4,9 +4,10 @@ Each extension point of nsp (operation kinds, transforms, HDF5 encodings, figure
 one :class:`Registry`, created with the list of its built-in entries as ``"module:attribute"`` strings (or
 ``"module"``: a module whose decorators add its entries, for keyed registries where order does not matter).
 The first time anything reads a registry (a lookup, ``in``, iteration, ``len``) it imports those modules,
-puts their entries first, in that order, and then runs the installed plugins once (the ``nsp.plugins``
-entry-point group, see :mod:`nsp.plugins`). So content and order never depend on what happened to be
-imported before, and a built-in operation kind or transform module registers nothing by being imported.
+puts their entries first, in that order (a keyed registry imports them one by one, only as far as a lookup
+needs), and then runs the installed plugins once (the ``nsp.plugins`` entry-point group, see
+:mod:`nsp.plugins`). So content and order never depend on what happened to be imported before, and a built-
+in operation kind or transform module registers nothing by being imported.
 
 Entries added later (by a plugin, a user's module or a test) come after the built-ins, in the order they
 were added. Adding a second, different entry under a taken name is an error; adding the same definition
@@ -29,32 +30,48 @@ class Registry(Mapping):
 
     ``built_in``: the built-in entries, ``"module:attribute"``, in their order. ``name_of(entry)`` gives an
     entry's name; ``prepare(entry)`` checks an entry and returns what is stored (an instance of a class,
-    say). ``error`` is raised by :meth:`lookup` for an unknown name.
+    say). ``error`` is raised by :meth:`lookup` for an unknown name. A ``keyed`` registry (the HDF5
+    encodings) has no order: a lookup imports its built-in modules only until the name is found, so that
+    reading a layer table does not import the transforms.
     """
 
     def __init__(self, what: str, built_in: tuple[str, ...] = (), *, name_of: Callable[[Any], Any] = None,
-                 prepare: Callable[[Any], Any] = None, error: type = RegistryError):
+                 prepare: Callable[[Any], Any] = None, error: type = RegistryError, keyed: bool = False):
         self.what = what
         self._built_in = tuple(built_in)
         self._name_of = name_of or (lambda entry: entry.name)
         self._prepare = prepare or (lambda entry: entry)
         self._error = error
+        self._keyed = keyed
+        self._imported = 0                   # built-in specs imported so far
         self._entries: dict = {}
         self._filled = False
 
     # --- filling -------------------------------------------------------------------------------
 
-    def _fill(self) -> None:
+    def _import(self, spec: str) -> None:
+        module, _, attribute = spec.partition(":")
+        loaded = importlib.import_module(module)     # a module alone: its decorators add the entries
+        if attribute:
+            self._put(getattr(loaded, attribute), None, False)
+
+    def _fill(self, name=None) -> None:
+        """Import the built-ins (a keyed registry: only until ``name``, where given, is there)."""
+        if self._keyed:
+            if not self._filled:
+                self._filled = True
+                plugins.run_installed()
+            while self._imported < len(self._built_in) and (name is None or name not in self._entries):
+                self._import(self._built_in[self._imported])
+                self._imported += 1
+            return
         if self._filled:
             return
         self._filled = True
         added, self._entries = self._entries, {}
         try:
             for spec in self._built_in:
-                module, _, attribute = spec.partition(":")
-                loaded = importlib.import_module(module)     # a module alone: its decorators add the entries
-                if attribute:
-                    self._put(getattr(loaded, attribute), None, False)
+                self._import(spec)
             for name, value in added.items():
                 self._put(value, name, False)
         except BaseException:
@@ -84,7 +101,7 @@ class Registry(Mapping):
     # --- reading -------------------------------------------------------------------------------
 
     def __getitem__(self, name):
-        self._fill()
+        self._fill(name)
         return self._entries[name]
 
     def __iter__(self) -> Iterator:
@@ -96,7 +113,7 @@ class Registry(Mapping):
         return len(self._entries)
 
     def __contains__(self, name) -> bool:
-        self._fill()
+        self._fill(name)
         return name in self._entries
 
     def __repr__(self) -> str:

@@ -41,9 +41,9 @@ _CHUNK_BYTES = 1 << 18
 #: the modules holding the built-in encodings (their decorators register them)
 BUILT_IN = ("nsp.storage.h5", "nsp.storage.layers", "nsp.storage.transformers")
 #: class -> writer(parent, name, obj)
-WRITERS = Registry("HDF5 writer", BUILT_IN, error=StorageError)
+WRITERS = Registry("HDF5 writer", BUILT_IN, error=StorageError, keyed=True)
 #: (encoding type, version) -> reader(group)
-READERS = Registry("HDF5 reader", BUILT_IN, error=StorageError)
+READERS = Registry("HDF5 reader", BUILT_IN, error=StorageError, keyed=True)
 
 
 def check(ok, node, message: str) -> None:
