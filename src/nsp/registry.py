@@ -6,8 +6,8 @@ one :class:`Registry`, created with the list of its built-in entries as ``"modul
 The first time anything reads a registry (a lookup, ``in``, iteration, ``len``) it imports those modules,
 puts their entries first, in that order (a keyed registry imports them one by one, only as far as a lookup
 needs), and then runs the installed plugins once (the ``nsp.plugins`` entry-point group, see
-:mod:`nsp.plugins`). So content and order never depend on what happened to be imported before, and a built-
-in operation kind or transform module registers nothing by being imported.
+:mod:`nsp.plugins`). So content and order never depend on what happened to be imported before, and a
+built-in operation kind or transform module registers nothing by being imported.
 
 Entries added later (by a plugin, a user's module or a test) come after the built-ins, in the order they
 were added. Adding a second, different entry under a taken name is an error; adding the same definition
