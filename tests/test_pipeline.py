@@ -157,14 +157,14 @@ def test_every_job_writes_its_log(tiny_runs):
     folder, _ = tiny_runs
     logs = sorted((folder / "results" / "logs").rglob("*.log"))
     rules = {p.relative_to(folder / "results" / "logs").parts[0].removesuffix(".log") for p in logs}
-    assert rules == {"resolve_config", "config_part", "train", "extract_graph", "compute_transformer",
+    assert rules == {"train", "extract_graph", "compute_transformer",
                      "collect_activations", "transform", "visualize", "summarize", "class_means", "figures"}
     # figures: one log per paper figure
     empty = [str(p) for p in logs if p.stat().st_size == 0]     # visualize: both drawing rules
     assert not empty, empty
-    assert (folder / "results" / "logs" / "resolve_config.log").read_text() == "wrote results/config.resolved.yaml\n"
-    assert (folder / "results" / "logs" / "config_part" / "train" / "mlp.log").read_text() == \
-        "wrote results/config/train/mlp.yaml\n"
+    cfg = nsp_config.validate(TINY)                 # the config's parts, written when the workflow read it
+    assert (folder / "results" / "config" / "train" / "mlp.yaml").read_text() == nsp_config.part_text(cfg, "train/mlp")
+    assert (folder / "results" / "config.resolved.yaml").read_text() == nsp_config.dump_text(cfg)
 
 
 def test_second_run_does_nothing(tiny_runs):
@@ -187,8 +187,7 @@ def test_lint_and_default_dry_run(tmp_path):
     assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_all_models"] == "1"
     assert counts["paper_per_model"] == "12" and counts["paper_per_series"] == "22"
     assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
-    # one part of the config per model and stage (3 x 6), per transform (3), and 4 shared ones
-    assert counts["config_part"] == "25" and counts["class_means"] == "22"
+    assert counts["class_means"] == "22" and "config_part" not in counts     # parts: written, not jobs
 
 
 def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
@@ -232,42 +231,55 @@ def edited(**changes) -> dict:
     return config
 
 
-RECORD = {"resolve_config": 1}       # the whole config, written for the record, changes with any edit
-
-
 @pytest.mark.parametrize("changes, expected", [
     # a figure option: only the drawings
-    ({"visualize__cmap": "magma"}, {"config_part": 1, "visualize": 3, "visualize_spectrum": 8}),
+    ({"visualize__cmap": "magma"}, {"visualize": 3, "visualize_spectrum": 8}),
     ({"figures": ["compaction", "sparsity"]}, {"paper_per_model": 3}),
     # one transform's options: its transformers, spectra, drawings and statistics, nothing else
-    ({"transforms__laplacian__k": 10}, {"config_part": 1, "compute_transformer": 2, "transform": 6,
+    ({"transforms__laplacian__k": 10}, {"compute_transformer": 2, "transform": 6,
                                         "visualize_spectrum": 2, "summarize": 2, "class_means": 2,
                                         "paper_all_models": 1, "paper_per_model": 2}),
     # one model's training: its chain only
-    ({"models__mlp__epochs": 2}, {"config_part": 1, "train": 1, "extract_graph": 1, "compute_transformer": 3,
+    ({"models__mlp__epochs": 2}, {"train": 1, "extract_graph": 1, "compute_transformer": 3,
                                   "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
                                   "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
     # one model's trace mode: not its training
-    ({"models__mlp__trace": "ops"}, {"config_part": 2, "extract_graph": 1, "compute_transformer": 3,
+    ({"models__mlp__trace": "ops"}, {"extract_graph": 1, "compute_transformer": 3,
                                      "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
                                      "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
     # a new model: its jobs, and the figures that show every model
     ({"models__mlp2": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1, "transforms": ["standard"]}},
-     {"config_part": 3, "train": 1, "extract_graph": 1, "compute_transformer": 1, "collect_activations": 3,
+     {"train": 1, "extract_graph": 1, "compute_transformer": 1, "collect_activations": 3,
       "transform": 3, "visualize": 1, "visualize_spectrum": 1, "summarize": 1, "class_means": 2,
       "paper_all_models": 1, "paper_per_model": 1}),
     # threads, results of a fixed value: nothing but the record
     ({"threads": 2}, {}),
     # some layers of one model stored (and so no transforms): its activations and what reads them
     ({"models__mlp__layers": ["input", "fc*"], "models__mlp__transforms": []},
-     {"config_part": 1, "collect_activations": 3, "visualize": 1, "summarize": 1, "class_means": 1,
+     {"collect_activations": 3, "visualize": 1, "summarize": 1, "class_means": 1,
       "paper_all_models": 1, "paper_per_model": 1}),
 ])
 def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, changes, expected):
     folder = tmp_path / "edit"
     shutil.copytree(tiny_runs[0], folder, symlinks=True)         # keeps times and Snakemake's records
     assert plan(folder, TINY) == {}
-    assert plan(folder, edited(**changes)) == {**RECORD, **expected, "all": 1}
+    assert plan(folder, edited(**changes)) == ({**expected, "all": 1} if expected else {})
+    cfg = nsp_config.validate(edited(**changes))               # the record follows the config, in any case
+    assert (folder / "results" / "config.resolved.yaml").read_text() == nsp_config.dump_text(cfg)
+
+
+def test_a_changed_config_reruns_its_jobs_without_snakemakes_records(tiny_runs, tmp_path):
+    """A part whose text changed is rewritten when the workflow reads the config, so a changed seed reruns
+    training and what follows it although .snakemake/ (Snakemake's records of its runs) is gone; and two
+    workspaces sharing one results folder each get results of their own config."""
+    folder = tmp_path / "fresh"
+    shutil.copytree(tiny_runs[0], folder, symlinks=True)
+    shutil.rmtree(folder / ".snakemake")
+    assert plan(folder, TINY) == {}
+    changed = plan(folder, edited(seed=7))
+    assert changed["train"] == 3 and changed["extract_graph"] == 3 and changed["summarize"] == 3
+    assert nsp_config.load(folder / "results" / "config.resolved.yaml")["seed"] == 7
+    assert plan(folder, TINY) == changed                       # back to seed 0: its training is gone too
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):

@@ -2,6 +2,7 @@
 import os
 import re
 import shlex
+import sys
 import sysconfig
 
 # Jobs run the nsp of the Python that runs Snakemake: its scripts folder (a venv's bin) comes first on the
@@ -22,7 +23,8 @@ PAPER = nsp_config.figure_names(config["figures"], SERIES_OF)   # the paper figu
 
 
 def part(name):
-    """The file of a stage's part of the config: what its jobs read, and all that reruns them."""
+    """The file of a stage's part of the config: what its jobs read, and all that reruns them (written by
+    rules/config.smk when the workflow reads the config)."""
     return f"{R}/config/{name}.yaml"
 
 
@@ -31,7 +33,6 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, config["datasets"])),
     transform="|".join(map(re.escape, TRANSFORMS)),
     series="|".join(map(re.escape, ["activations", *TRANSFORMS])),
-    part="|".join(map(re.escape, nsp_config.part_names(config))),
     shard=r"\d+",
 
 

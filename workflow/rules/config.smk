@@ -1,32 +1,6 @@
-rule resolve_config:
-    localrule: True
-    output:
-        CONFIG,
-    params:
-        text=nsp_config.dump_text(config),
-    log:
-        f"{R}/logs/resolve_config.log",
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=5,
-    run:
-        nsp_config.write_text(params.text, output[0], log[0])
-
-
-# One file per stage's part of the config (rerun when, and only when, its text changes: Snakemake's
-# params trigger), so a job reruns only when what it reads has changed.
-rule config_part:
-    localrule: True
-    output:
-        part("{part}"),
-    params:
-        text=lambda wildcards: nsp_config.part_text(config, wildcards.part),
-    log:
-        f"{R}/logs/config_part/{{part}}.log",
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=5,
-    run:
-        nsp_config.write_text(params.text, output[0], log[0])
+# The config's parts (what each stage's jobs read: results/config/<part>.yaml) and the whole config (for
+# the record: results/config.resolved.yaml) are written when the workflow reads the config, each only where
+# its text changed. A changed part is then newer than the outputs of the jobs that read it, so exactly
+# those jobs rerun, with or without Snakemake's records in .snakemake/.
+for _written in nsp_config.sync_parts(config, R):
+    print(f"nsp: wrote {_written}", file=sys.stderr)

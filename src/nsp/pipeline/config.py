@@ -250,6 +250,31 @@ def part_text(config: dict, name: str) -> str:
     return dump_text(part(config, name))
 
 
+def sync_parts(config: dict, results) -> list[str]:
+    """Write each part of a validated config to ``<results>/config/<part>.yaml`` and the whole config to
+    ``<results>/config.resolved.yaml``, each only where the file is missing or its text differs; returns the
+    paths written.
+
+    The workflow calls this when it reads the config. A part whose text changed is then newer than the
+    outputs of the jobs that read it, so exactly those jobs rerun, whatever Snakemake's records in
+    ``.snakemake/`` say or whether they exist (another clone, a cleaned cache, another workspace writing the
+    same results folder with another config: each run rewrites the parts it differs in).
+    """
+    results = Path(results)
+    wanted = {results / "config.resolved.yaml": dump_text(config)}
+    wanted.update({results / "config" / f"{name}.yaml": part_text(config, name) for name in part_names(config)})
+    written = []
+    for path, text in wanted.items():
+        try:
+            same = path.read_text() == text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            write_text(text, path)
+            written.append(str(path))
+    return written
+
+
 def write_text(text: str, path, log=None) -> None:
     """Write ``text`` to ``path`` atomically (and say so in ``log``, a file, when given)."""
     with atomic_output(path) as tmp:
