@@ -1,12 +1,13 @@
 """Dataset sources: one registry (built-in sources, then plugins'), found by name or prefix, a path otherwise;
 what every dataset shares (labels, limit, scaling, finite values) applies to a plugin's source too."""
 
-import textwrap
 import types
 
 import h5py
 import numpy as np
 import pytest
+
+from docexamples import docstring_example
 
 from nsp import external
 from nsp.errors import DatasetError, MissingFileError, RegistryError
@@ -50,20 +51,11 @@ def test_damaged_array_files_are_dataset_errors_naming_the_file(tmp_path):
     assert datasets.count({"source": str(tmp_path / "ok.h5")}) == 3
 
 
-def _example(docstring: str) -> str:
-    block = docstring.split("::\n\n", 1)[1]
-    lines = []
-    for line in block.splitlines():
-        if line and not line.startswith("    "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines))
-
 
 def test_the_documented_plugin_source_loads_counts_and_is_accepted_by_the_config(monkeypatch):
     module = types.ModuleType("nsp_documented_source")
     with SOURCES.temporary():
-        exec(compile(_example(datasets.__doc__), "nsp_documented_source.py", "exec"), module.__dict__)
+        exec(compile(docstring_example(datasets.__doc__), "nsp_documented_source.py", "exec"), module.__dict__)
         spec = {"source": "noise", "limit": 30, "scale": 2.0}
         inputs, labels = datasets.load(spec, "n")
         assert inputs.shape == (30, 1, 8, 8) and inputs.dtype == np.float32 and labels.tolist()[:3] == [0, 1, 2]

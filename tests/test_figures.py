@@ -3,12 +3,13 @@ workflow's figure rules are derived; a plugin's kind is drawn like a built-in on
 
 import json
 import re
-import textwrap
 import types
 
 import numpy as np
 import pytest
 import yaml
+
+from docexamples import docstring_example
 
 import nsp.pipeline.figures as figures_module
 from nsp import storage
@@ -121,20 +122,10 @@ def test_plugin_kinds_of_every_input_are_drawn_by_the_cli(tmp_path):
         "each.pdf", "each.png", "every.pdf", "every.png", "means.pdf", "means.png"]
 
 
-def _example(docstring: str) -> str:
-    """The first code block (after ``::``) of a docstring."""
-    block = docstring.split("::\n\n", 1)[1]
-    lines = []
-    for line in block.splitlines():
-        if line and not line.startswith("    "):
-            break
-        lines.append(line)
-    return textwrap.dedent("\n".join(lines))
-
 
 def test_the_documented_plugin_draws_its_figure(tmp_path):
     module = types.ModuleType("nsp_documented_figure")
-    code = _example(figures_module.__doc__)
+    code = docstring_example(figures_module.__doc__)
     assert "register_figure(FigureKind(\"samples\"" in code
     for name in ("a", "b"):
         (tmp_path / f"{name}.json").write_text(json.dumps(summary(name)))

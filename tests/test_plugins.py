@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import yaml
 
+from docexamples import docstring_example
+
+import nsp.pipeline.figures as figures_module
 from nsp import storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,24 +68,7 @@ def _read(group):
     return out
 '''
 
-FIGURE = '''
-"""lab_figures: a paper figure of the samples each model saw."""
-from nsp.pipeline.figures import FigureKind, register_figure
-
-
-def draw(summaries):
-    from nsp.plotting.figures import new_figure, style
-    with style():
-        fig = new_figure(figsize=(6, 3), layout="constrained")
-        ax = fig.subplots()
-        ax.bar([s["model"] for s in summaries], [s["samples"] for s in summaries])
-        ax.set_ylabel("samples")
-        ax.set_title("Samples per model")
-    return fig
-
-
-register_figure(FigureKind("samples", draw, inputs="summaries", help="samples of each model"))
-'''
+FIGURE = '"""lab_figures: a paper figure of the samples each model saw."""\n' + docstring_example(figures_module.__doc__)
 
 
 def install(site: Path) -> None:
