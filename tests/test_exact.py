@@ -312,3 +312,36 @@ def test_modular_run_same_residues_on_every_backend_and_in_place(forward):
         assert np.abs(residue[i]).max() <= p // 2 + 4
     plain = run(closure, signals, forward)
     assert same_bits(run(closure, signals.copy(), forward, overwrite=True), plain)
+
+
+def _layered(generations, width=2):
+    """Adjacency (row = target) of ``generations`` layers of ``width`` nodes, each fully connected to the next."""
+    edges = [((g - 1) * width + a, g * width + b) for g in range(1, generations) for a in range(width)
+             for b in range(width)]
+    cols, rows = zip(*edges)                    # row = target, column = source
+    n = generations * width
+    return sp.csr_matrix((np.ones(len(edges)), (rows, cols)), shape=(n, n))
+
+
+def test_deep_graphs_are_exact_while_the_bound_fits_and_refused_before_any_arithmetic_beyond():
+    # 200 layers: a proven growth bound of ~1,400 bits, within the 96 primes; every coefficient equals
+    # c_y = s_y - (sum of the coefficients of y's ancestors: every node of every earlier layer), in integers
+    rng = np.random.default_rng(3)
+    s = rng.integers(-9, 10, size=(1, 400))
+    want, earlier = [], 0
+    for g in range(200):
+        layer = [int(v) - earlier for v in s[0, 2 * g:2 * g + 2]]
+        want += layer
+        earlier += sum(layer)
+    got = nsp.StandardTransform().fit(_layered(200)).transform(s.astype(np.float64))
+    assert got[0].tolist() == [float(v) for v in want]
+    # 400 layers: the bound (3,277 bits) exceeds what the primes hold (2,494): refused with the figures
+    deep = nsp.StandardTransform().fit(_layered(400))
+    message = (r"exact arithmetic would need coefficients of up to 3278 bits \(1 bits of the signal, 3277 bits of "
+               r"growth along the paths into layer 399 of 400\); its 96 primes hold 2494 bits; use precision='float'")
+    with pytest.raises(exact.ExactnessError, match=message):
+        deep.transform(np.ones((1, deep.n)))
+    with pytest.raises(exact.ExactnessError, match=message):
+        deep.exact_primes(np.ones((1, deep.n)))
+    assert np.array_equal(nsp.StandardTransform(precision="float").fit(_layered(400)).transform(np.zeros((1, 800))),
+                          np.zeros((1, 800)))

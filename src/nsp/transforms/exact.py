@@ -138,8 +138,23 @@ def primes_for(bits: float) -> int:
         total += log2(p)
         if total > bits + 2:
             return count
-    raise ExactnessError(f"coefficients of up to {bits:.0f} bits exceed the {len(PRIMES)} primes of the exact "
-                         f"transform ({total:.0f} bits)")
+    raise ExactnessError(f"coefficients of up to {bits:.0f} bits exceed the {total - 2:.0f} bits that the "
+                         f"{len(PRIMES)} primes of the exact transform hold; use precision='float'")
+
+
+def primes_per_layer(bits: int, bounds: np.ndarray) -> list[int]:
+    """The primes each layer (or generation) needs for a signal of ``bits`` bits whose coefficients grow by at
+    most ``2^bounds[g]`` in layer ``g``; refuses before any arithmetic when the largest does not fit."""
+    bounds = np.asarray(bounds, dtype=np.float64)
+    worst = float(bounds.max(initial=0.0))
+    capacity = sum(log2(p) for p in PRIMES) - 2
+    if bits + worst > capacity:
+        layer = int(bounds.argmax())
+        raise ExactnessError(f"exact arithmetic would need coefficients of up to {bits + worst:.0f} bits ({bits} "
+                             f"bits of the signal, {worst:.0f} bits of growth along the paths into layer {layer} "
+                             f"of {bounds.size}); its {len(PRIMES)} primes hold {capacity:.0f} bits; use "
+                             f"precision='float'")
+    return [primes_for(bits + b) for b in bounds]
 
 
 def reconstruct(residue: np.ndarray, exponent: np.ndarray) -> np.ndarray:

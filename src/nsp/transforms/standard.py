@@ -208,7 +208,7 @@ class StandardTransform(Transform):
         order, _, _, (bound_forward, bound_inverse) = self._checked()._generations()
         mantissa, shift, _ = exact.to_integers(np.atleast_2d(signals))
         bits = exact.signal_bits(mantissa, shift)
-        return max(exact.primes_for(bits + b) for b in (bound_forward if forward else bound_inverse))
+        return max(exact.primes_per_layer(bits, bound_forward if forward else bound_inverse), default=1)
 
     def _generations(self):
         """(node order or None, generation offsets in that order, (strict zeta, its generation blocks) in
@@ -237,7 +237,7 @@ class StandardTransform(Transform):
             x = x[:, order]
         mantissa, shift, exponent = exact.to_integers(x)
         bits = exact.signal_bits(mantissa, shift)
-        counts = [exact.primes_for(bits + b) for b in (bound_forward if forward else bound_inverse)]
+        counts = exact.primes_per_layer(bits, bound_forward if forward else bound_inverse)
         primes = exact.PRIMES[:max(counts, default=1)]
         chunk = max(1, EXACT_MEMORY // max(1, 8 * len(primes) * x.shape[1]))
         out = np.empty(x.shape)
