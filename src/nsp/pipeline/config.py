@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from nsp import external, plugins
+from nsp.pipeline import lock
 from nsp.storage.files import atomic_output
 from nsp.zoo import INPUT_SHAPES
 from nsp.errors import ConfigError
@@ -250,29 +251,37 @@ def part_text(config: dict, name: str) -> str:
     return dump_text(part(config, name))
 
 
-def sync_parts(config: dict, results) -> list[str]:
+def sync_parts(config: dict, results, hold: bool = True) -> list[str]:
     """Write each part of a validated config to ``<results>/config/<part>.yaml`` and the whole config to
     ``<results>/config.resolved.yaml``, each only where the file is missing or its text differs; returns the
     paths written.
 
     The workflow calls this when it reads the config. A part whose text changed is then newer than the
     outputs of the jobs that read it, so exactly those jobs rerun, whatever Snakemake's records in
-    ``.snakemake/`` say or whether they exist (another clone, a cleaned cache, another workspace writing the
-    same results folder with another config: each run rewrites the parts it differs in).
+    ``.snakemake/`` say or whether they exist (another clone, a cleaned cache). ``hold``: take the results
+    folder's lock (:mod:`nsp.pipeline.lock`) for the rest of this process, as the workflow's main process
+    does, and refuse to rewrite the parts that another holder of the lock runs with (jobs that parse the
+    workflow again pass False: they run for the holder).
     """
     results = Path(results)
     wanted = {results / "config.resolved.yaml": dump_text(config)}
     wanted.update({results / "config" / f"{name}.yaml": part_text(config, name) for name in part_names(config)})
-    written = []
-    for path, text in wanted.items():
-        try:
-            same = path.read_text() == text
-        except (OSError, UnicodeDecodeError):
-            same = False
-        if not same:
-            write_text(text, path)
-            written.append(str(path))
-    return written
+    changed = {path: text for path, text in wanted.items() if not _holds(path, text)}
+    if hold and not lock.claim(results) and changed:
+        raise ConfigError(f"results folder {results} is in use by another nsp workflow run with another config "
+                          f"({next(iter(changed))} differs); wait for that run to end, or set config key "
+                          f"results to another folder")
+    for path, text in changed.items():
+        write_text(text, path)
+    return [str(path) for path in changed]
+
+
+def _holds(path: Path, text: str) -> bool:
+    """Whether the file at ``path`` reads as ``text``."""
+    try:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def write_text(text: str, path, log=None) -> None:
