@@ -69,6 +69,12 @@ def config(names: list, samples: int) -> dict:
             "figures": ["compaction", "energy", "sparsity", "class_means"]}
 
 
+def model_of(relative: Path) -> str:
+    """The model of a log or benchmark file, from its path under logs/ or benchmarks/: the folder after the
+    rule's (<rule>/<model>/...), or the file's name (<rule>/<model>.tsv)."""
+    return relative.parts[1] if len(relative.parts) > 2 else relative.stem
+
+
 def benchmarks(results: Path) -> dict:
     """(rule, model) -> list of (seconds, max_rss MB)."""
     out = defaultdict(list)
@@ -77,7 +83,7 @@ def benchmarks(results: Path) -> dict:
         with open(tsv) as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
         rss = float(row["max_rss"]) if row.get("max_rss") not in (None, "", "NA", "-") else float("nan")
-        model = next((m for m in sorted(MODELS, key=len, reverse=True) if tsv.stem.startswith(m)), tsv.stem)
+        model = model_of(tsv.relative_to(results / "benchmarks"))
         out[rule, model].append((float(row["s"]), rss))
     return out
 
@@ -87,7 +93,7 @@ def failures(results: Path, done: dict) -> dict:
     out = {}
     for log in sorted((results / "logs").rglob("*.log")):
         rule = log.relative_to(results / "logs").parts[0]
-        model = next((m for m in sorted(MODELS, key=len, reverse=True) if log.stem.startswith(m)), None)
+        model = model_of(log.relative_to(results / "logs"))
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
         if model and rule in STAGES and (rule, model) not in done:
             out[rule, model] = lines[-1][:300] if lines else "(empty log)"

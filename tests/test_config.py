@@ -51,6 +51,17 @@ def test_defaults_are_filled():
                                  "[] (statistics and pages of the stored layers only), or remove models.m.layers to "
                                  "store every layer"),
     (with_model(layers="fc*", transforms=[]), "config key models.m.layers: 'fc*' is not of type 'array', 'null'"),
+    ({**BASE, "seed": 2**64}, "config key seed: 18446744073709551616 is greater than the maximum of "
+                              "18446744073709551615"),
+    ({**BASE, "shard_size": 10**30}, "config key shard_size: 1000000000000000000000000000000 is greater than the "
+                                     "maximum of 1000000"),
+    ({**BASE, "threads": 10**6}, "config key threads: 1000000 is greater than the maximum of 1024"),
+    ({**BASE, "threads": 0}, "config key threads: 0 is less than the minimum of 1"),
+    ({**BASE, "visualize": {"label": -1}}, "config key visualize.label: -1 is less than the minimum of 0"),
+    ({**BASE, "visualize": {"label": 10**20}}, "config key visualize.label: 100000000000000000000 is greater than "
+                                               "the maximum of 2147483647"),
+    (with_model(batch_size=10**30), "config key models.m.batch_size: 1000000000000000000000000000000 is greater"),
+    (with_model(input_shape=[1, 10**9]), "config key models.m.input_shape.1: 1000000000 is greater than the maximum"),
     ({**BASE, "transforms": {"standard": {"method": "fast"}}},
      "config key transforms.standard.method: 'fast' is not one of ['auto', 'explicit', 'factored']"),
 ])
@@ -363,6 +374,16 @@ def test_new_stages_name_their_bad_arguments(tmp_path, capsys):
      "config key datasets: the name '../../etc' is not accepted"),
     (lambda c: c.update(datasets={"d$(touch x)": {"source": "sklearn-digits"}}),
      "config key datasets: the name 'd$(touch x)' is not accepted"),
+    (lambda c: c.update(models={"m" * 245: {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name mmmmmmmmmmmmmmmmmmmm... (245 characters) is too long: names have at most 64 "
+     "characters"),
+    (lambda c: c.update(models={"net" + "a" * 20: {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name 'netaaaaaaaaaaaaaaaaaaaa' is not accepted: it ends in 'a' repeated 20 times, "
+     "which Snakemake refuses as a path part (fewer than 20 repeats are accepted)"),
+    (lambda c: c.update(datasets={"d" + "xy" * 25: {"source": "sklearn-digits"}}),
+     "config key datasets: the name 'dxyxy"),
+    (lambda c: c.update(models={"paper": {"architecture": "digits_mlp", "dataset": "digits"}}),
+     "config key models: the name 'paper' is reserved (results/figures/paper holds the paper figures)"),
     (lambda c: c.update(results=""), "config key results: '' is not accepted: the results folder must be named"),
     (lambda c: c.update(results="/"), "config key results: '/' is not accepted"),
     (lambda c: c.update(results="/.."), "config key results: '/..' is not accepted"),
@@ -373,8 +394,9 @@ def test_names_that_would_escape_or_run_are_refused(edit, message):
     with pytest.raises(config.ConfigError) as err:
         config.validate(cfg)
     assert message in str(err.value)
-    ok = config.validate({**BASE, "models": {"vit.tiny-1_b": {"architecture": "digits_mlp", "dataset": "digits"}}})
-    assert "vit.tiny-1_b" in ok["models"]
+    fine = ["vit.tiny-1_b", "abcdefghij" * 6 + "klmn", "net" + "a" * 19, "paper_net"]
+    ok = config.validate({**BASE, "models": {name: {"architecture": "digits_mlp", "dataset": "digits"} for name in fine}})
+    assert list(ok["models"]) == fine
 
 
 def test_small_bad_inputs_are_refused_with_their_reason(tmp_path, capsys):
@@ -407,7 +429,10 @@ def test_small_bad_inputs_are_refused_with_their_reason(tmp_path, capsys):
     assert not (tmp_path / "s.json").exists() and not (tmp_path / "pattern.png").exists()
     with pytest.raises(SystemExit):
         cli.main(["class-means", "--signals", "a.h5", "--out", "m.h5", "--threads", "0"])
-    assert "argument --threads: '0' is not a positive whole number" in capsys.readouterr().err
+    assert "argument --threads: '0' is not a whole number from 1 to 1024" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["class-means", "--signals", "a.h5", "--out", "m.h5", "--threads", "100000"])
+    assert "argument --threads: '100000' is not a whole number from 1 to 1024" in capsys.readouterr().err
 
 
 def test_bad_data_and_yaml_are_refused(tmp_path):

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,7 +159,8 @@ def test_every_job_writes_its_log(tiny_runs):
     logs = sorted((folder / "results" / "logs").rglob("*.log"))
     rules = {p.relative_to(folder / "results" / "logs").parts[0].removesuffix(".log") for p in logs}
     assert rules == {"train", "extract_graph", "compute_transformer",
-                     "collect_activations", "transform", "visualize", "summarize", "class_means", "figures"}
+                     "collect_activations", "transform", "visualize", "visualize_spectrum", "summarize", "class_means",
+                     "figures"}
     # figures: one log per paper figure
     empty = [str(p) for p in logs if p.stat().st_size == 0]     # visualize: both drawing rules
     assert not empty, empty
@@ -299,6 +301,19 @@ def test_injection_and_traversal_names_plan_nothing(tmp_path):
         assert out.returncode != 0 and "config key models: the name" in out.stderr
         assert not (folder / "results").exists() and not (folder / "INJECTED").exists()
         assert not (tmp_path / "escaped").exists() and sorted(p.name for p in folder.iterdir()) == [".snakemake", "config"]
+
+
+def test_names_that_share_underscores_get_their_own_logs(tmp_path):
+    """Models x and x_y on datasets y_1 and 1: joined with '_' their log names would be the same file."""
+    cfg = {**TINY, "datasets": {"y_1": dict(TINY["datasets"]["digits"]), "1": dict(TINY["datasets"]["digits"])},
+           "models": {"x": {"architecture": "digits_mlp", "dataset": "y_1"},
+                      "x_y": {"architecture": "digits_mlp", "dataset": "1"}}}
+    folder = workspace(tmp_path, "names", cfg)
+    out = run(folder, "-n", "--printshellcmds", "--cores", "1")
+    logs = re.findall(r" 2> '?([^' \n]+\.log)", out.stdout)
+    assert len(logs) > 20 and len(set(logs)) == len(logs), sorted(logs)
+    assert "results/logs/collect_activations/x/y_1/shard_0.log" in logs
+    assert "results/logs/collect_activations/x_y/1/shard_0.log" in logs
 
 
 def test_missing_weights_file(tmp_path):

@@ -6,9 +6,9 @@ rule collect_activations:
     output:
         f"{R}/activations/{{model}}/{{dataset}}/shard_{{shard}}.h5",
     log:
-        f"{R}/logs/collect_activations/{{model}}_{{dataset}}_{{shard}}.log",
+        f"{R}/logs/collect_activations/{{model}}/{{dataset}}/shard_{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/collect_activations/{{model}}_{{dataset}}_{{shard}}.tsv"
+        f"{R}/benchmarks/collect_activations/{{model}}/{{dataset}}/shard_{{shard}}.tsv"
     conda:
         ENV
     threads: config["threads"]

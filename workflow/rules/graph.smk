@@ -26,9 +26,9 @@ rule compute_transformer:
     output:
         f"{R}/models/{{model}}/transformer_{{transform}}.h5",
     log:
-        f"{R}/logs/compute_transformer/{{model}}_{{transform}}.log",
+        f"{R}/logs/compute_transformer/{{model}}/{{transform}}.log",
     benchmark:
-        f"{R}/benchmarks/compute_transformer/{{model}}_{{transform}}.tsv"
+        f"{R}/benchmarks/compute_transformer/{{model}}/{{transform}}.tsv"
     conda:
         ENV
     threads: config["threads"]

@@ -10,9 +10,9 @@ rule summarize:
     params:
         metrics=metrics_option,
     log:
-        f"{R}/logs/summarize/{{model}}_{{dataset}}.log",
+        f"{R}/logs/summarize/{{model}}/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/summarize/{{model}}_{{dataset}}.tsv"
+        f"{R}/benchmarks/summarize/{{model}}/{{dataset}}.tsv"
     conda:
         ENV
     threads: config["threads"]
@@ -30,9 +30,9 @@ rule class_means:
     output:
         f"{R}/summary/{{model}}/{{dataset}}/class_means_{{series}}.h5",
     log:
-        f"{R}/logs/class_means/{{model}}_{{dataset}}_{{series}}.log",
+        f"{R}/logs/class_means/{{model}}/{{dataset}}/{{series}}.log",
     benchmark:
-        f"{R}/benchmarks/class_means/{{model}}_{{dataset}}_{{series}}.tsv"
+        f"{R}/benchmarks/class_means/{{model}}/{{dataset}}/{{series}}.tsv"
     conda:
         ENV
     threads: 1

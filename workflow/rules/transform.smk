@@ -6,9 +6,9 @@ rule transform:
     output:
         f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5",
     log:
-        f"{R}/logs/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.log",
+        f"{R}/logs/transform/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/transform/{{model}}_{{dataset}}_{{transform}}_{{shard}}.tsv"
+        f"{R}/benchmarks/transform/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.tsv"
     conda:
         ENV
     threads: config["threads"]

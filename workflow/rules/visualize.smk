@@ -6,9 +6,9 @@ rule visualize:
         report(f"{R}/figures/{{model}}/{{dataset}}/pattern.pdf", caption="../report/pattern.rst",
                category="Patterns", subcategory="{model}"),
     log:
-        f"{R}/logs/visualize/{{model}}_{{dataset}}.log",
+        f"{R}/logs/visualize/{{model}}/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/visualize/{{model}}_{{dataset}}.tsv"
+        f"{R}/benchmarks/visualize/{{model}}/{{dataset}}.tsv"
     conda:
         ENV
     threads: 1
@@ -28,9 +28,9 @@ rule visualize_spectrum:
         report(f"{R}/figures/{{model}}/{{dataset}}/spectrum_{{transform}}.pdf", caption="../report/spectrum.rst",
                category="Patterns", subcategory="{model}"),
     log:
-        f"{R}/logs/visualize/{{model}}_{{dataset}}_{{transform}}.log",
+        f"{R}/logs/visualize_spectrum/{{model}}/{{dataset}}/{{transform}}.log",
     benchmark:
-        f"{R}/benchmarks/visualize_spectrum/{{model}}_{{dataset}}_{{transform}}.tsv"
+        f"{R}/benchmarks/visualize_spectrum/{{model}}/{{dataset}}/{{transform}}.tsv"
     conda:
         ENV
     threads: 1

@@ -19,19 +19,24 @@ from nsp.errors import NspError
 from nsp.pipeline import config as configuration
 from nsp.pipeline.sigterm import exit_on_sigterm
 from nsp.pipeline.stages import STAGES
+from nsp.pipeline.stages.common import distinct_outputs
 
 #: the help of ``--config``, by whether the stage needs one
 CONFIG_HELP = {"required": "pipeline config (YAML)",
                "optional": "pipeline config (YAML), or this stage's part of one: the plugins it lists are loaded"}
 
 
-def _positive(text: str) -> int:
+#: the most torch/BLAS threads a job may ask for (as config key threads)
+MAX_THREADS = 1024
+
+
+def _threads(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_THREADS}")
     return value
 
 
@@ -45,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
         if stage.config != "none":
             p.add_argument("--config", required=stage.config == "required", help=CONFIG_HELP[stage.config])
-        p.add_argument("--threads", type=_positive, default=1, help="torch and BLAS threads (default 1)")
+        p.add_argument("--threads", type=_threads, default=1, help=f"torch and BLAS threads, 1 to {MAX_THREADS} (default 1)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
         for option in stage.options:
             settings = dict(option.settings)
@@ -80,6 +85,7 @@ def main(argv=None) -> int:
             command = f"nsp {args.command}"
             for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):     # torch, wherever the stage imports it
                 os.environ[name] = str(args.threads)
+            distinct_outputs(args)
             cfg = configuration.load(args.config, args.command) if getattr(args, "config", None) else None
             STAGES[args.command].function(args, cfg)
         except Exception as err:

@@ -72,6 +72,13 @@ def _key(path) -> str:
 
 #: names of models and datasets: they become parts of file paths and of the jobs' command lines
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+#: the longest name: a figure's file name joins a kind, a model and a series (a file name holds 255 bytes)
+MAX_NAME = 64
+#: a name ending in one text repeated this often: Snakemake takes such a path part for a rule that would
+#: feed itself forever (its PeriodicWildcardError), so the name could never be planned
+PERIODIC = re.compile(r"(.+?)\1{19,}$")
+#: model names that would be folders of other outputs (results/figures/paper holds the paper figures)
+RESERVED = ("paper",)
 
 
 def _check_names(config: dict) -> None:
@@ -84,6 +91,19 @@ def _check_names(config: dict) -> None:
                 raise ConfigError(f"config key {section}: the name {name!r} is not accepted: a name is letters, "
                                   f"digits, '_' and '-', with single dots inside (it becomes part of file paths "
                                   f"and commands)")
+            if len(name) > MAX_NAME:
+                raise ConfigError(f"config key {section}: the name {name[:20]}... ({len(name)} characters) is "
+                                  f"too long: names have at most {MAX_NAME} characters (they become parts of "
+                                  f"file names)")
+            periodic = PERIODIC.search(name)
+            if periodic:
+                raise ConfigError(f"config key {section}: the name {name!r} is not accepted: it ends in "
+                                  f"{periodic.group(1)!r} repeated {len(periodic.group(0)) // len(periodic.group(1))} "
+                                  f"times, which Snakemake refuses as a path part (fewer than 20 repeats are "
+                                  f"accepted)")
+            if section == "models" and name in RESERVED:
+                raise ConfigError(f"config key models: the name {name!r} is reserved (results/figures/{name} "
+                                  f"holds the paper figures); choose another model name")
     results = config.get("results", "results")
     if isinstance(results, str) and (not results.strip() or Path(results).resolve() == Path(results).resolve().parent):
         raise ConfigError(f"config key results: {results!r} is not accepted: the results folder must be named and "
