@@ -118,6 +118,68 @@ def test_missing_inputs_are_named_with_their_option_before_any_work(tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s0.h5"]
 
 
+def test_inputs_that_are_not_what_the_option_takes(tmp_path, capsys):
+    """An output that is an input, a folder or a pipe as an input file, binary or non-finite data: one line each."""
+    shard(tmp_path / "s0.h5")
+    before = (tmp_path / "s0.h5").read_bytes()
+    line = one_line_error(capsys, ["class-means", "--signals", str(tmp_path / "s0.h5"), "--out",
+                                   str(tmp_path / "x" / ".." / "s0.h5")])
+    assert line == (f"nsp class-means: error: --out {tmp_path / 'x' / '..' / 's0.h5'} is also given as --signals "
+                    f"{tmp_path / 's0.h5'}: each output needs a path of its own (nsp never writes over a file it "
+                    f"reads)")
+    assert (tmp_path / "s0.h5").read_bytes() == before
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    for name, what in (("folder", "a folder"), ("pipe", "not a regular file (a device, pipe or socket)")):
+        line = one_line_error(capsys, ["class-means", "--signals", str(tmp_path / name), "--out", str(tmp_path / "m.h5")])
+        assert line == f"nsp class-means: error: --signals {tmp_path / name} is {what}; it takes a file nsp wrote"
+        line = one_line_error(capsys, ["figures", "--kind", "energy", "--summaries", str(tmp_path / name),
+                                       "--out", str(tmp_path / "e.pdf")])
+        assert line == f"nsp figures: error: --summaries {tmp_path / name} is {what}; it takes a file nsp wrote"
+    line = one_line_error(capsys, ["figures", "--kind", "energy", "--summaries", str(tmp_path / "s0.h5"),
+                                   "--out", str(tmp_path / "e.pdf")])
+    assert line == (f"nsp figures: error: --summaries {tmp_path / 's0.h5'} is not a JSON file: it holds binary data "
+                    f"(an HDF5 file?); --summaries takes the JSON files nsp writes")
+    # a shard of another network with as many columns: other weights
+    table = LayerTable.build(["input", "fc"], ["input", "linear"], ["", "fc"], ["", "fc"], [(2,), (1,)], [[], [0]])
+    storage.write_signals(tmp_path / "s1.h5", storage.SignalBatch(
+        "activations", np.ones((2, 3), np.float32), table, sample_ids=np.array([7, 8]), labels=np.array([0, 1]),
+        weights_sha256="0" * 64))
+    line = one_line_error(capsys, ["class-means", "--signals", str(tmp_path / "s0.h5"), str(tmp_path / "s1.h5"),
+                                   "--out", str(tmp_path / "m.h5")])
+    assert line == (f"nsp class-means: error: --signals {tmp_path / 's1.h5'} is of another network than the first "
+                    f"shard (other weights): the shards given must be those of one model")
+    # NaN in a shard: named by sample, layer and column, in both stages
+    values = np.zeros((3, 3), np.float32)
+    values[1, 2] = np.nan
+    storage.write_signals(tmp_path / "nan.h5", storage.SignalBatch("activations", values, table,
+                                                                   sample_ids=np.array([4, 5, 6]), labels=np.zeros(3, int)))
+    line = one_line_error(capsys, ["class-means", "--signals", str(tmp_path / "nan.h5"), "--out", str(tmp_path / "m.h5")])
+    assert line == (f"nsp class-means: error: --signals {tmp_path / 'nan.h5'}: sample 5 holds nan (layer fc, column "
+                    f"2); statistics take finite values only")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"part": "summarize", "plugins": [], "summary": {"sparsity_threshold": 0.001}}))
+    line = one_line_error(capsys, ["summarize", "--config", str(config), "--model", "m", "--activations",
+                                   str(tmp_path / "nan.h5"), "--out", str(tmp_path / "s.json")])
+    assert line.endswith(f"--activations {tmp_path / 'nan.h5'}: sample 5 holds nan (layer fc, column 2); statistics "
+                         f"take finite values only")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "folder", "nan.h5", "pipe", "s0.h5", "s1.h5"]
+
+
+def test_weights_that_are_not_a_file(tmp_path):
+    import torch
+    from nsp import zoo
+    from nsp.errors import InputError, MissingFileError
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    for path, what in ((tmp_path / "folder", "a folder"), (tmp_path / "pipe", "not a regular file"),
+                       ("/dev/zero", "not a regular file")):
+        with pytest.raises(InputError, match=f"^weights file {path} is {what}"):
+            zoo.load_weights(torch.nn.Linear(1, 1), path)
+    with pytest.raises(MissingFileError, match=f"^weights file {tmp_path / 'none.npz'} does not exist$"):
+        zoo.load_weights(torch.nn.Linear(1, 1), tmp_path / "none.npz")
+
+
 BUG = """
     import sys
     from nsp import statistics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsp.errors import ExternalModelError, MissingFileError, StorageError
+from nsp.errors import ExternalModelError, InputError, MissingFileError, StorageError
 from nsp import external, plugins
 from nsp.storage.files import atomic_output
 
@@ -73,8 +73,11 @@ def load_weights(module, path: str | Path):
     """Load a state dict: ``.npz`` arrays, or a torch file read with ``weights_only=True``. Weights with
     other names or shapes than the network's, or NaN or infinite values, are refused (``ValueError``)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MissingFileError(f"weights file {path} does not exist")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise InputError(f"weights file {path} is {what}; weights are a .npz file or a torch state-dict file")
     if path.suffix == ".npz":
         return load_state_npz(module, path)
     import torch

@@ -28,19 +28,23 @@ def progress(args, iterable, total: int, desc: str):
 def write_json(path, data: dict) -> None:
     """Write ``data`` as indented JSON with sorted keys, atomically."""
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")   # strict JSON
 
 
 def read_json(path, option: str):
     """The JSON in the file ``path`` given as ``option``; a file that is not JSON is a StorageError."""
+    require_files(**{option.lstrip("-").replace("-", "_"): path})
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MissingFileError(f"{option} {path}: no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StorageError(f"{option} {path} is not a JSON file (damaged, or not written by nsp): {err}") from None
+        data = Path(path).read_bytes()
     except OSError as err:
         raise StorageError(f"{option} {path} cannot be read: {err.strerror or err}") from None
+    if data.startswith(b"\x89HDF") or data[512:516] == b"\x89HDF" or b"\0" in data[:4096]:
+        raise StorageError(f"{option} {path} is not a JSON file: it holds binary data (an HDF5 file?); "
+                           f"{option} takes the JSON files nsp writes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StorageError(f"{option} {path} is not a JSON file (damaged, or not written by nsp): {err}") from None
 
 
 def require_files(**options) -> None:
@@ -51,6 +55,31 @@ def require_files(**options) -> None:
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths or []:
             if not os.path.exists(path):
                 raise MissingFileError(f"--{name.replace('_', '-')} {path}: no such file")
+            if not os.path.isfile(path):
+                what = "a folder" if os.path.isdir(path) else "not a regular file (a device, pipe or socket)"
+                raise InputError(f"--{name.replace('_', '-')} {path} is {what}; it takes a file nsp wrote")
+
+
+#: the options that name files a stage writes (train's --metrics too: there it is an output)
+OUTPUTS = ("out", "spectra_out")
+
+
+def distinct_outputs(args) -> None:
+    """Refuse a command whose output file is also one of its inputs (or another of its outputs): the stage
+    would replace the file it reads. Paths are compared after resolving links and ``..``."""
+    named = []
+    for name, value in vars(args).items():
+        if name in ("command", "config") or not isinstance(value, (str, list)):
+            continue
+        for path in [value] if isinstance(value, str) else value:
+            if isinstance(path, str):
+                named.append((name, path, os.path.realpath(path)))
+    for out_name, out, real in [entry for entry in named if entry[0] in OUTPUTS]:
+        for name, path, other in named:
+            if other == real and (name, path) != (out_name, out):
+                raise InputError(f"--{out_name.replace('_', '-')} {out} is also given as "
+                                 f"--{name.replace('_', '-')} {path}: each output needs a path of its own (nsp never "
+                                 f"writes over a file it reads)")
 
 
 def producer(args, **extra) -> dict:

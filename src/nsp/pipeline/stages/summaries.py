@@ -20,6 +20,7 @@ def summarize(args, cfg) -> None:
     if args.metrics:
         summary["training"] = read_json(args.metrics, "--metrics")
     series, ids, offsets = {}, {}, None       # series: activations, then each transform in the order of --spectra
+    first = None                              # the first shard: every other is of its network
     for kind, paths in (("activations", args.activations), ("spectra", args.spectra or [])):
         for path in paths:                    # shard by shard, a few samples at a time
             with storage.open_signals(path, kind) as batch:
@@ -34,8 +35,10 @@ def summarize(args, cfg) -> None:
                                        f"{name} shards have {series[name].width}: shards of another network?")
                 ids.setdefault(name, []).append(batch.sample_ids)
                 _distinct_samples(ids[name], name)
+                _same_network(batch, first or batch, path, f"--{kind}")
+                first = first or batch
                 for rows in batch.values.row_blocks(batching.STREAM_BYTES):
-                    series[name].add(batch.values[rows].astype(np.float64))
+                    series[name].add(_finite(batch.values[rows].astype(np.float64), batch, rows, path, f"--{kind}"))
     summary["samples"] = series["activations"].samples
     for name, stats in series.items():
         summary[name] = _stats(stats)
@@ -64,6 +67,29 @@ def _distinct_samples(ids, series: str) -> None:
                          f"(a shard given twice?)")
 
 
+def _same_network(batch, first, path, option: str) -> None:
+    """Refuse a shard of another network than the first shard's (other layers, or other weights)."""
+    if batch.layers.names != first.layers.names or batch.weights_sha256 != first.weights_sha256:
+        what = "layers" if batch.layers.names != first.layers.names else "weights"
+        raise InputError(f"{option} {path} is of another network than the first shard (other {what}): the shards "
+                         f"given must be those of one model")
+
+
+def _finite(values, batch, rows, path, option: str, start: int = 0):
+    """``values`` (rows ``rows`` of ``batch``, its columns from ``start``), refused where they hold NaN or
+    infinity: statistics of them would be NaN, or would silently skip them."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        value, sample, column = values[row, column], int(batch.sample_ids[rows][row]), start + column
+        offsets = batch.stored_table.offsets
+        where = f"layer {batch.stored_table.names[int(np.searchsorted(offsets, column, 'right')) - 1]}, " \
+            if batch.values.shape[1] == offsets[-1] else ""
+        raise InputError(f"{option} {path}: sample {sample} holds {value} ({where}column {column}); statistics "
+                         f"take finite values only")
+    return values
+
+
 def class_means(args, cfg) -> None:
     """The mean of one series (activations, or one transform's spectra) over the samples of each class."""
     from nsp import statistics, storage
@@ -80,11 +106,13 @@ def class_means(args, cfg) -> None:
             elif batch.values.shape[1] != means.width:
                 raise StorageError(f"--signals {path}: {batch.values.shape[1]} columns, where the first shard has "
                                    f"{means.width}: shards of another network?")
+            _same_network(batch, first, path, "--signals")
             ids.append(batch.sample_ids)
             _distinct_samples(ids, first.transform_type or "activations")
             if batch.labels is not None:      # no labels, no classes: an empty table
                 for rows, columns, values in batch.values.blocks(batching.STREAM_BYTES):
-                    means.add(values.astype(np.float64), batch.labels[rows], columns.start)
+                    block = _finite(values.astype(np.float64), batch, rows, path, "--signals", columns.start)
+                    means.add(block, batch.labels[rows], columns.start)
     classes, values = means.result()
     storage.write_signals(args.out, storage.SignalBatch(
         kind=first.kind, values=values, layers=first.layers, sample_ids=np.asarray(classes),
