@@ -24,11 +24,20 @@ test-slurm: $(STAMP)
 
 CORES ?= $(shell nproc)
 CONFIG ?= config/config.yaml
+# more Snakemake options for make run, e.g. SNAKEMAKE_ARGS=--dry-run
+SNAKEMAKE_ARGS ?=
+
+# Snakemake keeps a cache under $XDG_CACHE_HOME (default ~/.cache) and fails before reading the workflow
+# where that cannot be written (a read-only or missing HOME: a service account, some cluster nodes); the
+# pipeline then caches in .cache/ here.
+ifneq ($(shell d="$${XDG_CACHE_HOME:-$$HOME/.cache}"; mkdir -p "$$d" 2>/dev/null && test -w "$$d" && echo ok),ok)
+export XDG_CACHE_HOME := $(CURDIR)/.cache
+endif
 
 # The main job: the pipeline on the embedded default config (config/config.yaml) -> results/.
 # Another experiment: make run CONFIG=config/scale.yaml (million-neuron nets -> results-scale/).
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_CONFIG=$(CONFIG) $(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_CONFIG=$(CONFIG) $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" NSP_CONFIG=$(CONFIG) $(BIN)/snakemake --report results/report.html

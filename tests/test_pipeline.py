@@ -316,6 +316,25 @@ def test_names_that_share_underscores_get_their_own_logs(tmp_path):
     assert "results/logs/collect_activations/x_y/1/shard_0.log" in logs
 
 
+@pytest.mark.skipif(shutil.which("make") is None or not (REPO / ".venv" / ".nsp-installed").exists(),
+                    reason="make run needs make and the project's .venv")
+def test_make_run_works_where_home_cannot_be_written(tmp_path):
+    """Snakemake caches under ~/.cache and fails before reading the workflow where HOME cannot be written;
+    make run then gives it a cache folder of its own."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "results": str(tmp_path / "results"), "models": {
+        "mlp": TINY["models"]["mlp"]}}))
+    env = {**os.environ, "HOME": "/proc/no-home"}
+    env.pop("XDG_CACHE_HOME", None)
+    bare = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "-n"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert bare.returncode != 0 and "/proc/no-home" in bare.stdout + bare.stderr   # what make run works around
+    out = subprocess.run(["make", "-s", "run", f"CONFIG={config}", "SNAKEMAKE_ARGS=-n --quiet rules"], cwd=REPO,
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "train" in out.stdout and (tmp_path / "results" / "config.resolved.yaml").exists()
+
+
 def test_missing_weights_file(tmp_path):
     config = {**TINY, "models": {"user": {"architecture": "digits_mlp", "dataset": "digits",
                                           "weights": "weights/missing.npz"}}}
