@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import nsp
 from nsp import storage, zoo
+from nsp.storage import graphs as storage_graphs
 from nsp.transforms.standard import StandardTransform
 from nsp.operations.blocks import Kron
 from nsp.transforms.factored import FactoredClosure, NotFactorable, run
@@ -325,7 +326,7 @@ def test_lazy_matrices_and_storage_round_trip(tmp_path, make, shape):
 def test_graph_file_without_csr_round_trips(tmp_path, monkeypatch):
     torch.manual_seed(0)
     core = core_of(zoo.ResNet(2), torch.randn(1, 3, 32, 32), trace="ops")
-    monkeypatch.setattr(storage.graphs, "ADJACENCY_IN_FILE", 10)
+    monkeypatch.setattr(storage_graphs, "ADJACENCY_IN_FILE", 10)
     storage.write_graph(tmp_path / "g.h5", core)
     with storage.open_file(tmp_path / "g.h5", "graph") as f:
         assert "adjacency" not in f
