@@ -32,8 +32,8 @@ def write_json(path, data: dict) -> None:
 
 
 def read_json(path, option: str):
-    """The JSON in the file ``path`` given as ``option``; a file that is not JSON is a StorageError."""
-    require_files(**{option.lstrip("-").replace("-", "_"): path})
+    """The JSON in the file ``path`` given as ``option`` (checked by :func:`require_files` first); a file
+    that is not JSON is a StorageError."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
