@@ -96,13 +96,13 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
         assert means.values.shape == (10, 20) and np.array_equal(means.sample_ids, np.arange(10))  # truncated basis
     for name in ("compaction", "energy_mlp", "energy_res", "energy_vgg"):
         assert (r / "figures" / "paper" / f"{name}.pdf").is_file() and (r / "figures" / "paper" / f"{name}.png").is_file()
-    assert (r / "benchmarks" / "collect_activations" / "mlp_digits_0.tsv").is_file()
+    assert (r / "benchmarks" / "collect_activations" / "mlp" / "digits" / "shard_0.tsv").is_file()
     # the CIFAR-sized net runs only its configured transform, on the factored path
     vgg = r / "models" / "vgg"
     assert not (vgg / "transformer_laplacian.h5").exists() and not (r / "spectra" / "vgg" / "photos" / "laplacian").exists()
     with storage.open_file(vgg / "transformer_standard.h5", "transformer") as f:
         assert f["transform"].attrs["encoding-type"] == "nsp.factored-transform"
-    assert "factored:" in (r / "logs" / "compute_transformer" / "vgg_standard.log").read_text()
+    assert "factored:" in (r / "logs" / "compute_transformer" / "vgg" / "standard.log").read_text()
     acts = storage.read_signals(r / "activations" / "vgg" / "photos" / "shard_1.h5")
     assert acts.values.shape == (5, storage.read_graph(vgg / "graph.h5").n_nodes)
     assert acts.labels.tolist() == [1, 0, 1, 0, 1]                        # tiles 25..29 alternate photographs
