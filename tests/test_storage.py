@@ -14,6 +14,7 @@ import torch
 
 import nsp
 from nsp import storage
+from nsp.errors import InputTypeError
 from nsp.storage import SignalBatch, SignalWriter, StorageError
 from nsp.zoo import ToyNet
 
@@ -287,3 +288,19 @@ def test_format_versions_folders_and_devices_are_clear_errors(tmp_path):
         storage.read_signals("/dev/null")
     with pytest.raises(FileNotFoundError, match="missing.h5: no such file"):
         storage.read_signals(tmp_path / "missing.h5")
+
+
+@pytest.mark.parametrize("producer, says", [
+    ({"rule": object()}, "Object of type object is not JSON serializable"),
+    ({"loss": float("nan")}, "Out of range float values are not JSON compliant"),
+    ("rule", "got str"),
+])
+def test_provenance_that_is_not_json_is_refused_before_writing(tmp_path, toy, producer, says):
+    acts, _ = toy
+    with pytest.raises(InputTypeError, match=f"producer= takes a dict of JSON values.*{says}"):
+        with SignalWriter(tmp_path / "s.h5", "activations", acts.table, 74, producer=producer):
+            pass
+    with pytest.raises(InputTypeError, match="parameters= takes a dict of JSON values"):
+        storage.write_signals(tmp_path / "s.h5", SignalBatch("activations", np.zeros((1, 74), np.float32),
+                                                             acts.table), parameters={"x": {1, 2}})
+    assert list(tmp_path.iterdir()) == []                      # nothing half-written

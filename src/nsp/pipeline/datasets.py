@@ -5,8 +5,10 @@ for the CIFAR-sized networks); user arrays and torchvision files must be on disk
 
 Each kind of ``source`` of a config's dataset entry is a :class:`Source` record in :data:`SOURCES`:
 ``sklearn-digits``, ``sklearn-photos``, ``torchvision:`` (a prefix: ``torchvision:MNIST``) and, for any
-other text, ``file`` (a path to ``.npz`` or ``.h5`` arrays). :func:`load` and :func:`count` find the source
-(:func:`source_of`); what every dataset shares (the labels' check, ``limit``, ``scale``/``mean``/``std``, the
+other text, ``file`` (a path to ``.npz``, ``.h5`` or ``.hdf5`` arrays: numeric arrays stored in the file
+itself; with ``limit`` only the first rows are read, and an array that would not fit in memory is refused
+before it is read). :func:`load` and :func:`count` find the source (:func:`source_of`); what every dataset
+shares (at least one sample, labels that are class indices, ``limit``, ``scale``/``mean``/``std``, the
 refusal of NaN and infinity) is done here, not by the source.
 
 A plugin (a module listed under ``plugins:``, or an installed ``nsp.plugins`` entry point) adds a source::
@@ -30,15 +32,15 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 
 from nsp.errors import DatasetError, MissingFileError
+from nsp.pipeline import arrayfiles
+from nsp.pipeline.arrayfiles import NUMERIC, SUFFIXES
 from nsp.pipeline.records import FunctionRecord
 from nsp.registry import Registry
 
@@ -72,34 +74,70 @@ def accepted() -> str:
 
 
 def load(spec: dict, name: str = "dataset") -> tuple[np.ndarray, np.ndarray | None]:
-    """Inputs (float32, samples first) and labels (int64 or None) of a config dataset entry,
-    scaled and normalised as configured."""
-    inputs, labels = source_of(spec["source"]).load(spec, name)
+    """Inputs (float32, samples first) and labels (int64 class indices, or None) of a config dataset entry,
+    scaled and normalised as configured. A dataset without samples is refused; so are labels that are not
+    whole numbers from 0 (see :func:`class_indices`)."""
+    source = source_of(spec["source"])
+    inputs, labels = source.load(spec, name)
     inputs = np.asarray(inputs, dtype=np.float32)
-    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
     if labels is not None and len(labels) != len(inputs):
         raise DatasetError(f"dataset {name}: {len(inputs)} inputs but {len(labels)} labels; every input needs its "
                            f"label (or give no labels)")
     if spec.get("limit"):
         inputs = inputs[: spec["limit"]]
         labels = None if labels is None else labels[: spec["limit"]]
+    if not len(inputs):
+        raise DatasetError(_empty(spec, name))
+    if labels is not None:
+        where = (f"{spec['source']} array {spec.get('labels_key', 'labels')!r}" if source.name == "file"
+                 else f"source {spec['source']}")
+        labels = class_indices(labels, f"dataset {name}: {where}")
     scale, mean, std = (np.float32(spec.get(key, default)) for key, default in (("scale", 1.0), ("mean", 0.0),
                                                                                 ("std", 1.0)))
     inputs = (inputs * scale - mean) / std
-    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1) if len(inputs) else np.ones(0, bool)
+    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
     if not finite.all():
         raise DatasetError(f"dataset {name}: sample {int(np.argmin(finite))} (and {int((~finite).sum()) - 1} more) "
                            f"holds NaN or infinite values; nsp takes finite inputs only")
     return inputs.astype(np.float32), labels
 
 
+def class_indices(labels, where: str) -> np.ndarray:
+    """``labels`` as int64 class indices, refused (a :class:`DatasetError` that starts with ``where``) unless
+    they are one whole number from 0 per sample: an integer or bool array, or floats with integral values
+    (as MATLAB and many HDF5 files store them; 0.9 is refused, never truncated)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in NUMERIC:
+        raise DatasetError(f"{where}: labels have dtype {labels.dtype}; labels are class indices (integers "
+                           f"0..C-1)")
+    if labels.ndim != 1:
+        raise DatasetError(f"{where}: labels have shape {labels.shape}; labels are one class index per sample")
+    negative, large = labels < 0, labels >= MAX_LABEL
+    fraction = labels != np.floor(labels) if labels.dtype.kind == "f" else np.zeros(len(labels), bool)
+    bad = negative | large | fraction
+    if bad.any():
+        i = int(np.argmax(bad))
+        why = ("is not a whole number" if fraction[i] else "is negative" if negative[i]
+               else f"exceeds {MAX_LABEL - 1}")
+        raise DatasetError(f"{where}: label {labels[i].item()!r} of sample {i} {why}; labels are class indices "
+                           f"0..C-1 (integers, or floats with whole values)")
+    return labels.astype(np.int64)
+
+
+def _empty(spec: dict, name: str) -> str:
+    return f"dataset {name}: {spec['source']} has no samples; nsp needs at least one"
+
+
 def count(spec: dict, name: str = "dataset") -> int:
     """Number of samples of a dataset entry (for cutting shards), read from file headers where the source
-    can (the pipeline counts every dataset each time it plans its jobs), else by loading it."""
+    can (the pipeline counts every dataset each time it plans its jobs), else by loading it. A dataset
+    without samples is refused."""
     source = source_of(spec["source"])
     total = None if source.count is None else source.count(spec, name)
     if total is None:
         total = int(load(spec, name)[0].shape[0])
+    if total == 0:
+        raise DatasetError(_empty(spec, name))
     return min(total, spec["limit"]) if spec.get("limit") else total
 
 
@@ -148,79 +186,71 @@ def _photographs() -> list[np.ndarray]:
     return out
 
 
-def _arrays(spec: dict, name: str):
-    """The arrays of a ``.npz`` or HDF5 file: ``inputs_key`` (default ``inputs``) and, where the file has
-    it, ``labels_key`` (default ``labels``)."""
+#: labels are class indices below this (so that float and int64 hold them exactly)
+MAX_LABEL = 1 << 31
+
+def _file(spec: dict, name: str) -> Path:
+    """The path of a file source, refused where it does not exist or is not .npz or HDF5 by its suffix."""
     path = Path(spec["source"])
-    inputs_key, labels_key = spec.get("inputs_key", "inputs"), spec.get("labels_key", "labels")
     if not path.is_file():
         raise MissingFileError(f"dataset {name}: {path} does not exist (sources: {accepted()})")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as arrays:
-                if inputs_key not in arrays.files:
-                    raise DatasetError(f"dataset {name}: {path} has no array {inputs_key!r} "
-                                       f"(has {', '.join(arrays.files)})")
-                return arrays[inputs_key].astype(np.float32), (arrays[labels_key].astype(np.int64)
-                                                               if labels_key in arrays.files else None)
-        with h5py.File(path, "r", locking=False) as f:
-            if inputs_key not in f:
-                raise DatasetError(f"dataset {name}: {path} has no dataset {inputs_key!r}")
-            return (f[inputs_key][()].astype(np.float32),
-                    f[labels_key][()].astype(np.int64) if labels_key in f else None)
-    except (OSError, ValueError, TypeError, zipfile.BadZipFile) as err:
-        if isinstance(err, DatasetError):
-            raise
-        kind = "a .npz" if path.suffix == ".npz" else "an HDF5"
-        raise DatasetError(f"dataset {name}: {path} is not {kind} file of numeric arrays nsp can read "
-                           f"({type(err).__name__}: {err})") from None
+    if path.suffix.lower() not in SUFFIXES:
+        raise DatasetError(f"dataset {name}: {path} is not a file of arrays nsp reads: a file source ends in "
+                           f"{', '.join(SUFFIXES)} (numpy's savez, or HDF5)")
+    return path
+
+
+def _arrays(spec: dict, name: str):
+    """The arrays of a ``.npz`` or HDF5 file: ``inputs_key`` (default ``inputs``) and, where the file has
+    it, ``labels_key`` (default ``labels``); with ``limit``, only their first rows are read."""
+    keys = spec.get("inputs_key", "inputs"), spec.get("labels_key", "labels")
+    return arrayfiles.read(_file(spec, name), keys, spec.get("limit") or None, name)
 
 
 def _count_arrays(spec: dict, name: str) -> int | None:
     """The number of samples of a ``.npz`` or HDF5 file, from the array's header."""
-    path = Path(spec["source"])
-    key = spec.get("inputs_key", "inputs")
-    if not path.is_file():
-        return None                                      # load() names the missing file
-    try:
-        if path.suffix == ".npz":
-            with zipfile.ZipFile(path) as archive:
-                if f"{key}.npy" not in archive.namelist():
-                    return None                          # load() names the missing array
-                with archive.open(f"{key}.npy") as handle:
-                    header = {(1, 0): np.lib.format.read_array_header_1_0,
-                              (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(handle))
-                    if header is None:
-                        return None
-                    shape = header(handle)[0]
-            return int(shape[0]) if shape else None
-        with h5py.File(path, "r", locking=False) as f:
-            return int(f[key].shape[0]) if key in f and f[key].shape else None
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None                                      # load() says what is wrong with the file
+    return arrayfiles.count(_file(spec, name), spec.get("inputs_key", "inputs"), name)
+
 
 
 def _torchvision(spec: dict, name: str):
-    """A torchvision dataset's test split, from files under ``root`` (never downloaded)."""
+    """A torchvision dataset's test split, from files under ``root`` (never downloaded). torchvision is
+    imported as :func:`nsp.external.import_torchvision` imports it (also where its compiled extension does
+    not load)."""
     which, root = spec["source"].split(":", 1)[1], spec.get("root", "data")
+    instead = "or save the arrays to a .npz file (inputs, labels) and give its path as source"
     from nsp.external import import_torchvision
     try:
         torchvision = import_torchvision()
-    except ImportError:
-        raise DatasetError(f"dataset {name}: torchvision:{which} needs the optional torchvision extra") from None
+    except (ImportError, RuntimeError) as err:
+        raise DatasetError(f"dataset {name}: torchvision:{which} needs torchvision, which does not import here "
+                           f"({type(err).__name__}: {err}); install the optional extra, {instead}") from None
     classes = {"MNIST": torchvision.datasets.MNIST, "FashionMNIST": torchvision.datasets.FashionMNIST,
                "CIFAR10": torchvision.datasets.CIFAR10}
     if which not in classes:
         raise DatasetError(f"dataset {name}: unknown torchvision dataset {which!r}; accepted: {', '.join(classes)}")
+    missing = [str(f) for f in _torchvision_files(classes[which], root) if not f.is_file()]
+    if missing:
+        raise MissingFileError(f"dataset {name}: torchvision:{which} files not found under {root} (never "
+                               f"downloaded): {', '.join(missing)}; put them there (config key "
+                               f"datasets.{name}.root), {instead}")
     try:
         data = classes[which](root=root, train=False, download=False)
-    except RuntimeError as err:
-        raise MissingFileError(f"dataset {name}: {which} files not found under {root} (never downloaded): "
-                               f"{err}") from None
+    except Exception as err:                              # a damaged file: torchvision raises many kinds
+        raise DatasetError(f"dataset {name}: torchvision:{which} could not read its files under {root} "
+                           f"({type(err).__name__}: {err}); check them (CIFAR10's are checked by MD5), "
+                           f"{instead}") from None
     inputs = np.asarray(data.data, dtype=np.float32)
     if inputs.ndim == 4:                                  # CIFAR: (N, H, W, C) -> (N, C, H, W)
         inputs = inputs.transpose(0, 3, 1, 2)
     return inputs, np.asarray(data.targets, dtype=np.int64)
+
+
+def _torchvision_files(cls, root: str) -> list[Path]:
+    """The files torchvision's class ``cls`` checks before it reads (MNIST-like: both splits' raw files)."""
+    if hasattr(cls, "resources"):                         # MNIST, FashionMNIST: <root>/<class>/raw/<name>
+        return [Path(root, cls.__name__, "raw", Path(url).stem) for url, _ in cls.resources]
+    return [Path(root, cls.base_folder, file) for file, _ in cls.train_list + cls.test_list]
 
 
 def _digits(spec: dict, name: str):

@@ -18,8 +18,8 @@ rules (``workflow/rules/figures.smk``, one rule per kind of input). A kind says 
 ==================  =================================================  ====================================
 
 ``draw`` returns a matplotlib ``Figure``; ``nsp figures`` saves it. A summary holds ``model``, ``layers``
-(the stored layers' names), ``samples``, ``sparsity_threshold``, ``training`` (where the model was trained)
-and, for each series (``activations``, then each transform the model runs; :func:`series_of`), a dictionary
+(the stored layers' names), ``samples``, ``sparsity_threshold``, ``training`` (where the model was trained),
+``series`` (the names of its series, in order) and, for each series (``activations``, then each transform the model runs; :func:`series_of`), a dictionary
 with ``compaction_k``, ``compaction_share``, ``coefficients`` and, where the series has the layer layout,
 ``energy_per_layer`` and ``sparsity_per_layer`` (``docs/format.md``).
 
@@ -113,9 +113,13 @@ def kinds_pattern(inputs: str) -> str:
 def series_of(summary: dict) -> list[str]:
     """The series of a summary (the entries with statistics) in the order of
     :func:`nsp.pipeline.config.series`: activations, the transforms in the registry's order, any other by
-    name."""
-    from nsp.transforms import TRANSFORMS
+    name. A summary lists them under ``series`` (in that order; read without importing the transforms);
+    one written before that key is ordered with the transform registry."""
     names = {k for k, v in summary.items() if isinstance(v, dict) and "compaction_k" in v}
+    listed = summary.get("series")
+    if isinstance(listed, list) and set(listed) == names:
+        return list(listed)
+    from nsp.transforms import TRANSFORMS
     return [*(["activations"] if "activations" in names else []), *[t for t in TRANSFORMS if t in names],
             *sorted(names - set(TRANSFORMS) - {"activations"})]
 

@@ -22,12 +22,33 @@ def accuracy(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray) -> floa
     return float(np.mean(predicted == labels)) if len(labels) else float("nan")
 
 
+def check_labels(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, what: str = "") -> None:
+    """Refuse labels that are not class indices of the network: each must be in 0..C-1, where C is the
+    number of outputs of the network (read from its output for the first input)."""
+    prefix = f"{what}: " if what else ""
+    labels = np.asarray(labels)
+    was_training = model.training
+    with torch.no_grad():
+        outputs = model.eval()(inputs[:1])
+    model.train(was_training)
+    if outputs.dim() < 2:
+        return                                            # no class axis: cross-entropy says what is wrong
+    classes = int(outputs.shape[1])
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DatasetError(f"{prefix}label {labels[i].item()} of sample {i} is out of range: the network has "
+                           f"{classes} outputs (labels 0..{classes - 1})")
+
+
 def train(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, *, epochs: int, batch_size: int,
-          learning_rate: float, seed: int, test_every: int) -> dict:
+          learning_rate: float, seed: int, test_every: int, what: str = "") -> dict:
     """Train with Adam and cross-entropy on the training split; returns the metrics. Too few samples to
-    train and test on, or weights that diverge to NaN or infinity, are errors."""
+    train and test on, labels that are not class indices of the network (:func:`check_labels`; ``what``
+    names the model and dataset in its message), or weights that diverge to NaN or infinity, are errors."""
     if len(labels) < 2:
         raise DatasetError(f"{len(labels)} labelled samples: training needs at least two (one held out for testing)")
+    check_labels(model, inputs, labels, what)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     train_idx, test_idx = split(len(labels), test_every)

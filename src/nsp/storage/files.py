@@ -17,9 +17,9 @@ from nsp.errors import OutputError
 #: larger than the process may write (``ulimit -f``)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: errors of writing an output that the user can fix: the above, no permission, a read-only file system, a
-#: name too long, a file where a folder should be
+#: name too long, a file where a folder should be or a folder where the file should be
 NOT_WRITABLE = DISK_FULL + (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
-                            errno.EEXIST)
+                            errno.EEXIST, errno.EISDIR)
 
 
 @contextmanager
@@ -29,13 +29,18 @@ def atomic_output(path):
     Missing folders are created. Readers never see a half-written file. Temporary files of ``path`` that
     killed writers left behind are removed first (:func:`remove_stale`). An output the file system refuses
     (:data:`NOT_WRITABLE`: a full disk, quota or file size limit, no permission, a read-only file system, a
-    name too long, a file where a folder should be) is an :class:`OutputError` (an ``OSError`` with the
-    same ``errno``) naming ``path``.
+    name too long, a file where a folder should be, a folder at ``path``) is an :class:`OutputError` (an
+    ``OSError`` with the same ``errno``) naming ``path`` (and the file in the way of its folder).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            where = "" if blocker == path.parent else f" ({blocker})"
+            raise OutputError(err.errno, f"{path}: not written: cannot make the folder {path.parent}: a file is "
+                                         f"in the way{where}") from err
         raise _refused(path, err, f"cannot make the folder {path.parent}: ") from err
     remove_stale(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}.{socket.gethostname()}")
@@ -57,7 +62,8 @@ def _refused(path: Path, err: OSError, what: str = "") -> OSError:
     """``err`` as an :class:`OutputError` naming ``path`` where the user can fix it; else ``err`` itself."""
     if isinstance(err, OutputError) or err.errno not in NOT_WRITABLE:
         return err
-    reason = "a file is in the way" if err.errno in (errno.EEXIST, errno.ENOTDIR) else os.strerror(err.errno)
+    reason = {errno.EEXIST: "a file is in the way", errno.ENOTDIR: "a file is in the way",
+              errno.EISDIR: "a folder of that name is in the way"}.get(err.errno) or os.strerror(err.errno)
     return OutputError(err.errno, f"{path}: not written: {what}{reason}")
 
 
@@ -111,6 +117,8 @@ class WriteGuard(io.FileIO):
     """
 
     error = None
+    #: set once HDF5 has closed the file: on an error path too, leaving the ``with`` block then closes it
+    released = False
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -136,13 +144,14 @@ class WriteGuard(io.FileIO):
         return data + bytes(size - len(data)) if size > len(data) else data
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
+        if exc_type is None or self.released:
             try:
                 self.close()
             except OSError as err:          # a network file system may report a full disk only here
                 self.error = self.error or err
-        # else h5py's close may have been cut short (SIGTERM) and HDF5 still hold the file: it is closed
-        # with HDF5's last reference to it, so that what HDF5 writes until then does not fail
+        # else, unless the writer saw h5py's close complete (``released``), that close may have been cut
+        # short (SIGTERM) and HDF5 still hold the file: it is closed with HDF5's last reference to it, so
+        # that what HDF5 writes until then does not fail
         if self.error is not None:
             raise self.error
 

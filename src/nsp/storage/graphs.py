@@ -95,7 +95,7 @@ def _read_blocks(where: h5py.Group, table) -> tuple[list, list | None]:
             if "linear" in entry:
                 g = entry["linear"]
                 h5.expect(g, "nsp.linear-part", 1)
-                part = LinearPart(str(g.attrs["kind"]), {name: g[name][()] for name in g},
+                part = LinearPart(str(g.attrs["kind"]), {name: h5.load(g[name]) for name in g},
                                   json.loads(g.attrs["params"]))
                 parts.append((part, tuple(int(v) for v in g.attrs["in-shape"]),
                               tuple(int(v) for v in g.attrs["out-shape"])))

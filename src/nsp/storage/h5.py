@@ -24,6 +24,7 @@ bytes.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import h5py
@@ -38,6 +39,15 @@ from nsp.registry import Registry
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 _CHUNK_BYTES = 1 << 18
+#: numeric datasets of more than 256 KiB, and every compressed one, are chunked and carry HDF5's Fletcher-32
+#: checksum of each chunk: a chunk changed after nsp wrote it fails to read (:func:`load`), even in a file
+#: sealed again (``nsp.storage.seal``). The digest (:func:`metadata_digest`) covers the rest: the content of
+#: smaller datasets (whole, not chunked) and of variable-length strings, which take no filter
+CHECKSUM = {"fletcher32": True}
+#: reads of less than this are not checked against the memory budget (which is at least 64 MiB)
+_BUDGET_FROM = 64 << 20
+#: the root attribute holding :func:`metadata_digest`
+DIGEST = "nsp-digest"
 #: the modules holding the built-in encodings (their decorators register them)
 BUILT_IN = ("nsp.storage.h5", "nsp.storage.layers", "nsp.storage.transformers")
 #: class -> writer(parent, name, obj)
@@ -52,13 +62,50 @@ def check(ok, node, message: str) -> None:
         raise StorageError(f"{node.file.filename}: {node.name}: {message} (damaged, or not written by nsp)")
 
 
+def _selected(shape: tuple, key) -> int:
+    """How many entries ``dataset[key]`` selects from a dataset of ``shape``, from the shape alone."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        key = ()
+    count = 1
+    for axis, n in enumerate(shape):
+        k = key[axis] if axis < len(key) else slice(None)
+        if isinstance(k, slice):
+            count *= len(range(*k.indices(n)))
+        elif not isinstance(k, (int, np.integer)):
+            k = np.asarray(k)
+            count *= int(k.sum()) if k.dtype == bool else k.size
+    return count
+
+
+def load(dataset: h5py.Dataset, key=()) -> np.ndarray:
+    """``dataset[key]`` (all of it by default), refused before anything is read where what the dataset declares
+    (its shape times its item size) exceeds the memory this process may use (:func:`nsp.memory.budget`). A
+    read that fails, a chunk whose Fletcher-32 checksum does not match (changed after nsp wrote it) or that
+    does not decompress, is a StorageError naming the file and the dataset."""
+    where = f"{dataset.file.filename}: {dataset.name}"
+    need = _selected(dataset.shape or (), key) * dataset.dtype.itemsize
+    if need > _BUDGET_FROM:
+        from nsp import memory
+        limit = memory.budget()
+        if need > limit:
+            raise StorageError(f"{where}: declares {' x '.join(map(str, dataset.shape))} values of "
+                               f"{dataset.dtype}, {memory.gb(need)} to read at once; this process may use "
+                               f"{memory.gb(limit)} (NSP_MEMORY_MB, the cgroup/SLURM limit or the free memory): "
+                               f"damaged, or too large to read whole here")
+    try:
+        return dataset[key]
+    except OSError as err:
+        raise StorageError(f"{where}: damaged: its data cannot be read (a chunk whose checksum does not "
+                           f"match, or that does not decompress): {err}") from None
+
+
 def integers(node, name: str, ndim: int = 1) -> np.ndarray:
     """Member ``name`` of ``node``: an integer array of ``ndim`` dimensions, checked."""
     check(name in node and isinstance(node[name], h5py.Dataset), node, f"no dataset {name!r}")
-    values = node[name][()]
-    check(values.ndim == ndim and values.dtype.kind in "iub", node[name],
-          f"expected a {ndim}-D integer array, found {values.dtype} of shape {values.shape}")
-    return values
+    check(node[name].ndim == ndim and node[name].dtype.kind in "iub", node[name],
+          f"expected a {ndim}-D integer array, found {node[name].dtype} of shape {node[name].shape}")
+    return load(node[name])
 
 
 def in_range(values: np.ndarray, low: int, high: int, node, what: str) -> None:
@@ -150,11 +197,16 @@ def group(where: h5py.Group, name: str, encoding: str, version: int = 1, **attrs
 
 
 def array(parent: h5py.Group, name: str, data, encoding: str = "array", **options) -> h5py.Dataset:
-    """A dataset without timestamps; string arrays are stored as variable-length UTF-8."""
+    """A dataset without timestamps; string arrays are stored as variable-length UTF-8. Numeric arrays
+    of more than 256 KiB, or compressed, are chunked with :data:`CHECKSUM`; smaller ones are stored whole (a
+    chunk index would cost more than they hold) and covered by :func:`metadata_digest`."""
     data = np.asarray(data)
     if data.dtype.kind == "U" or data.dtype == object:
         data = np.asarray(data, dtype=h5py.string_dtype())
         encoding = "string-array"
+    elif data.ndim and data.size and ("chunks" in options or "compression" in options
+                                      or data.nbytes > _CHUNK_BYTES):
+        options = {"chunks": True, **options, **CHECKSUM}
     dataset = parent.create_dataset(name, data=data, track_times=False, **options)
     tag(dataset, encoding)
     return dataset
@@ -174,7 +226,46 @@ def chunks(width: int, itemsize: int, rows: int | None = None) -> tuple:
 
 
 def strings(dataset: h5py.Dataset) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in dataset[()]]
+    check(h5py.check_string_dtype(dataset.dtype) is not None and dataset.ndim == 1, dataset,
+          f"expected a 1-D array of strings, found {dataset.dtype} of shape {dataset.shape}")
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in load(dataset)]
+
+
+# --- the metadata digest -----------------------------------------------------------------------------
+
+def metadata_digest(f: h5py.File) -> str:
+    """SHA-256 over what no HDF5 filter covers: each group's and dataset's name, shape, type, chunks and
+    filters, the names and values of its attributes (the root's :data:`DIGEST` excepted), and the content
+    of the datasets that are not chunked (small arrays, :func:`array`) or hold variable-length strings (the
+    layer tables' names). Objects are taken in the order of their names, attributes in the order of theirs.
+    Chunked numeric data (the large arrays) are covered by their chunks' checksums instead."""
+    digest = hashlib.sha256()
+
+    def add(*parts) -> None:
+        for part in parts:
+            raw = part if isinstance(part, bytes) else str(part).encode("utf-8", "surrogateescape")
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+
+    names = []
+    f.visit(names.append)
+    for name in [""] + sorted(names):
+        node = f[name] if name else f
+        if isinstance(node, h5py.Dataset):
+            add("dataset", name, node.shape, node.maxshape, node.dtype.str, h5py.check_string_dtype(node.dtype),
+                node.chunks, node.fletcher32, node.compression, node.compression_opts, node.shuffle)
+            if h5py.check_string_dtype(node.dtype) is not None:
+                for value in np.ravel(load(node)):
+                    add(value if isinstance(value, bytes) else str(value))
+            elif node.chunks is None and node.size:
+                add(np.ascontiguousarray(load(node)).tobytes())
+        else:
+            add("group", name)
+        for key in sorted(node.attrs):
+            if name or key != DIGEST:
+                value = np.asarray(node.attrs[key])
+                add(key, value.dtype.str, value.shape,
+                    "\0".join(map(str, value.ravel())) if value.dtype == object else value.tobytes())
+    return digest.hexdigest()
 
 
 def write_csr(parent: h5py.Group, name: str, matrix) -> None:
@@ -194,12 +285,13 @@ def read_csr(node: h5py.Group):
           f"shape attribute {shape.tolist()} is not two sizes")
     rows, cols = (int(v) for v in shape)
     indptr, indices = integers(node, "indptr"), integers(node, "indices")
-    check("data" in node and node["data"].shape == indices.shape, node, "data and indices differ in length")
+    check("data" in node and isinstance(node["data"], h5py.Dataset) and node["data"].shape == indices.shape, node,
+          "data and indices differ in length")
     check(indptr.shape == (rows + 1,), node["indptr"], f"{indptr.size} row pointers for {rows} rows")
     check(indptr[0] == 0 and indptr[-1] == indices.size and (np.diff(indptr) >= 0).all(), node["indptr"],
           f"row pointers are not increasing from 0 to {indices.size}")
     in_range(indices, 0, cols, node["indices"], "column index")
-    return sp.csr_matrix((node["data"][()], indices, indptr), shape=(rows, cols))
+    return sp.csr_matrix((load(node["data"]), indices, indptr), shape=(rows, cols))
 
 
 def write_ragged(parent: h5py.Group, name: str, rows) -> None:

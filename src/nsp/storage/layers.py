@@ -39,7 +39,7 @@ def _read_table(group: h5py.Group, params: list) -> LayerTable:
                  f"layer {index} has parents {list(of)}; each layer's parents come before it")
     table = LayerTable.build(h5.strings(group["name"]), h5.strings(group["kind"]), h5.strings(group["path"]),
                              h5.strings(group["description"]), shapes, parents, params)
-    if not np.array_equal(table.offsets, group["offset"][()]):
+    if not np.array_equal(table.offsets, h5.integers(group, "offset")):
         raise h5.StorageError(f"{group.file.filename}: {group.name}: stored offsets disagree with the shapes")
     return table
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from nsp.errors import InputError
 from nsp.storage import h5
-from nsp.storage.container import _READ_FAILURES, _damaged, create, open_file, provenance_attrs, reading
+from nsp.storage.container import (_READ_FAILURES, _damaged, check_digest, create, open_file, provenance_attrs,
+                                   reading)
 from nsp.storage.layers import write_layer_table
 from nsp.tracing.table import LayerTable
 
@@ -67,6 +68,13 @@ class SignalWriter:
     memory for the next ``append`` or ``close()``. ``stored_layers`` (activations only): the
     indices, ascending, of the layers of ``layers`` (the network's whole table) whose values the file holds,
     one after the other; ``width`` is then their node count.
+
+    Labels are class numbers from 0; the ``labels`` dataset's attribute ``label-max`` holds the largest
+    written (-1 where none), and a reader refuses a label below 0 or above it. A spectra file's root
+    attribute ``eigenvalue-count`` holds the number of eigenvalues it holds (0: none, as in class means or
+    spectra of a transform without eigenvalues); a reader refuses a file without the ``eigenvalues`` it
+    declares. A value of a wider type that does not fit ``dtype`` (1e300 in float32) is refused, not
+    written as infinity.
     """
 
     def __init__(self, path, kind: str, layers: LayerTable, width: int, *, dtype=None,
@@ -79,6 +87,10 @@ class SignalWriter:
         extra = {"trace": trace}
         if kind == "spectra":
             extra["transform-type"] = transform_type or ""
+        if kind == "spectra":
+            extra["eigenvalue-count"] = 0 if eigenvalues is None else int(np.size(eigenvalues))
+        self.path = path
+        self._label_max = -1
         self._context = create(path, kind, obj, provenance_attrs(producer, parameters, weights), **extra)
         self._file = self._context.__enter__()
         try:
@@ -96,15 +108,15 @@ class SignalWriter:
         self._pending = []                      # rows of a band of chunks that is not whole yet: (values, ids, labels)
         self._values = self._file.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
                                                  chunks=sample_chunks(width, dtype.itemsize), track_times=False,
-                                                 **options)
+                                                 **options, **h5.CHECKSUM)
         h5.tag(self._values, "array")
         self._ids = self._file.create_dataset("sample_ids", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                              chunks=(4096,), track_times=False)
+                                              chunks=(4096,), track_times=False, **h5.CHECKSUM)
         h5.tag(self._ids, "array")
         self._labels = None
         if with_labels:
             self._labels = self._file.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                                     chunks=(4096,), track_times=False)
+                                                     chunks=(4096,), track_times=False, **h5.CHECKSUM)
             h5.tag(self._labels, "array")
         if eigenvalues is not None:
             h5.array(self._file, "eigenvalues", np.asarray(eigenvalues, dtype=np.float64))
@@ -132,6 +144,12 @@ class SignalWriter:
             if given is not None and np.shape(given) != (count,):
                 raise InputError(f"{name} must hold one value per sample ({count}); got shape {np.shape(given)}")
         labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        if labels is not None and count:
+            if labels.min() < 0:
+                first = int(np.argmin(labels))
+                raise InputError(f"labels must be class numbers from 0; got {labels[first]} for sample {ids[first]}")
+            self._label_max = max(self._label_max, int(labels.max()))
+        values = self._narrowed(values, ids)
         band, done = self._values.chunks[0], 0
         if self._pending:                               # complete the band begun by earlier appends
             done = min(count, band - sum(len(p[1]) for p in self._pending))
@@ -142,6 +160,24 @@ class SignalWriter:
                         None if labels is None else labels[done:done + whole])
         if done + whole < count:
             self._keep(values[done + whole:], ids[done + whole:], None if labels is None else labels[done + whole:])
+
+    def _narrowed(self, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """``values`` in the file's type; StorageError where a finite value becomes infinite (1e300 in
+        float32), naming the first such value, its sample and its column."""
+        target = self._values.dtype
+        if values.dtype.kind not in "fc" or values.dtype.itemsize <= target.itemsize:
+            return values
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = values.astype(target)
+        if not np.isfinite(cast).all():
+            bad = np.argwhere(np.isinf(cast) & np.isfinite(values))
+            if bad.size:
+                row, column = (int(v) for v in bad[0])
+                raise h5.StorageError(
+                    f"{self.path}: {self._values.name}: value {values[row, column].item()!r} of sample {ids[row]} (column "
+                    f"{column}) does not fit the file's {target} (largest {np.finfo(target).max:g}); "
+                    f"{int(bad.shape[0])} such values in this append, nothing written")
+        return cast
 
     def _keep(self, values, ids, labels) -> None:
         """Rows of a band not yet whole, copied (fewer than a band: at most :data:`BAND_BYTES`)."""
@@ -170,6 +206,8 @@ class SignalWriter:
         if self._file is not None:
             try:
                 self._flush()                           # the last rows (a band that is not whole)
+                if self._labels is not None:
+                    self._labels.attrs["label-max"] = np.int64(self._label_max)
             except BaseException as err:
                 self.discard(err)
                 raise
@@ -215,6 +253,8 @@ def iter_signals(path, kind: str | None = None, max_bytes: int = 1 << 28):
     least one sample each), from one open file (its seal is checked once). The batches depend only on the
     file, so results computed batch by batch are the same on every machine."""
     with reading(path, kind or ("activations", "spectra")) as f:
+        _batch(f, slice(0, 0))                          # structure checked, then the metadata digest
+        check_digest(f, path)
         rows, width = f["values" if str(f.attrs["kind"]) == "activations" else "coefficients"].shape
         step = max(1, int(max_bytes) // (8 * max(width, 1)))
         for start in range(0, rows, step) if rows else [0]:
@@ -234,8 +274,8 @@ class StoredValues:
 
     def __getitem__(self, key) -> np.ndarray:
         try:
-            return self._dataset[key]
-        except (OSError, RuntimeError) as err:
+            return h5.load(self._dataset, key)
+        except RuntimeError as err:
             raise _damaged(self.path, err) from err
 
     def row_blocks(self, max_bytes: int) -> list[slice]:
@@ -269,8 +309,10 @@ def open_signals(path, kind: str | None = None):
     with open_file(path, kind or ("activations", "spectra")) as f:
         try:
             batch = _batch(f, slice(0, 0))
-            batch.sample_ids = f["sample_ids"][()]
-            batch.labels = f["labels"][()] if "labels" in f else None
+            batch.sample_ids = h5.load(f["sample_ids"])
+            batch.labels = h5.load(f["labels"]) if "labels" in f else None
+            _check_labels(f, batch.labels, batch.sample_ids)
+            check_digest(f, path)
             batch.values = StoredValues(f["values" if batch.kind == "activations" else "coefficients"], path)
         except h5.StorageError:
             raise
@@ -284,11 +326,13 @@ def _batch(f, samples) -> SignalBatch:
     layers = h5.read(f["layers"])
     matrix = f["values" if stored_kind == "activations" else "coefficients"]
     stored = _check_shapes(f, matrix, layers)
+    ids = h5.load(f["sample_ids"], samples)
+    labels = h5.load(f["labels"], samples) if "labels" in f else None
+    _check_labels(f, labels, ids)
     return SignalBatch(
-        kind=stored_kind, values=matrix[samples], layers=layers,
-        sample_ids=f["sample_ids"][samples], labels=f["labels"][samples] if "labels" in f else None,
+        kind=stored_kind, values=h5.load(matrix, samples), layers=layers, sample_ids=ids, labels=labels,
         transform_type=str(f.attrs.get("transform-type", "")) or None,
-        eigenvalues=f["eigenvalues"][()] if "eigenvalues" in f else None,
+        eigenvalues=h5.load(f["eigenvalues"]) if "eigenvalues" in f else None,
         trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
         extra={"object": str(f.attrs["object"])}, stored_layers=stored)
 
@@ -308,7 +352,7 @@ def _check_shapes(f, matrix, layers) -> tuple | None:
         ids = f["stored_layers"]
         h5.check(str(f.attrs["kind"]) == "activations" and ids.ndim == 1 and ids.dtype.kind in "iu"
                  and ids.shape[0] >= 1, ids, "expected the indices of some layers (in an activations file)")
-        stored = tuple(int(i) for i in ids[()])
+        stored = tuple(int(i) for i in h5.load(ids))
         h5.check(all(0 <= i < len(layers) for i in stored) and all(a < b for a, b in zip(stored, stored[1:])),
                  ids, f"layer indices {list(stored[:8])}... not ascending and below {len(layers)}")
         nodes = int(layers.sizes[list(stored)].sum())
@@ -320,4 +364,26 @@ def _check_shapes(f, matrix, layers) -> tuple | None:
     if "eigenvalues" in f:
         h5.check(f["eigenvalues"].shape == (width,), f["eigenvalues"],
                  f"{f['eigenvalues'].shape} eigenvalues for {width} coefficients")
+        h5.check(f["eigenvalues"].dtype.kind == "f", f["eigenvalues"],
+                 f"expected floating-point eigenvalues, found {f['eigenvalues'].dtype}")
+    if "eigenvalue-count" in f.attrs:                 # written since the metadata digest; older files lack it
+        count = f.attrs["eigenvalue-count"]
+        held = f["eigenvalues"].shape[0] if "eigenvalues" in f else 0
+        h5.check(isinstance(count, np.integer) and count == held, f, f"holds {held} eigenvalues where its "
+                 f"eigenvalue-count attribute says {np.asarray(count).tolist()!r}" + ("" if "eigenvalues" in f else
+                                                                  " (/eigenvalues missing)"))
     return stored
+
+
+def _check_labels(f, labels, ids) -> None:
+    """Labels read are class numbers from 0 up to the ``label-max`` attribute (where the file has one)."""
+    if labels is None or not labels.size:
+        return
+    node = f["labels"]
+    h5.check(labels.min() >= 0, node, f"label {labels.min()} of sample {ids[np.argmin(labels)]} is negative "
+                                      f"(labels are class numbers from 0)")
+    if "label-max" in node.attrs:
+        top = node.attrs["label-max"]
+        h5.check(isinstance(top, np.integer), node, f"label-max attribute {np.asarray(top).tolist()!r} is not an integer")
+        h5.check(labels.max() <= top, node, f"label {labels.max()} of sample {ids[np.argmax(labels)]} is above "
+                                            f"{top}, the largest label written (its label-max attribute)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 
 from nsp.operations.kronecker import Factor
@@ -124,7 +125,7 @@ def _read_closure(group, table) -> StandardTransform:
         if not pairs or pairs[-1][0] != int(l):
             pairs.append((int(l), []))
         pairs[-1][1].append((int(coef), tuple(factors[int(i)] for i in row)))
-    closure = FactoredClosure(table, axes, signed, group["orders"][()] if "orders" in group else None)
+    closure = FactoredClosure(table, axes, signed, h5.load(group["orders"]) if "orders" in group else None)
     return StandardTransform.from_closure(closure, str(group.attrs["method"]), _precision(group))
 
 
@@ -136,7 +137,7 @@ def _read_factored(group) -> StandardTransform:
 @h5.reader("nsp.factored-transform", 1)
 def _read_factored_v1(group) -> StandardTransform:
     """Version 1 stored layer names and offsets only: a table of flat layers stands in."""
-    offsets = group["offsets"][()]
+    offsets = h5.integers(group, "offsets")
     names = h5.strings(group["names"])
     table = LayerTable.build(names, [""] * len(names), [""] * len(names), [""] * len(names),
                              [(int(b - a),) for a, b in zip(offsets[:-1], offsets[1:])], [()] * len(names))
@@ -160,10 +161,14 @@ def _write_laplacian(parent, name: str, transform: LaplacianTransform):
 @h5.reader("nsp.laplacian-transform", 1)
 def _read_laplacian(group) -> LaplacianTransform:
     truncation = json.loads(group.attrs["truncation"])
+    for name in ("eigenvalues", "eigenvectors"):
+        h5.check(isinstance(group.get(name), h5py.Dataset), group, f"no dataset {name!r}")
     values, vectors = group["eigenvalues"], group["eigenvectors"]
     h5.check(values.ndim == 1 and vectors.ndim == 2 and vectors.shape[1] == values.shape[0] <= vectors.shape[0],
              group, f"eigenvalues {values.shape} and eigenvectors {vectors.shape} do not form a basis")
-    out = LaplacianTransform.from_basis(values[()], vectors[()], truncation)
+    h5.check(values.dtype.kind == "f" and vectors.dtype.kind == "f", group, f"eigenvalues ({values.dtype}) and "
+             f"eigenvectors ({vectors.dtype}) are not floating-point numbers")
+    out = LaplacianTransform.from_basis(h5.load(values), h5.load(vectors), truncation)
     k = int(group.attrs["k"])
     out.k = None if k < 0 else k
     out.method = str(group.attrs["method"])

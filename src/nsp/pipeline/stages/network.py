@@ -27,7 +27,8 @@ def train(args, cfg) -> None:
     start = time.perf_counter()
     metrics = training.train(net, inputs, labels, epochs=spec["epochs"], batch_size=spec["batch_size"],
                              learning_rate=spec["learning_rate"], seed=cfg["seed"],
-                             test_every=cfg["datasets"][spec["dataset"]]["test_every"])
+                             test_every=cfg["datasets"][spec["dataset"]]["test_every"],
+                             what=f"model {args.model}, dataset {spec['dataset']}")
     zoo.save_state_npz(net, args.out)
     write_json(args.metrics, {"model": args.model, **metrics})
     log(args, f"{args.model}: test accuracy {metrics['test_accuracy']:.3f} after {spec['epochs']} epochs "

@@ -40,6 +40,7 @@ def summarize(args, cfg) -> None:
                 for rows in batch.values.row_blocks(batching.STREAM_BYTES):
                     series[name].add(_finite(batch.values[rows].astype(np.float64), batch, rows, path, f"--{kind}"))
     summary["samples"] = series["activations"].samples
+    summary["series"] = list(series)
     for name, stats in series.items():
         summary[name] = _stats(stats)
     write_json(args.out, summary)
