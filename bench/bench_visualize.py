@@ -60,14 +60,17 @@ def main():
         "laplacian (layer layout)": nsp.make_transform("laplacian").fit(graph.core).transform(values),
     }
     def summaries():
+        from nsp.plotting import paper
         energy = {k: analysis.energy_per_layer(v, offsets).mean(axis=0) for k, v in spectra.items()}
-        plotting.save_figure(plotting.energy_figure(energy, names), folder / "energy")
+        plotting.save_figure(paper.layer_profiles([("energy", "share", energy, True)], names, "energy"),
+                             folder / "energy")
         curves = {k: analysis.compaction(v) for k, v in spectra.items()}
-        plotting.save_figure(plotting.compaction_figure(curves), folder / "compaction")
-        sparsity = {k: analysis.sparsity_per_layer(v, offsets) for k, v in spectra.items()}
-        plotting.save_figure(plotting.sparsity_figure(sparsity, names, 1e-3), folder / "sparsity")
+        plotting.save_figure(paper.compaction_grid({"net": curves}), folder / "compaction")
+        sparsity = {k: analysis.layer_sparsity_per_sample(v, offsets).mean(axis=0) for k, v in spectra.items()}
+        plotting.save_figure(paper.layer_profiles([("sparsity", "share", sparsity, False)], names, "sparsity"),
+                             folder / "sparsity")
         classes, means = analysis.class_means(spectra["standard"], labels)
-        plotting.save_figure(plotting.class_means_figure(classes, means, offsets, names), folder / "classes")
+        plotting.save_figure(paper.class_means_figure(classes, means, offsets, names), folder / "classes")
     t_sum, _ = timed(summaries, 2)
     t_stats, _ = timed(lambda: [analysis.compaction(v) for v in spectra.values()], 2)
     print(f"summary plots for {len(images):,} samples x {values.shape[1]:,} neurons, 3 series, PDF + PNG")

@@ -20,7 +20,7 @@ from nsp.tracing.table import LayerTable
 
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 BUILT_IN = ["train", "extract-graph", "compute-transformer", "collect-activations", "transform", "visualize",
-            "summarize", "class-means", "figures", "demo"]
+            "summarize", "class-means", "figures", "gallery", "demo"]
 
 
 def summary(model="m", layers=("input", "fc")) -> dict:
@@ -57,7 +57,7 @@ def test_the_subcommands_are_the_stage_registry_in_its_order(capsys):
     assert places == sorted(places)
     with pytest.raises(SystemExit):
         cli.main(["figures", "--help"])
-    assert "--kind {compaction,energy,sparsity,class_means}" in capsys.readouterr().out
+    assert "--kind {compaction,magnitude,energy,sparsity,class_means}" in capsys.readouterr().out
 
 
 def test_a_registered_stage_is_a_subcommand(tmp_path, capsys):

@@ -29,7 +29,7 @@ def test_defaults_are_filled():
     assert cfg["results"] == "results" and cfg["shard_size"] == 500 and cfg["threads"] == 1
     assert cfg["models"]["mlp"]["epochs"] == 8 and cfg["models"]["mlp"]["trace"] == "children"
     assert cfg["datasets"]["digits"]["test_every"] == 5 and cfg["visualize"]["label"] == 1
-    assert cfg["figures"] == ["compaction", "energy"]
+    assert cfg["figures"] == ["compaction", "magnitude", "energy"]
 
 
 @pytest.mark.parametrize("cfg, message", [
@@ -355,7 +355,8 @@ def test_new_stages_name_their_bad_arguments(tmp_path, capsys):
     assert storage.read_signals(tmp_path / "n.h5").values.shape == (0, 3)
     assert cli.main(["figures", "--kind", "class_means", "--class-means", str(tmp_path / "n.h5"), "--model", "m.v1",
                      "--out", str(tmp_path / "class_means_m.v1_activations.pdf")]) == 0
-    assert sorted(p.name for p in tmp_path.glob("class_means_*")) == ["class_means_m.v1_activations.pdf",
+    assert sorted(p.name for p in tmp_path.glob("class_means_*")) == ["class_means_m.v1_activations.caption.md",
+                                                                      "class_means_m.v1_activations.pdf",
                                                                       "class_means_m.v1_activations.png"]
 
 

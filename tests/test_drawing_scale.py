@@ -250,13 +250,16 @@ def test_summaries_in_any_chunks_equal_the_whole_array_exactly(tmp_path, monkeyp
 
 
 def test_the_class_means_figure_bins_wide_means_by_their_largest_magnitude():
-    means = np.zeros((2, 3 * plotting.MAX_IMAGE_COLUMNS))
+    from nsp.plotting import paper
+    means = np.zeros((2, 3 * paper.MAX_IMAGE_COLUMNS))
     means[1, 5] = -7.0
-    fig = plotting.class_means_figure([0, 1], means, [0, 10, means.shape[1]], ["a", "b"])
+    means[0, 20] = 2.0                      # the second layer's largest: scaled to 1
+    fig = paper.class_means_figure([0, 1], means, [0, 10, means.shape[1]], ["a", "b"])
     image = fig.axes[0].images[0]
-    assert image.get_array().shape == (2, plotting.MAX_IMAGE_COLUMNS)
-    assert image.get_array()[1, 1] == 7.0 and image.get_extent()[:2] == [-0.5, means.shape[1] - 0.5]
+    assert image.get_array().shape == (2, paper.MAX_IMAGE_COLUMNS)
+    assert image.get_array()[1, 1] == 1.0 and image.get_array()[0, 6] == 1.0
+    assert image.get_extent()[:2] == [-0.5, means.shape[1] - 0.5]
     names = [f"l{i}" for i in range(100)]
-    fig = plotting.class_means_figure([0], np.ones((1, 100)), np.arange(101), names)
-    assert len(fig.axes[0].get_xticks()) == plotting.MAX_LAYER_TICKS
+    fig = paper.class_means_figure([0], np.ones((1, 100)), np.arange(101), names)
+    assert len(fig.axes[0].get_xticks()) == paper.MAX_LAYER_TICKS
     assert "(24 of 100 layers marked)" in fig.axes[0].get_title()

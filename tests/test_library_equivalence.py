@@ -156,7 +156,7 @@ def test_config_defaults_are_filled_in_one_validation():
     cfg = config.validate(MINIMAL)
     assert {k: cfg[k] for k in ("results", "seed", "shard_size", "threads", "device", "figures")} == {
         "results": "results", "seed": 0, "shard_size": 500, "threads": 1, "device": "cpu",
-        "figures": ["compaction", "energy"]}
+        "figures": ["compaction", "magnitude", "energy"]}
     model_defaults = {"options": {}, "weights": None, "input_shape": None, "trace": "children", "epochs": 8,
                       "batch_size": 64, "learning_rate": 0.003, "transforms": None, "layers": None}
     assert cfg["models"]["a"] == {"architecture": "digits_mlp", "dataset": "digits", **model_defaults}

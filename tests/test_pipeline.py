@@ -95,7 +95,8 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
         means = storage.read_signals(r / "summary" / model / "digits" / "class_means_laplacian.h5")
         assert means.values.shape == (10, 20) and np.array_equal(means.sample_ids, np.arange(10))  # truncated basis
     for name in ("compaction", "energy_mlp", "energy_res", "energy_vgg"):
-        assert (r / "figures" / "paper" / f"{name}.pdf").is_file() and (r / "figures" / "paper" / f"{name}.png").is_file()
+        assert all((r / "figures" / "paper" / f"{name}.{ext}").is_file() for ext in ("pdf", "png", "caption.md"))
+        assert f'<img src="{name}.png"' in (r / "figures" / "paper" / "index.html").read_text()
     assert (r / "benchmarks" / "collect_activations" / "mlp" / "digits" / "shard_0.tsv").is_file()
     # the CIFAR-sized net runs only its configured transform, on the factored path
     vgg = r / "models" / "vgg"
@@ -186,10 +187,11 @@ def test_lint_and_default_dry_run(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     # 4 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
     assert counts["collect_activations"] == "18" and counts["transform"] == "52"
-    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_all_models"] == "1"
+    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_all_models"] == "2"
     assert counts["paper_per_model"] == "12" and counts["paper_per_series"] == "22"
     assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
     assert counts["class_means"] == "22" and "config_part" not in counts     # parts: written, not jobs
+    assert counts["paper_gallery"] == "1"
 
 
 def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
@@ -265,6 +267,8 @@ def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, 
     folder = tmp_path / "edit"
     shutil.copytree(tiny_runs[0], folder, symlinks=True)         # keeps times and Snakemake's records
     assert plan(folder, TINY) == {}
+    if any(rule.startswith("paper_") for rule in expected):
+        expected = {**expected, "paper_gallery": 1}         # the page that shows them
     assert plan(folder, edited(**changes)) == ({**expected, "all": 1} if expected else {})
     cfg = nsp_config.validate(edited(**changes))               # the record follows the config, in any case
     assert (folder / "results" / "config.resolved.yaml").read_text() == nsp_config.dump_text(cfg)

@@ -157,32 +157,33 @@ def test_sparsity_and_class_means():
 
 
 def test_summary_figures_are_deterministic(tmp_path):
+    from nsp.plotting import paper
     rng = np.random.default_rng(0)
     values = rng.standard_normal((50, 30))
     offsets = [0, 10, 25, 30]
     names = ["input", "hidden", "out"]
     shares = {"activations": analysis.energy_per_layer(values, offsets).mean(axis=0),
               "standard": analysis.energy_per_layer(values * 2, offsets).mean(axis=0)}
+    quantiles = {"a": analysis.magnitude_quantiles_per_sample(values, offsets).mean(axis=0)}
     figs = {
-        "energy": lambda: plotting.energy_figure(shares, names),
-        "compaction": lambda: plotting.compaction_figure({"a": analysis.compaction(values)}),
-        "sparsity": lambda: plotting.sparsity_figure({"a": analysis.sparsity_per_layer(values, offsets)}, names, 1e-3),
-        "classes": lambda: plotting.class_means_figure(*analysis.class_means(values, np.arange(50) % 5), offsets, names),
+        "energy": lambda: paper.layer_profiles([("energy", "share", shares, True)], names, "energy"),
+        "compaction": lambda: paper.compaction_grid({"m": {"a": analysis.compaction(values)}}),
+        "magnitude": lambda: paper.magnitude_grid({"m": (names, quantiles)}, analysis.QUANTILES, "magnitude"),
+        "classes": lambda: paper.class_means_figure(*analysis.class_means(values, np.arange(50) % 5), offsets, names),
     }
     for name, make in figs.items():
         a = plotting.save_figure(make(), tmp_path / f"{name}-1")
         b = plotting.save_figure(make(), tmp_path / f"{name}-2")
         assert [p.suffix for p in a] == [".pdf", ".png"]
         assert [sha(p) for p in a] == [sha(p) for p in b]
-    fig = plotting.class_means_figure(*analysis.class_means(values, np.arange(50) % 5), offsets, names)
-    assert isinstance(fig.axes[0].images[0].norm, LogNorm)
-    assert [b.get_height() for b in plotting.energy_figure(shares, names).axes[0].patches[:3]] == \
-        pytest.approx(shares["activations"].tolist())
+    line = paper.layer_profiles([("energy", "share", shares, True)], names, "energy").axes[0].lines[0]
+    assert line.get_xdata().tolist() == shares["activations"].tolist() and line.get_ydata().tolist() == [0, 1, 2]
 
 
 def test_compaction_grid_legend_lists_every_series():
+    from nsp.plotting import paper
     ks, share = np.array([1, 10]), np.array([0.5, 1.0])
-    fig = plotting.compaction_grid({"a": {"activations": (ks, share), "laplacian": (ks, share)},
-                                    "b": {"activations": (ks, share), "sem": (ks, share)}})
-    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    fig = paper.compaction_grid({"a": {"activations": (ks, share), "laplacian": (ks, share)},
+                                 "b": {"activations": (ks, share), "sem": (ks, share)}})
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["activations", "laplacian", "sem"]

@@ -73,16 +73,24 @@ def sparsity_per_layer(values, offsets, threshold: float = 1e-3) -> np.ndarray:
     return sparsity_per_sample(values, offsets, threshold).mean(axis=0)
 
 
-class Summary:
-    """Compaction (and, with ``offsets``, energy and sparsity per layer) of samples given in chunks:
-    ``add(values)`` for each chunk of rows, then ``result()``. Only the per-sample numbers (a few per
-    sample) are kept, and their mean is taken at the end, so the result is that of the whole array."""
+#: the per-layer statistics of a :class:`Summary` with offsets: share of the sample's energy; share below
+#: ``threshold`` x the sample's largest magnitude; quantiles of |value|; share of zeros (|value| <= ``floor``);
+#: share below ``threshold`` x the layer's own largest magnitude; share of the layer's energy in its largest 1%
+PER_LAYER = ("energy_per_layer", "sparsity_per_layer", "magnitude_quantiles", "zeros_per_layer", "layer_sparsity",
+             "layer_compaction")
 
-    def __init__(self, width: int, offsets=None, threshold: float = 1e-3):
-        self.width, self.threshold = int(width), threshold
+
+class Summary:
+    """Compaction (and, with ``offsets``, the statistics of :data:`PER_LAYER`) of samples given in chunks:
+    ``add(values)`` for each chunk of rows, then ``result()``. Only the per-sample numbers (a few per
+    sample and layer) are kept, and their mean is taken at the end, so the result is that of the whole
+    array. ``floor``: values at or below it count as zeros (a scalar, or one per layer: a noise floor)."""
+
+    def __init__(self, width: int, offsets=None, threshold: float = 1e-3, floor=0.0):
+        self.width, self.threshold, self.floor = int(width), threshold, floor
         self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
         self.ks = compaction_ks(self.width)
-        self._parts = {"compaction": [], "energy": [], "sparsity": []}
+        self._parts = {name: [] for name in ("compaction", *PER_LAYER)}
 
     def add(self, values) -> None:
         x = _rows(values)
@@ -90,23 +98,30 @@ class Summary:
             raise InputError(f"values of {x.shape[1]} columns for a summary of {self.width}")
         self._parts["compaction"].append(compaction_per_sample(x, self.ks))
         if self.offsets is not None:
-            self._parts["energy"].append(energy_per_layer(x, self.offsets))
-            self._parts["sparsity"].append(sparsity_per_sample(x, self.offsets, self.threshold))
+            o, parts = self.offsets, self._parts
+            parts["energy_per_layer"].append(energy_per_layer(x, o))
+            parts["sparsity_per_layer"].append(sparsity_per_sample(x, o, self.threshold))
+            parts["magnitude_quantiles"].append(magnitude_quantiles_per_sample(x, o))
+            parts["zeros_per_layer"].append(zeros_per_sample(x, o, self.floor))
+            parts["layer_sparsity"].append(layer_sparsity_per_sample(x, o, self.threshold, self.floor))
+            parts["layer_compaction"].append(layer_compaction_per_sample(x, o))
 
     @property
     def samples(self) -> int:
         return int(sum(len(p) for p in self._parts["compaction"]))
 
     def result(self) -> dict:
-        """``ks``, ``compaction`` (mean share per k) and, with offsets, ``energy_per_layer`` and
-        ``sparsity_per_layer`` (means over the samples)."""
-        def mean(name, width):
+        """``ks``, ``compaction`` (mean share per k) and, with offsets, each statistic of
+        :data:`PER_LAYER` (means over the samples: one value per layer, ``magnitude_quantiles`` one row of
+        :data:`QUANTILES` per layer)."""
+        def mean(name, shape):
             parts = self._parts[name]
-            return (np.concatenate(parts) if parts else np.zeros((0, width))).mean(axis=0)
-        out = {"ks": self.ks, "compaction": mean("compaction", self.ks.size)}
+            return (np.concatenate(parts) if parts else np.zeros((0, *shape))).mean(axis=0)
+        out = {"ks": self.ks, "compaction": mean("compaction", (self.ks.size,))}
         if self.offsets is not None:
-            out["energy_per_layer"] = mean("energy", self.offsets.size - 1)
-            out["sparsity_per_layer"] = mean("sparsity", self.offsets.size - 1)
+            layers = self.offsets.size - 1
+            for name in PER_LAYER:
+                out[name] = mean(name, (layers, len(QUANTILES)) if name == "magnitude_quantiles" else (layers,))
         return out
 
 
@@ -161,3 +176,66 @@ def class_means(values, labels) -> tuple[np.ndarray, np.ndarray]:
     accumulator = ClassMeans(x.shape[1])
     accumulator.add(x, labels)
     return accumulator.result()
+
+
+# --- per-layer statistics: each layer on its own scale ----------------------------------------------
+
+#: the quantiles of |value| per layer that :func:`magnitude_quantiles_per_sample` takes by default
+QUANTILES = (0.5, 0.9, 0.99, 1.0)
+
+
+def _layers(x: np.ndarray, offsets) -> list[np.ndarray]:
+    offsets = np.asarray(offsets, dtype=np.int64)
+    return [x[:, offsets[i]:offsets[i + 1]] for i in range(offsets.size - 1)]
+
+
+def magnitude_quantiles_per_sample(values, offsets, quantiles=QUANTILES) -> np.ndarray:
+    """Quantiles of |value| within each layer of each sample: (samples, layers, quantiles), the largest
+    magnitude for quantile 1 (an empty layer: 0). Quantiles are numpy's default (linear interpolation)."""
+    x = np.abs(_rows(values))
+    out = np.zeros((x.shape[0], np.size(offsets) - 1, len(quantiles)))
+    for i, layer in enumerate(_layers(x, offsets)):
+        if layer.shape[1]:
+            out[:, i, :] = np.quantile(layer, quantiles, axis=1).T
+    return out
+
+
+def zeros_per_sample(values, offsets, floor=0.0) -> np.ndarray:
+    """Share of each layer's values that are zero, |value| <= ``floor`` (0: exact zeros; a scalar, or one
+    floor per layer, or per sample and layer): (samples, layers)."""
+    x = np.abs(_rows(values))
+    floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), (x.shape[0], np.size(offsets) - 1))
+    out = np.zeros(floor.shape)
+    for i, layer in enumerate(_layers(x, offsets)):
+        if layer.shape[1]:
+            out[:, i] = (layer <= floor[:, i:i + 1]).mean(axis=1)
+    return out
+
+
+def layer_sparsity_per_sample(values, offsets, threshold: float = 1e-3, floor=0.0) -> np.ndarray:
+    """Share of each layer's values at or below ``threshold`` times the largest magnitude in that layer of
+    that sample (each layer on its own scale; a layer whose values are all zero, or at or below ``floor``,
+    counts as wholly sparse): (samples, layers)."""
+    x = np.abs(_rows(values))
+    floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), (x.shape[0], np.size(offsets) - 1))
+    out = np.zeros(floor.shape)
+    for i, layer in enumerate(_layers(x, offsets)):
+        if layer.shape[1]:
+            cut = np.maximum(threshold * layer.max(axis=1, keepdims=True), floor[:, i:i + 1])
+            out[:, i] = (layer <= cut).mean(axis=1)
+    return out
+
+
+def layer_compaction_per_sample(values, offsets, fraction: float = 0.01) -> np.ndarray:
+    """Share of each layer's energy in its ``ceil(fraction * size)`` largest-magnitude values (at least one),
+    per sample: (samples, layers); a layer without energy: 0."""
+    x = _rows(values) ** 2
+    out = np.zeros((x.shape[0], np.size(offsets) - 1))
+    for i, layer in enumerate(_layers(x, offsets)):
+        n = layer.shape[1]
+        if n:
+            k = max(1, int(np.ceil(fraction * n - 1e-9)))
+            top = -np.partition(-layer, k - 1, axis=1)[:, :k] if k < n else layer
+            total = layer.sum(axis=1)
+            np.divide(top.sum(axis=1), total, out=out[:, i], where=total > 0)
+    return out

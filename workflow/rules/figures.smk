@@ -10,6 +10,7 @@ rule paper_all_models:
         summaries=[f"{R}/summary/{m}/{DATASET[m]}/summary.json" for m in MODELS],
     output:
         pdf=f"{R}/figures/paper/{{kind}}.pdf",
+        caption=f"{R}/figures/paper/{{kind}}.caption.md",
         png=report(f"{R}/figures/paper/{{kind}}.png", caption="../report/figures.rst", category="Figures"),
     wildcard_constraints:
         kind=nsp_figures.kinds_pattern("summaries"),
@@ -35,6 +36,7 @@ rule paper_per_model:
         summary=lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/summary.json",
     output:
         pdf=f"{R}/figures/paper/{{kind}}_{{model}}.pdf",
+        caption=f"{R}/figures/paper/{{kind}}_{{model}}.caption.md",
         png=report(f"{R}/figures/paper/{{kind}}_{{model}}.png", caption="../report/figures.rst",
                    category="Figures"),
     wildcard_constraints:
@@ -61,6 +63,7 @@ rule paper_per_series:
         class_means=lambda w: f"{R}/summary/{w.model}/{DATASET[w.model]}/class_means_{w.series}.h5",
     output:
         pdf=f"{R}/figures/paper/{{kind}}_{{model}}_{{series}}.pdf",
+        caption=f"{R}/figures/paper/{{kind}}_{{model}}_{{series}}.caption.md",
         png=report(f"{R}/figures/paper/{{kind}}_{{model}}_{{series}}.png", caption="../report/figures.rst",
                    category="Figures"),
     wildcard_constraints:
@@ -78,3 +81,22 @@ rule paper_per_series:
     shell:
         "nsp figures --config {input.config:q} --kind {wildcards.kind:q} --class-means {input.class_means:q} "
         "--model {wildcards.model:q} --out {output.pdf:q} 2> {log:q}"
+
+
+# one page showing every paper figure with its caption: <results>/figures/paper/index.html
+rule paper_gallery:
+    input:
+        figures=[f"{R}/figures/paper/{name}.png" for name in PAPER],
+        captions=[f"{R}/figures/paper/{name}.caption.md" for name in PAPER],
+    output:
+        f"{R}/figures/paper/index.html",
+    log:
+        f"{R}/logs/figures/index.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "nsp gallery --figures {input.figures:q} --out {output:q} 2> {log:q}"

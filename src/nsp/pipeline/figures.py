@@ -69,12 +69,15 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 @dataclass(frozen=True)
 class FigureKind(FunctionRecord):
     """A kind of paper figure: its ``name`` (the value in ``figures:``), ``draw`` (the function that draws
-    it), ``inputs`` (what it is drawn from: one of :data:`INPUTS`) and ``help`` (one line for messages)."""
+    it), ``inputs`` (what it is drawn from: one of :data:`INPUTS`), ``help`` (one line for messages) and
+    ``caption`` (called as ``draw`` is, it returns the caption as Markdown: what is plotted, on what, and
+    the numbers that say what it shows; without one, the caption is ``help``)."""
 
     name: str
     draw: Callable
     inputs: str = "summaries"
     help: str = ""
+    caption: Callable | None = None
     FUNCTION = "draw"
 
     def __post_init__(self) -> None:
@@ -124,46 +127,7 @@ def series_of(summary: dict) -> list[str]:
             *sorted(names - set(TRANSFORMS) - {"activations"})]
 
 
-# --- the built-in kinds ------------------------------------------------------------------------------
-
-def _compaction(summaries: list) -> object:
-    from nsp.plotting import figures as plotting
-    panels = {s["model"]: {name: (np.array(s[name]["compaction_k"]), np.array(s[name]["compaction_share"]))
-                           for name in series_of(s)} for s in summaries}
-    return plotting.compaction_grid(panels, "Energy compaction by model and transform")
-
-
-def _per_layer(summary: dict, key: str) -> dict:
-    return {name: np.array(summary[name][key]) for name in series_of(summary) if key in summary[name]}
-
-
-def _energy(summary: dict) -> object:
-    from nsp.plotting import figures as plotting
-    return plotting.energy_figure(_per_layer(summary, "energy_per_layer"), summary["layers"],
-                                  f"Energy per layer: {summary['model']}")
-
-
-def _sparsity(summary: dict) -> object:
-    from nsp.plotting import figures as plotting
-    return plotting.sparsity_figure(_per_layer(summary, "sparsity_per_layer"), summary["layers"],
-                                    summary["sparsity_threshold"], f"Sparsity per layer: {summary['model']}")
-
-
-def _class_means(means, model: str) -> object:
-    from nsp.plotting import figures as plotting
-    name = means.transform_type or "activations"
-    offsets, layer_names = means.stored_table.offsets, means.stored_table.names
-    if means.values.shape[1] != offsets[-1]:          # partial Laplacian basis
-        offsets, layer_names = [0, means.values.shape[1]], ["coefficients by ascending eigenvalue"]
-    return plotting.class_means_figure(means.sample_ids, means.values, offsets, layer_names,
-                                       f"Mean {name} per class: {model}")
-
-
-COMPACTION = FigureKind("compaction", _compaction, "summaries", "energy compaction of every model")
-ENERGY = FigureKind("energy", _energy, "summary", "energy per layer of one model")
-SPARSITY = FigureKind("sparsity", _sparsity, "summary", "sparsity per layer of one model")
-CLASS_MEANS = FigureKind("class_means", _class_means, "class_means", "the class means of one series of one model")
-
-#: figure kind name -> :class:`FigureKind`: the built-in kinds, then those plugins add
-FIGURES = Registry("figure kind", tuple(f"nsp.pipeline.figures:{name}" for name in
-                                        ("COMPACTION", "ENERGY", "SPARSITY", "CLASS_MEANS")))
+#: figure kind name -> :class:`FigureKind`: the built-in kinds (:mod:`nsp.pipeline.paper_figures`), then those
+#: plugins add
+FIGURES = Registry("figure kind", tuple(f"nsp.pipeline.paper_figures:{name}" for name in
+                                        ("COMPACTION", "MAGNITUDE", "ENERGY", "SPARSITY", "CLASS_MEANS")))

@@ -162,9 +162,24 @@ def seal(path, digest: bool = False) -> None:
         if len(head) < USERBLOCK or head[:8] == b"\x89HDF\r\n\x1a\n":
             raise StorageError(f"{path}: has no user block to hold the seal (not written by nsp {FORMAT_VERSION} "
                                f"or later)")
-        digest, size = _digest(handle)
+        heaps = []
+        digest, size = _digest(handle, heaps)
+        line = f"{digest} {size} heaps {','.join(map(str, _collections(handle, heaps))) or '-'}\n".encode()
+        if len(SEAL) + len(line) > USERBLOCK:         # too many to list: readers look for them
+            line = f"{digest} {size}\n".encode()
         handle.seek(0)
-        handle.write(SEAL + f"{digest} {size}\n".encode().ljust(USERBLOCK - len(SEAL), b"\0"))
+        handle.write(SEAL + line.ljust(USERBLOCK - len(SEAL), b"\0"))
+
+
+def _collections(handle, offsets: list) -> list:
+    """Those of ``offsets`` where a global heap collection may start (a plausible length follows)."""
+    end_of_file = handle.seek(0, 2)
+    out = []
+    for start in offsets:
+        handle.seek(start + 8)
+        if 4096 <= int.from_bytes(handle.read(8), "little") <= end_of_file - start:
+            out.append(start)
+    return out
 
 
 def _check_seal(path) -> bool:
@@ -175,12 +190,17 @@ def _check_seal(path) -> bool:
         if not head.startswith(SEAL):
             return False
         try:
-            expected, length = head[len(SEAL):].split(b"\n", 1)[0].decode().split(" ")
-            length = int(length)
-        except ValueError:
+            fields = head[len(SEAL):].split(b"\n", 1)[0].decode().split(" ")
+            expected, length = fields[0], int(fields[1])
+            if len(fields) == 2:                      # sealed without the list: every collection is looked for
+                heaps = []
+            elif len(fields) == 4 and fields[2] == "heaps":
+                heaps = [] if fields[3] == "-" else [int(o) for o in fields[3].split(",")]
+            else:
+                raise ValueError(fields)
+        except (ValueError, IndexError, UnicodeDecodeError):
             raise StorageError(f"{path}: damaged (its seal is unreadable)") from None
-        heaps = []
-        digest, size = _digest(handle, heaps)
+        digest, size = _digest(handle, heaps if len(fields) == 2 else None)
     if size != length:
         how = "truncated?" if size < length else "changed by another program? nsp.storage.seal(path) accepts that"
         raise StorageError(f"{path}: damaged: {USERBLOCK + size} bytes where nsp wrote {USERBLOCK + length} ({how})")

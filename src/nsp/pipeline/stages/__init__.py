@@ -63,6 +63,7 @@ class Stage(FunctionRecord):
 BUILT_IN = tuple(f"nsp.pipeline.stages.{spec}" for spec in (
     "network:TRAIN", "network:EXTRACT_GRAPH", "spectra:COMPUTE_TRANSFORMER", "network:COLLECT_ACTIVATIONS",
     "spectra:TRANSFORM", "drawing:VISUALIZE", "summaries:SUMMARIZE", "summaries:CLASS_MEANS", "drawing:FIGURES_STAGE",
+    "gallery:GALLERY",
     "network:DEMO"))
 
 #: stage name -> :class:`Stage`: the built-in ones, then those plugins add (``STAGES.add(Stage(...))``)

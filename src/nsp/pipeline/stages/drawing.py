@@ -10,6 +10,7 @@ import numpy as np
 from nsp.errors import ConfigError, InputError, StorageError
 from nsp.pipeline.stages import Stage, option
 from nsp.pipeline.stages.common import log, pairs, read_json, require_files
+from nsp.storage.files import atomic_output
 
 
 def visualize(args, cfg) -> None:
@@ -117,19 +118,30 @@ def figures(args, cfg) -> None:
     require_files(summaries=args.summaries, class_means=args.class_means)
     if kind.inputs == "class_means":
         from nsp import storage
-        fig = kind.draw(storage.read_signals(args.class_means), args.model)
+        inputs = (storage.read_signals(args.class_means), args.model)
     else:
         summaries = [read_summary(path) for path in args.summaries]
-        fig = kind.draw(summaries if kind.inputs == "summaries" else summaries[0])
+        inputs = (summaries if kind.inputs == "summaries" else summaries[0],)
+    fig = kind.draw(*inputs)
+    caption = kind.caption(*inputs) if kind.caption is not None else f"**{args.kind}.** {kind.help}"
     from nsp.plotting import figures as plotting
     written = plotting.save_figure(fig, out.with_name(out.stem))
-    log(args, f"{args.kind}: {', '.join(map(str, written))}")
+    with atomic_output(caption_path(out)) as tmp:
+        Path(tmp).write_text(caption.rstrip() + "\n", encoding="utf-8")
+    log(args, f"{args.kind}: {', '.join(map(str, written + [caption_path(out)]))}")
+
+
+def caption_path(pdf) -> Path:
+    """The caption file of a paper figure: ``<name>.caption.md`` beside ``<name>.pdf``."""
+    pdf = Path(pdf)
+    return pdf.with_name(f"{pdf.stem}.caption.md")
 
 
 def read_summary(path, option: str = "--summaries") -> dict:
     """A summary file of ``nsp summarize``, checked for what the figures read; a damaged one (or another
     JSON file) is a StorageError naming the file and what is wrong."""
     from nsp.pipeline.figures import series_of
+    from nsp.statistics import PER_LAYER
     summary = read_json(path, option)
     problem = None
     if not isinstance(summary, dict):
@@ -145,12 +157,26 @@ def read_summary(path, option: str = "--summaries") -> dict:
             if not (isinstance(stats["compaction_k"], list) and isinstance(stats.get("compaction_share"), list)
                     and len(stats["compaction_k"]) == len(stats["compaction_share"])):
                 problem = f"{name}: compaction_k and compaction_share are not two lists of one length"
-            for key in ("energy_per_layer", "sparsity_per_layer"):
-                if key in stats and (not isinstance(stats[key], list) or len(stats[key]) != len(summary["layers"])):
-                    problem = f"{name}: {key} does not hold one value per layer ({len(summary['layers'])} layers)"
+            if not isinstance(stats.get("coefficients"), int):
+                problem = f"{name}: no number of coefficients"
+            for key in PER_LAYER:
+                if key in stats and not _per_layer_values(stats[key], len(summary["layers"]), key):
+                    each = "a row of quantiles" if key == "magnitude_quantiles" else "one value"
+                    problem = f"{name}: {key} does not hold {each} per layer ({len(summary['layers'])} layers)"
     if problem:
         raise StorageError(f"{option} {path} is not a summary of nsp summarize (damaged?): {problem}")
     return summary
+
+
+def _per_layer_values(values, layers: int, key: str) -> bool:
+    """Whether ``values`` holds one finite number per layer (a row of four, of the quantiles, for
+    ``magnitude_quantiles``)."""
+    if not isinstance(values, list) or len(values) != layers:
+        return False
+    if key == "magnitude_quantiles":
+        rows = [v for v in values if isinstance(v, list) and len(v) == 4]
+        return len(rows) == layers and all(isinstance(x, (int, float)) for row in rows for x in row)
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
 
 
 VISUALIZE = Stage("visualize", visualize, "draw the configured sample's pattern and spectra (PDF, layer layout)", (

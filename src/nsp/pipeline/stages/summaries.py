@@ -48,14 +48,18 @@ def summarize(args, cfg) -> None:
 
 
 def _stats(summary) -> dict:
-    """A series' statistics for the summary file: compaction always; energy and sparsity per layer where
-    the values have the layer layout (not for a partial Laplacian basis)."""
+    """A series' statistics for the summary file: compaction always; the per-layer statistics
+    (:data:`nsp.statistics.PER_LAYER`) where the values have the layer layout (not for a partial Laplacian
+    basis)."""
+    from nsp import statistics
     stats = summary.result()
     out = {"compaction_k": stats["ks"].tolist(), "compaction_share": stats["compaction"].tolist(),
            "coefficients": summary.width}
-    if "energy_per_layer" in stats:
-        out["energy_per_layer"] = stats["energy_per_layer"].tolist()
-        out["sparsity_per_layer"] = stats["sparsity_per_layer"].tolist()
+    for name in statistics.PER_LAYER:
+        if name in stats:
+            out[name] = stats[name].tolist()
+    if "magnitude_quantiles" in stats:
+        out["quantiles"] = list(statistics.QUANTILES)
     return out
 
 

@@ -1,0 +1,220 @@
+"""Paper figures of many samples: compaction, per-layer profiles, magnitudes by depth, class means.
+
+Every figure is sized for a journal page: :data:`DOUBLE` inches wide (a double column; :data:`SINGLE` for
+one), at most :data:`MAX_HEIGHT` high, with text of at least 7 pt at that size, the colour-blind-safe
+Okabe-Ito colours for series and cividis for images. Layers run down the y axis where each layer is a row,
+so a network of a hundred layers still fits a page. Statistics that span many orders of magnitude (the
+standard spectrum grows by twenty from the input to the logits) are drawn on log axes or per layer, each
+layer on its own scale, never relative to one global maximum.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Sequence
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from nsp.plotting.figures import new_figure, style
+
+#: a double-column figure's width, inches
+DOUBLE = 7.2
+#: a single-column figure's width, inches
+SINGLE = 3.5
+#: the tallest figure, inches (a page less its caption)
+MAX_HEIGHT = 9.5
+#: the Okabe-Ito colours (distinguishable with every common colour-vision deficiency), in series order
+COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+#: text sizes (points) of the paper figures: never below 7 at print size
+TEXT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+        "legend.fontsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2, "lines.markersize": 3.5,
+        "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6}
+#: most layer names written along a layer axis (the others are ticks without a name)
+MAX_LAYER_LABELS = 60
+
+
+def colours(series: Sequence[str]) -> dict:
+    """A colour and a marker for each series name, in order."""
+    return {name: (COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]) for i, name in enumerate(series)}
+
+
+def _page(width: float, height: float) -> Figure:
+    return new_figure(figsize=(width, min(MAX_HEIGHT, height)), layout="constrained")
+
+
+def _legend(fig: Figure, series: Sequence[str], marker: bool = True) -> None:
+    colour = colours(series)
+    handles = [Line2D([], [], color=colour[s][0], marker=colour[s][1] if marker else None, label=s)
+               for s in series]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(series), 4), frameon=False)
+
+
+def compaction_grid(panels: dict, title: str = "Energy compaction") -> Figure:
+    """One compaction panel per model (``{model: {series: (ks, share)}}``), three to a row, series coloured
+    alike; the legend lists every series."""
+    series = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    colour = colours(series)
+    cols = max(1, min(3, len(panels)))
+    rows = max(1, ceil(len(panels) / cols))
+    with style(), _text():
+        fig = _page(DOUBLE, 0.9 + 1.9 * rows)
+        axes = fig.subplots(rows, cols, sharey=True, squeeze=False)
+        for ax, (model, curves) in zip(axes.flat, panels.items()):
+            for name, (ks, share) in curves.items():
+                ax.plot(ks, share, color=colour[name][0])
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(model)
+            ax.grid(True, which="major", linewidth=0.3)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("k largest coefficients")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("share of energy")
+        _legend(fig, series, marker=False)
+        fig.suptitle(title)
+    return fig
+
+
+def layer_profiles(panels: Sequence[tuple], layer_names: Sequence[str], title: str) -> Figure:
+    """Side-by-side panels of one statistic per layer each, layers down the y axis (the input at the top):
+    ``panels`` holds ``(heading, axis label, {series: values per layer}, log)``; a log panel leaves out
+    zeros (a statistic of 0 has no place on a log axis)."""
+    series = list(dict.fromkeys(name for panel in panels for name in panel[2]))
+    colour = colours(series)
+    n = len(layer_names)
+    y = np.arange(n)
+    with style(), _text():
+        fig = _page(DOUBLE, 1.3 + 0.13 * n)
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (heading, label, values, log) in zip(axes, panels):
+            for name, v in values.items():
+                v = np.asarray(v, dtype=np.float64)
+                shown = v > 0 if log else np.isfinite(v)
+                ax.plot(v[shown], y[shown], color=colour[name][0], marker=colour[name][1], linewidth=0.8)
+            if log:
+                ax.set_xscale("log")
+            ax.set_title(heading)
+            ax.set_xlabel(label)
+            ax.grid(True, which="major", linewidth=0.3)
+        _layer_axis(axes[0], layer_names, "y")
+        _legend(fig, series)
+        fig.suptitle(title)
+    return fig
+
+
+def _layer_axis(ax, names: Sequence[str], axis: str) -> None:
+    """Layer names along ``axis`` (at most :data:`MAX_LAYER_LABELS`, spread over the depth)."""
+    n = len(names)
+    step = max(1, ceil(n / MAX_LAYER_LABELS))
+    ticks = np.arange(0, n, step)
+    if axis == "y":
+        ax.set_yticks(ticks, [names[i] for i in ticks])
+        ax.set_ylim(n - 0.5, -0.5)
+    else:
+        ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90)
+        ax.set_xlim(-0.5, n - 0.5)
+
+
+def magnitude_grid(panels: dict, quantiles: Sequence[float], title: str) -> Figure:
+    """|value| by depth, one panel per model (``{model: (layer names, {series: (layers, quantiles)
+    array})}``): the largest magnitude per layer as a solid line, the median dashed, on a log axis, so that
+    the growth of a spectrum with depth is seen next to the others."""
+    series = list(dict.fromkeys(name for _, values in panels.values() for name in values))
+    colour = colours(series)
+    top, middle = list(quantiles).index(1.0), list(quantiles).index(0.5)
+    cols = max(1, min(2, len(panels)))
+    rows = max(1, ceil(len(panels) / cols))
+    with style(), _text():
+        fig = _page(DOUBLE, 0.9 + 2.3 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax, (model, (names, values)) in zip(axes.flat, panels.items()):
+            x = np.arange(len(names))
+            for name, q in values.items():
+                q = np.asarray(q, dtype=np.float64)
+                for column, dash in ((top, "-"), (middle, "--")):
+                    shown = q[:, column] > 0
+                    ax.plot(x[shown], q[shown, column], dash, color=colour[name][0], linewidth=1.0)
+            ax.set_yscale("log")
+            ax.set_title(model)
+            ax.set_xlabel("layer (input at 0)")
+            ax.set_xlim(-0.5, len(names) - 0.5)
+            ax.grid(True, which="major", linewidth=0.3)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("|value| (max solid, median dashed)")
+        _legend(fig, series, marker=False)
+        fig.suptitle(title)
+    return fig
+
+
+#: most columns of the class-means image: wider means are shown as the largest value of each of this many
+#: runs of consecutive nodes (a peak is never sampled away)
+MAX_IMAGE_COLUMNS = 4096
+#: most layers marked (boundary and name) on the class-means image
+MAX_LAYER_TICKS = 24
+
+
+def per_layer_scaled(means, offsets) -> np.ndarray:
+    """|means| (classes, nodes) with each layer divided by its own largest |mean| over every class (a layer
+    of zeros stays 0): values in [0, 1]."""
+    magnitude = np.abs(np.asarray(means, dtype=np.float64))
+    offsets = np.asarray(offsets, dtype=np.int64)
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        block = magnitude[:, start:stop]
+        top = block.max() if block.size else 0.0
+        if top > 0:
+            block /= top
+    return magnitude
+
+
+def _binned(magnitude: np.ndarray) -> np.ndarray:
+    n = magnitude.shape[1]
+    if n <= MAX_IMAGE_COLUMNS:
+        return magnitude
+    starts = np.linspace(0, n, MAX_IMAGE_COLUMNS + 1).astype(np.int64)[:-1]
+    return np.maximum.reduceat(magnitude, starts, axis=1)
+
+
+def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
+                       title: str = "Mean spectrum per class") -> Figure:
+    """|class mean| as an image, each layer scaled to its own largest |mean| (:func:`per_layer_scaled`):
+    one row per class, nodes along x, layer boundaries marked. No classes (a dataset without labels): a
+    figure that says so."""
+    with style(), _text():
+        if len(classes) == 0:
+            fig = _page(DOUBLE, 1.5)
+            fig.text(0.5, 0.5, "no labels: no class means", ha="center", va="center")
+            fig.suptitle(title)
+            return fig
+        image = _binned(per_layer_scaled(means, offsets))
+        n = np.shape(means)[1]
+        fig = _page(DOUBLE, 1.9 + 0.22 * len(classes))
+        ax = fig.subplots()
+        im = ax.imshow(image, aspect="auto", cmap="cividis", norm=Normalize(0.0, 1.0), interpolation="none",
+                       extent=(-0.5, n - 0.5, len(classes) - 0.5, -0.5), rasterized=True)
+        ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])
+        ax.set_ylabel("class")
+        offsets = np.asarray(offsets)
+        shown = np.arange(len(layer_names))
+        if len(shown) > MAX_LAYER_TICKS:
+            shown = np.unique(np.round(np.linspace(0, len(shown) - 1, MAX_LAYER_TICKS)).astype(np.int64))
+            title = f"{title} ({len(shown)} of {len(layer_names)} layers marked)"
+        for boundary in offsets[shown[shown > 0]]:
+            ax.axvline(boundary - 0.5, color="white", linewidth=0.5)
+        centres = (offsets[shown] + offsets[shown + 1]) / 2
+        ax.set_xticks(centres, [layer_names[i] for i in shown], rotation=90)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label="|mean| / layer's largest |mean|", shrink=0.9)
+    return fig
+
+
+def _text():
+    import matplotlib
+    return matplotlib.rc_context(TEXT)

@@ -1,0 +1,144 @@
+"""Paper figures: per-layer statistics against hand-computed values on a spectrum spanning 1e-3 to 1e20,
+page-sized figures with readable text, and captions whose numbers are those of the statistics."""
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from matplotlib.text import Text
+
+from nsp import statistics
+from nsp.pipeline import cli, paper_figures
+from nsp.pipeline.figures import FIGURES
+
+# one sample, two layers: the first of magnitude 1e-3, the second up to 1e20
+TOY = np.array([[1e-3, 0.0, 2e-3, 0.0, 1e20, 1e19, 0.0, 1e17]])
+OFFSETS = [0, 4, 8]
+
+
+def exact(x: float) -> Fraction:
+    return Fraction(x)
+
+
+def test_magnitude_quantiles_by_hand():
+    q = statistics.magnitude_quantiles_per_sample(TOY, OFFSETS)[0]
+    # sorted |values| of layer 0: 0, 0, 1e-3, 2e-3 (linear interpolation between order statistics)
+    assert q[0].tolist() == pytest.approx([0.5e-3, 1.7e-3, 1.97e-3, 2e-3], rel=1e-14, abs=0)
+    # layer 1: 0, 1e17, 1e19, 1e20
+    median = float((exact(1e17) + exact(1e19)) / 2)
+    assert q[1, 0] == pytest.approx(median, rel=1e-15) and q[1, 3] == 1e20
+
+
+def test_zeros_and_sparsity_on_each_layers_own_scale_by_hand():
+    assert statistics.zeros_per_sample(TOY, OFFSETS).tolist() == [[0.5, 0.25]]
+    # a noise floor of 1.5e-3 on layer 0 makes 1e-3 a zero too
+    assert statistics.zeros_per_sample(TOY, OFFSETS, floor=[1.5e-3, 0.0]).tolist() == [[0.75, 0.25]]
+    # 1e-3 x each layer's own max: 2e-6 (only the zeros) and 1e17 (0 and 1e17)
+    assert statistics.layer_sparsity_per_sample(TOY, OFFSETS, 1e-3).tolist() == [[0.5, 0.5]]
+    # 1e-3 x the sample's max (1e17): every value of layer 0 counts as sparse, which says nothing about it
+    assert statistics.sparsity_per_sample(TOY, OFFSETS, 1e-3).tolist() == [[1.0, 0.5]]
+
+
+def test_energy_shares_within_and_across_layers_by_hand():
+    squares = [exact(v) ** 2 for v in TOY[0]]
+    layer0, layer1 = sum(squares[:4]), sum(squares[4:])
+    compaction = statistics.layer_compaction_per_sample(TOY, OFFSETS, fraction=0.01)[0]
+    assert compaction[0] == pytest.approx(float(squares[2] / layer0), rel=1e-14)        # 0.8
+    assert compaction[1] == pytest.approx(float(squares[4] / layer1), rel=1e-14)
+    energy = statistics.energy_per_layer(TOY, OFFSETS)[0]
+    assert energy[0] == pytest.approx(float(layer0 / (layer0 + layer1)), rel=1e-12)   # about 4.95e-46
+    assert energy[0] > 0 and energy[1] == pytest.approx(1.0, rel=1e-15)
+
+
+def test_a_summary_gives_the_same_statistics_however_the_samples_are_chunked():
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((23, 30)) * np.logspace(-3, 20, 30)
+    values[rng.random(values.shape) < 0.3] = 0.0
+    offsets = [0, 7, 7, 20, 30]                        # an empty layer too
+    results = []
+    for size in (23, 5, 1):
+        s = statistics.Summary(30, offsets, floor=[0.0, 0.0, 1e-2, 0.0])
+        for start in range(0, 23, size):
+            s.add(values[start:start + size])
+        results.append(s.result())
+    for name in statistics.PER_LAYER:
+        assert all(np.array_equal(results[0][name], r[name]) for r in results[1:]), name
+    assert results[0]["magnitude_quantiles"].shape == (4, len(statistics.QUANTILES))
+    assert results[0]["zeros_per_layer"][1] == 0.0         # the empty layer
+
+
+def summary_of(values, offsets, names, model="toy", series=("activations", "standard")):
+    """A summary as nsp summarize writes it, of the same values for each series (the second scaled)."""
+    out = {"model": model, "layers": names, "samples": len(values), "sparsity_threshold": 1e-3,
+           "series": list(series)}
+    for i, name in enumerate(series):
+        s = statistics.Summary(values.shape[1], offsets)
+        s.add(values * 10.0 ** (6 * i))
+        r = s.result()
+        out[name] = {"compaction_k": r["ks"].tolist(), "compaction_share": r["compaction"].tolist(),
+                     "coefficients": values.shape[1], "quantiles": list(statistics.QUANTILES),
+                     **{k: r[k].tolist() for k in statistics.PER_LAYER}}
+    return out
+
+
+@pytest.fixture
+def deep_summary():
+    """A summary of 100 layers whose scale grows by 1e20 from the input to the last."""
+    rng = np.random.default_rng(0)
+    offsets = np.arange(0, 1001, 10)
+    values = rng.standard_normal((12, 1000)) * np.repeat(np.logspace(0, 20, 100), 10)
+    return summary_of(values, offsets, [f"layer{i}" for i in range(100)])
+
+
+def readable(fig):
+    """Size in inches and the smallest font of the visible text of a figure (after drawing it)."""
+    fig.canvas.draw()
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return tuple(fig.get_size_inches()), min(sizes)
+
+
+@pytest.mark.parametrize("kind", ["compaction", "magnitude", "energy", "sparsity"])
+def test_every_summary_figure_fits_a_page_with_readable_text(deep_summary, kind):
+    kind = FIGURES[kind]
+    inputs = [deep_summary, dict(deep_summary, model="other")] if kind.inputs == "summaries" else deep_summary
+    (width, height), smallest = readable(kind.draw(inputs))
+    assert width <= 7.3 and height <= 9.5 and smallest >= 7
+
+
+def test_the_magnitude_caption_states_the_growth_the_statistics_hold(deep_summary):
+    caption = paper_figures._magnitude_caption([deep_summary])
+    first, last, top, where = paper_figures.growth(deep_summary, "standard")
+    assert last / first == pytest.approx(1e20, rel=0.5)          # the scale the toy was made with
+    assert f"standard from {paper_figures.number(first)} to {paper_figures.number(last)}" in caption
+    assert f"(largest {paper_figures.number(top)}, {where})" in caption and "12 samples" in caption
+
+
+def test_the_energy_and_sparsity_captions_quote_the_statistics(deep_summary):
+    energy = paper_figures._energy_caption(deep_summary)
+    hi, where_hi, lo, where_lo = paper_figures.extremes(deep_summary, "activations", "energy_per_layer")
+    assert where_hi == "layer99" and where_lo == "layer0"
+    assert f"- activations: {paper_figures.number(hi)} (layer99) to {paper_figures.number(lo)} (layer0)" in energy
+    sparsity = paper_figures._sparsity_caption(deep_summary)
+    means = [np.mean(deep_summary["standard"][k]) for k in ("zeros_per_layer", "layer_sparsity",
+                                                           "sparsity_per_layer")]
+    assert "- standard: " + ", ".join(map(paper_figures.number, means)) in sparsity
+
+
+def test_the_figures_stage_writes_the_caption_beside_the_figure(tmp_path, deep_summary):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(deep_summary))
+    out = tmp_path / "paper" / "compaction.pdf"
+    assert cli.main(["figures", "--quiet", "--kind", "compaction", "--summaries", str(path), "--out", str(out)]) == 0
+    caption = (tmp_path / "paper" / "compaction.caption.md").read_text()
+    k, share = paper_figures.compaction_at(deep_summary["standard"])
+    assert caption.startswith("**Energy compaction.**") and f"standard {paper_figures.number(share)} (k = {k})" in caption
+    assert sorted(p.name for p in out.parent.iterdir()) == ["compaction.caption.md", "compaction.pdf",
+                                                             "compaction.png"]
+
+
+def test_class_means_are_scaled_per_layer():
+    from nsp.plotting import paper
+    means = np.array([[1e-3, -2e-3, 1e19], [0.0, 1e-3, -1e20]])
+    scaled = paper.per_layer_scaled(means, [0, 2, 3])
+    assert scaled.tolist() == [[0.5, 1.0, 0.1], [0.0, 0.5, 1.0]]
