@@ -17,11 +17,12 @@ rules (``workflow/rules/figures.smk``, one rule per kind of input). A kind says 
                     SignalBatch`` with one row per class)
 ==================  =================================================  ====================================
 
-``draw`` returns a matplotlib ``Figure``; ``nsp figures`` saves it. A summary holds ``model``, ``layers``
-(the stored layers' names), ``samples``, ``sparsity_threshold``, ``training`` (where the model was trained),
-``series`` (the names of its series, in order) and, for each series (``activations``, then each transform the model runs; :func:`series_of`), a dictionary
-with ``compaction_k``, ``compaction_share``, ``coefficients`` and, where the series has the layer layout,
-``energy_per_layer`` and ``sparsity_per_layer`` (``docs/format.md``).
+``draw`` returns a matplotlib ``Figure``; ``nsp figures`` saves it, and writes the kind's ``caption``
+beside it. A summary holds ``model``, ``layers`` (the stored layers' names), ``samples``,
+``sparsity_threshold``, ``training`` (where the model was trained), ``series`` (the names of its series,
+in order) and, for each series (``activations``, then each transform the model runs; :func:`series_of`),
+a dictionary with ``compaction_k``, ``compaction_share``, ``coefficients`` and, where the series has the
+layer layout, the per-layer statistics of :data:`nsp.statistics.PER_LAYER` (``docs/figures.md``).
 
 A plugin adds a kind
 --------------------

@@ -202,10 +202,10 @@ def _class_means_caption(means, model: str) -> str:
     if not len(means.sample_ids):
         return f"**Class means of {series}, {model}.** The dataset has no labels: no class means."
     lo, where_lo, hi, where_hi = layer_scales(means)
-    return (f"**Class means of {series}, {model}.** The magnitude of the mean of each of {len(means.sample_ids)} classes "
-            f"(rows) at every node (columns, layers marked), each layer divided by its own largest |mean| over "
-            f"the classes, so that every layer's pattern is seen whatever its scale. Those largest |means| range "
-            f"from {number(lo)} ({where_lo}) to {number(hi)} ({where_hi}).")
+    return (f"**Class means of {series}, {model}.** The magnitude of the mean of each of "
+            f"{len(means.sample_ids)} classes (rows) at every node (columns, layers marked), each layer divided "
+            f"by its own largest |mean| over the classes, so that every layer's pattern is seen whatever its "
+            f"scale. Those largest |means| range from {number(lo)} ({where_lo}) to {number(hi)} ({where_hi}).")
 
 
 COMPACTION = FigureKind("compaction", _compaction, "summaries", "energy compaction of every model",
