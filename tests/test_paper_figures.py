@@ -6,9 +6,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
+import torch.nn as nn
 from matplotlib.text import Text
 
-from nsp import statistics
+import nsp
+from nsp import statistics, storage
+from nsp.errors import InputError
 from nsp.pipeline import cli, paper_figures
 from nsp.pipeline.figures import FIGURES
 
@@ -142,3 +146,62 @@ def test_class_means_are_scaled_per_layer():
     means = np.array([[1e-3, -2e-3, 1e19], [0.0, 1e-3, -1e20]])
     scaled = paper.per_layer_scaled(means, [0, 2, 3])
     assert scaled.tolist() == [[0.5, 1.0, 0.1], [0.0, 0.5, 1.0]]
+
+
+def bias_free_net():
+    """Two convolutions without bias (they add nothing: exact sem coefficients 0), a max pool, and a linear
+    layer whose biases (0.1 to 0.5) are its exact coefficients."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 3, bias=False), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(16, 5)).eval()
+    with torch.no_grad():
+        net[5].bias.copy_(torch.tensor([0.1, -0.2, 0.3, -0.4, 0.5]))
+    return net
+
+
+def test_the_sem_noise_floor_separates_rounding_from_what_a_layer_adds():
+    net, x = bias_free_net(), torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    core = nsp.GraphCore.from_activations(nsp.Activations(net, x[:1]))
+    values = nsp.record(net, x, "children").values()
+    sem = nsp.SemTransform().fit(core)
+    c, floor = sem.transform(values), sem.noise_floor(values)
+    assert floor.shape == (6, core.n_layers) and (floor[:, 0] == 0).all()
+    layer = {name: slice(core.offsets[i], core.offsets[i + 1]) for i, name in enumerate(core.names)}
+    for i, name in enumerate(core.names):
+        magnitude = np.abs(c[:, layer[name]])
+        if name in ("0", "2"):                      # bias-free convolutions: rounding, below the floor, not 0
+            assert (magnitude <= floor[:, i:i + 1]).all() and (magnitude > 0).any() and floor[:, i].max() < 1e-5
+        if name == "5":                             # the biases, far above it
+            assert (magnitude > floor[:, i:i + 1]).all()
+            assert np.abs(c[:, layer[name]] - [0.1, -0.2, 0.3, -0.4, 0.5]).max() < floor[:, i].max()
+    # statistics: below the floor counts as zero, above it does not
+    summary = statistics.Summary(c.shape[1], core.offsets)
+    summary.add(c, floor=floor)
+    zeros = dict(zip(core.names, summary.result()["zeros_per_layer"]))
+    exact = dict(zip(core.names, statistics.zeros_per_sample(c, core.offsets).mean(axis=0)))
+    assert zeros["0"] == zeros["2"] == 1.0 and exact["0"] < 1.0 and exact["2"] < 1.0
+    assert zeros["5"] == exact["5"] == 0.0 and zeros["input"] == exact["input"]
+    assert summary.floored
+
+
+def test_the_noise_floor_is_stored_with_the_spectra(tmp_path):
+    net, x = bias_free_net(), torch.randn(3, 1, 8, 8)
+    acts = nsp.Activations(net, x[:1])
+    values = nsp.record(net, x, "children").values()
+    sem = nsp.SemTransform().fit(nsp.GraphCore.from_activations(acts))
+    floor = sem.noise_floor(values)
+    path = tmp_path / "s.h5"
+    with storage.SignalWriter(path, "spectra", acts.table, values.shape[1], transform_type="sem",
+                              noise_floor=True) as writer:
+        with pytest.raises(InputError, match=r"noise_floor: give one row of 7 layers per sample with every append"):
+            writer.append(sem.transform(values))
+        writer.append(sem.transform(values), noise_floor=floor)
+    assert np.array_equal(storage.read_signals(path).noise_floor, floor)
+    assert np.array_equal(storage.read_signals(path, samples=slice(1, 2)).noise_floor, floor[1:2])
+    with storage.open_signals(path) as batch:
+        assert np.array_equal(batch.noise_floor, floor)
+    with storage.SignalWriter(tmp_path / "t.h5", "spectra", acts.table, values.shape[1]) as writer:
+        with pytest.raises(InputError, match="noise_floor: this file was opened without it"):
+            writer.append(values, noise_floor=floor)
+        writer.append(values)
+    assert storage.read_signals(tmp_path / "t.h5").noise_floor is None

@@ -1,6 +1,7 @@
 """The Snakemake pipeline end to end on a tiny config, in temporary copies of the working folder."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -87,11 +88,16 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
             lap = storage.read_signals(r / "spectra" / model / "digits" / "laplacian" / f"shard_{shard}.h5")
             assert std.values.shape == (sizes[-1], n) and lap.values.shape == (sizes[-1], 20)
             assert np.array_equal(std.sample_ids, acts.sample_ids) and np.array_equal(lap.labels, acts.labels)
+            sem = storage.read_signals(r / "spectra" / model / "digits" / "sem" / f"shard_{shard}.h5")
+            assert sem.noise_floor.shape == (sizes[-1], len(acts.layers)) and std.noise_floor is None
+            assert (sem.noise_floor[:, 0] == 0).all() and (sem.noise_floor[:, 1:] > 0).all()
         assert sizes == [25, 25, 10]
         for name in ("pattern.pdf", "spectrum_standard.pdf", "spectrum_laplacian.pdf"):
             assert (r / "figures" / model / "digits" / name).stat().st_size > 1000
         summary = (r / "summary" / model / "digits" / "summary.json").read_text()
         assert '"test_accuracy"' in summary and '"compaction_share"' in summary
+        stats = json.loads(summary)
+        assert stats["sem"]["noise_floor"] is True and stats["standard"]["noise_floor"] is False
         means = storage.read_signals(r / "summary" / model / "digits" / "class_means_laplacian.h5")
         assert means.values.shape == (10, 20) and np.array_equal(means.sample_ids, np.arange(10))  # truncated basis
     for name in ("compaction", "energy_mlp", "energy_res", "energy_vgg"):

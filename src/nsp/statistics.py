@@ -88,22 +88,27 @@ class Summary:
 
     def __init__(self, width: int, offsets=None, threshold: float = 1e-3, floor=0.0):
         self.width, self.threshold, self.floor = int(width), threshold, floor
+        self.floored = False                 # whether some samples came with their own noise floor
         self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
         self.ks = compaction_ks(self.width)
         self._parts = {name: [] for name in ("compaction", *PER_LAYER)}
 
-    def add(self, values) -> None:
+    def add(self, values, floor=None) -> None:
+        """Add a chunk of rows; ``floor``: their own noise floor per layer, (rows, layers), in place of the
+        summary's."""
         x = _rows(values)
         if x.shape[1] != self.width:
             raise InputError(f"values of {x.shape[1]} columns for a summary of {self.width}")
         self._parts["compaction"].append(compaction_per_sample(x, self.ks))
         if self.offsets is not None:
             o, parts = self.offsets, self._parts
+            self.floored |= floor is not None
+            floor = self.floor if floor is None else np.asarray(floor, dtype=np.float64)
             parts["energy_per_layer"].append(energy_per_layer(x, o))
             parts["sparsity_per_layer"].append(sparsity_per_sample(x, o, self.threshold))
             parts["magnitude_quantiles"].append(magnitude_quantiles_per_sample(x, o))
-            parts["zeros_per_layer"].append(zeros_per_sample(x, o, self.floor))
-            parts["layer_sparsity"].append(layer_sparsity_per_sample(x, o, self.threshold, self.floor))
+            parts["zeros_per_layer"].append(zeros_per_sample(x, o, floor))
+            parts["layer_sparsity"].append(layer_sparsity_per_sample(x, o, self.threshold, floor))
             parts["layer_compaction"].append(layer_compaction_per_sample(x, o))
 
     @property

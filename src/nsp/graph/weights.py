@@ -9,19 +9,39 @@ float64 CSR matrix.
 from __future__ import annotations
 
 from nsp.errors import InputError
+from nsp.operations.blocks import Kron
 
 import numpy as np
 import scipy.sparse as sp
 
 
 
-def incoming(core, layer: int, s: np.ndarray, device=None) -> np.ndarray:
-    """``sum over parents p of A[layer, p] s_p`` for a batch ``s`` of shape (B, nodes)."""
+def incoming(core, layer: int, s: np.ndarray, device=None, absolute: bool = False) -> np.ndarray:
+    """``sum over parents p of A[layer, p] s_p`` for a batch ``s`` of shape (B, nodes); with ``absolute``,
+    the parts' floating-point arrays (kernels, matrices, scales) are taken by magnitude, which gives
+    ``|A| s`` wherever a part's weights are its arrays' entries (convolutions, linear maps, pooling,
+    element-wise scales; an upper bound where a weight sums several entries)."""
     from nsp.operations import apply_part             # the operation kinds own the linear parts (torch)
     total = np.zeros((s.shape[0], int(core.sizes[layer])))
     offsets = core.offsets
     for (parent, block), (part, in_shape, out_shape) in zip(core.blocks[layer], core.linear[layer]):
+        if absolute:
+            part = type(part)(part.kind, {k: np.abs(v) if np.asarray(v).dtype.kind in "fc" else v
+                                          for k, v in part.arrays.items()}, part.params)
         total += apply_part(part, block, s[:, offsets[parent]:offsets[parent + 1]], in_shape, out_shape, device)
+    return total
+
+
+def fan_in(core, layer: int) -> int:
+    """The most parent nodes any node of ``layer`` is connected to (summed over its parent layers): the
+    number of terms of the largest sum that computes the layer."""
+    total = 0
+    for _, block in core.blocks[layer]:
+        if isinstance(block, Kron):
+            total += int(np.prod([np.diff(f.csr().indptr).max(initial=0) for f in block.factors]))
+        else:
+            rows = block.coo()[0]
+            total += int(np.bincount(rows).max()) if rows.size else 0
     return total
 
 

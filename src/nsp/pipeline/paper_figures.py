@@ -143,11 +143,11 @@ def _energy_caption(summary: dict) -> str:
 
 def _sparsity(summary: dict):
     t = summary["sparsity_threshold"]
-    return _profiles(summary, [("zeros_per_layer", "zeros", "share of values that are 0", False),
+    return _profiles(summary, [("zeros_per_layer", "zeros", "share of values that are 0 (*)", False),
                                ("layer_sparsity", "on the layer's own scale", f"share <= {t:g} x layer's max",
                                 False),
                                ("sparsity_per_layer", "on the sample's scale", f"share <= {t:g} x sample's max",
-                                False)], "Sparsity per layer")
+                                False)], "Sparsity per layer (* at most the noise floor, where known)")
 
 
 def mean_over_layers(summary: dict, name: str, key: str) -> float:
@@ -161,11 +161,18 @@ def _sparsity_caption(summary: dict) -> str:
              f"each layer's values that are zero. Middle: the share at most {t:g} times the largest |value| of "
              f"the same layer and sample. Right: at most {t:g} times the sample's largest |value| (dominated by "
              f"the layers of largest magnitude). Means over layers (zeros, own scale, sample's scale):", ""]
+    floored = []
     for name in series_of(summary):
         if "zeros_per_layer" in summary[name]:
             values = [mean_over_layers(summary, name, key) for key in
                       ("zeros_per_layer", "layer_sparsity", "sparsity_per_layer")]
             lines.append(f"- {name}: " + ", ".join(map(number, values)))
+            floored += [name] if summary[name].get("noise_floor") else []
+    if floored:
+        lines += ["", f"For {', '.join(floored)}, a value at or below its noise floor counts as zero: the bound of "
+                      f"the float32 rounding in the network's own arithmetic, per sample and layer (a layer that "
+                      f"adds nothing, such as a convolution without bias, has coefficients of about 1e-7 instead "
+                      f"of 0)."]
     return "\n".join(lines)
 
 

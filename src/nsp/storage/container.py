@@ -189,18 +189,16 @@ def _check_seal(path) -> bool:
         head = handle.read(USERBLOCK)
         if not head.startswith(SEAL):
             return False
+        fields = head[len(SEAL):].split(b"\n", 1)[0].split(b" ")
+        listed = len(fields) == 4 and fields[2] == b"heaps"
         try:
-            fields = head[len(SEAL):].split(b"\n", 1)[0].decode().split(" ")
-            expected, length = fields[0], int(fields[1])
-            if len(fields) == 2:                      # sealed without the list: every collection is looked for
-                heaps = []
-            elif len(fields) == 4 and fields[2] == "heaps":
-                heaps = [] if fields[3] == "-" else [int(o) for o in fields[3].split(",")]
-            else:
-                raise ValueError(fields)
+            expected, length = fields[0].decode(), int(fields[1])
+            heaps = [] if not listed or fields[3] == b"-" else [int(o) for o in fields[3].split(b",")]
         except (ValueError, IndexError, UnicodeDecodeError):
-            raise StorageError(f"{path}: damaged (its seal is unreadable)") from None
-        digest, size = _digest(handle, heaps if len(fields) == 2 else None)
+            fields = ()
+        if len(fields) != 2 and not listed:
+            raise StorageError(f"{path}: damaged (its seal is unreadable)")
+        digest, size = _digest(handle, None if listed else heaps)   # without the list: every collection looked for
     if size != length:
         how = "truncated?" if size < length else "changed by another program? nsp.storage.seal(path) accepts that"
         raise StorageError(f"{path}: damaged: {USERBLOCK + size} bytes where nsp wrote {USERBLOCK + length} ({how})")

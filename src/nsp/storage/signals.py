@@ -45,6 +45,7 @@ class SignalBatch:
     weights_sha256: str | None = None
     extra: dict = field(default_factory=dict)
     stored_layers: tuple | None = None   # activations of some layers only: their indices in ``layers``
+    noise_floor: np.ndarray | None = None  # spectra: (samples, layers), the coefficients' rounding bound
 
     def __post_init__(self):
         if self.sample_ids is None:
@@ -74,13 +75,14 @@ class SignalWriter:
     attribute ``eigenvalue-count`` holds the number of eigenvalues it holds (0: none, as in class means or
     spectra of a transform without eigenvalues); a reader refuses a file without the ``eigenvalues`` it
     declares. A value of a wider type that does not fit ``dtype`` (1e300 in float32) is refused, not
-    written as infinity.
+    written as infinity. ``noise_floor`` (spectra): each ``append`` also gives each sample's noise floor per
+    layer (samples, layers), stored as ``noise_floor`` (:meth:`nsp.SemTransform.noise_floor`).
     """
 
     def __init__(self, path, kind: str, layers: LayerTable, width: int, *, dtype=None,
                  transform_type=None, eigenvalues=None, trace: str = "children", with_labels: bool = False,
                  producer=None, parameters=None, weights=None, compression=None, obj: str = "SignalBatch",
-                 stored_layers=None):
+                 stored_layers=None, noise_floor: bool = False):
         if kind not in ("activations", "spectra"):
             raise InputError(f"kind must be 'activations' or 'spectra', got {kind!r}")
         dtype = np.dtype(dtype or (np.float32 if kind == "activations" else np.float64))
@@ -95,6 +97,12 @@ class SignalWriter:
         self._file = self._context.__enter__()
         try:
             self._setup(layers, width, dtype, kind, compression, with_labels, eigenvalues)
+            self._floor = None
+            if noise_floor:
+                self._floor = self._file.create_dataset("noise_floor", shape=(0, len(layers)), dtype=np.float64,
+                                                        maxshape=(None, len(layers)), chunks=(256, len(layers)),
+                                                        track_times=False, **h5.CHECKSUM)
+                h5.tag(self._floor, "array")
             if stored_layers is not None:
                 self._stored(layers, stored_layers, width, kind)
         except BaseException as err:
@@ -129,7 +137,7 @@ class SignalWriter:
             raise InputError(f"stored_layers: {len(stored_layers)} layers of {nodes} nodes, but width {width}")
         h5.array(self._file, "stored_layers", np.asarray(stored_layers, dtype=np.int64))
 
-    def append(self, values, sample_ids=None, labels=None) -> None:
+    def append(self, values, sample_ids=None, labels=None, noise_floor=None) -> None:
         values = np.asarray(values)
         values = values[None, :] if values.ndim == 1 else values
         if values.ndim != 2 or values.shape[1] != self._values.shape[1]:
@@ -150,6 +158,14 @@ class SignalWriter:
                 raise InputError(f"labels must be class numbers from 0; got {labels[first]} for sample {ids[first]}")
             self._label_max = max(self._label_max, int(labels.max()))
         values = self._narrowed(values, ids)
+        if (noise_floor is None) != (self._floor is None) or (noise_floor is not None and np.shape(noise_floor) != (
+                count, self._floor.shape[1])):
+            raise InputError(f"noise_floor: give one row of {self._floor.shape[1]} layers per sample with every "
+                             f"append" if self._floor is not None else "noise_floor: this file was opened without "
+                             f"it: pass noise_floor=True to SignalWriter")
+        if self._floor is not None:                     # small: written at once, not in bands
+            self._floor.resize(self._floor.shape[0] + count, axis=0)
+            self._floor[-count:] = noise_floor
         band, done = self._values.chunks[0], 0
         if self._pending:                               # complete the band begun by earlier appends
             done = min(count, band - sum(len(p[1]) for p in self._pending))
@@ -238,8 +254,9 @@ def write_signals(path, batch: SignalBatch, *, producer=None, parameters=None, o
     with SignalWriter(path, batch.kind, batch.layers, batch.values.shape[1], dtype=batch.values.dtype,
                       transform_type=batch.transform_type, eigenvalues=batch.eigenvalues, trace=batch.trace,
                       with_labels=batch.labels is not None, producer=producer, parameters=parameters,
-                      weights=batch.weights_sha256, obj=obj, stored_layers=batch.stored_layers) as writer:
-        writer.append(batch.values, batch.sample_ids, batch.labels)
+                      weights=batch.weights_sha256, obj=obj, stored_layers=batch.stored_layers,
+                      noise_floor=batch.noise_floor is not None) as writer:
+        writer.append(batch.values, batch.sample_ids, batch.labels, batch.noise_floor)
 
 
 def read_signals(path, kind: str | None = None, samples=slice(None)) -> SignalBatch:
@@ -311,6 +328,7 @@ def open_signals(path, kind: str | None = None):
             batch = _batch(f, slice(0, 0))
             batch.sample_ids = h5.load(f["sample_ids"])
             batch.labels = h5.load(f["labels"]) if "labels" in f else None
+            batch.noise_floor = h5.load(f["noise_floor"]) if "noise_floor" in f else None
             _check_labels(f, batch.labels, batch.sample_ids)
             check_digest(f, path)
             batch.values = StoredValues(f["values" if batch.kind == "activations" else "coefficients"], path)
@@ -334,7 +352,8 @@ def _batch(f, samples) -> SignalBatch:
         transform_type=str(f.attrs.get("transform-type", "")) or None,
         eigenvalues=h5.load(f["eigenvalues"]) if "eigenvalues" in f else None,
         trace=str(f.attrs.get("trace", "children")), weights_sha256=str(f.attrs["weights-sha256"]) or None,
-        extra={"object": str(f.attrs["object"])}, stored_layers=stored)
+        extra={"object": str(f.attrs["object"])}, stored_layers=stored,
+        noise_floor=h5.load(f["noise_floor"], samples) if "noise_floor" in f else None)
 
 
 def _check_shapes(f, matrix, layers) -> tuple | None:
@@ -343,6 +362,9 @@ def _check_shapes(f, matrix, layers) -> tuple | None:
     h5.check(matrix.ndim == 2 and matrix.dtype.kind == "f", matrix, f"expected a (samples, width) float array, "
              f"found {matrix.dtype} of shape {matrix.shape}")
     rows, width = matrix.shape
+    if "noise_floor" in f:
+        h5.check(f["noise_floor"].shape == (rows, len(layers)) and f["noise_floor"].dtype.kind == "f", f,
+                 f"noise_floor is not one row of {len(layers)} layers per sample ({rows})")
     for name in ("sample_ids", "labels"):
         if name in f or name == "sample_ids":
             h5.check(name in f and f[name].shape == (rows,) and f[name].dtype.kind in "iu", f,

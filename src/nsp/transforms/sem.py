@@ -27,8 +27,12 @@ from scipy.sparse.linalg import spsolve_triangular
 
 from nsp.errors import InputError
 from nsp.graph.core import GraphCore
-from nsp.graph.weights import incoming
-from nsp.transforms.base import Transform
+from nsp.devices import torch_device
+from nsp.graph.weights import fan_in, incoming
+from nsp.transforms.base import Transform, as_batch
+
+#: float32's unit roundoff, 2^-24: the largest relative error of one rounding to float32
+FLOAT32_ROUNDOFF = 2.0 ** -24
 
 
 class SemTransform(Transform):
@@ -91,6 +95,36 @@ class SemTransform(Transform):
         for layer in range(1, self.core.n_layers):
             s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
         return s
+
+    def noise_floor(self, s, device=None) -> np.ndarray:
+        """The rounding bound of each layer's coefficients computed from float32 activations ``s``
+        (samples, nodes): (samples, layers), 0 for the input layer.
+
+        The network computed each activation in float32 as a sum of ``m`` terms (its parents' weighted
+        values and its bias), then possibly a rounding of the result; the coefficient ``c = s - A s`` of a
+        node that adds nothing (a convolution without bias, a pooling) is then that rounding error, not 0.
+        With ``u = 2^-24`` (float32's unit roundoff) and ``gamma_k = k u / (1 - k u)``, it is at most
+        ``u |s_y| + gamma_(m+1) ((|A| |s|)_y + |c_y|)``, where ``m`` is the layer's fan-in
+        (:func:`nsp.graph.weights.fan_in`). The floor of a layer is the largest bound of its nodes; a
+        coefficient at or below it cannot be told from 0. Needs the layer-by-layer form (a graph core).
+        """
+        self._checked()
+        if self.core is None:
+            raise InputError("the noise floor is per layer: fit the sem transform on a graph core, not on a bare "
+                             "adjacency matrix")
+        s, single = as_batch(s, self.n, "signals")
+        device = torch_device(device)
+        magnitude = np.abs(s)
+        out = np.zeros((s.shape[0], self.core.n_layers))
+        for layer in range(1, self.core.n_layers):
+            k = fan_in(self.core, layer) + 1
+            gamma = k * FLOAT32_ROUNDOFF / (1 - k * FLOAT32_ROUNDOFF)
+            part = self._slice(layer)
+            spread = incoming(self.core, layer, magnitude, device, absolute=True)
+            added = np.abs(s[:, part] - incoming(self.core, layer, s, device))
+            bound = FLOAT32_ROUNDOFF * magnitude[:, part] + gamma * (spread + added)
+            out[:, layer] = bound.max(axis=1) if bound.shape[1] else 0.0
+        return out[0] if single else out
 
     def _slice(self, layer: int) -> slice:
         return slice(int(self.core.offsets[layer]), int(self.core.offsets[layer + 1]))

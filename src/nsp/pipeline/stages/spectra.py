@@ -47,9 +47,10 @@ def transform(args, cfg) -> None:
                     eigenvalues=getattr(fitted, "eigenvalues", None), trace=batch.trace,
                     with_labels=batch.labels is not None, producer=producer(args),
                     parameters={"transform": fitted.type, "options": fitted.get_params()},
-                    weights=batch.weights_sha256)
+                    weights=batch.weights_sha256, noise_floor=hasattr(fitted, "noise_floor"))
             coefficients = fitted.transform(batch.values, device=device)
-            writer.append(coefficients, batch.sample_ids, batch.labels)
+            floor = fitted.noise_floor(batch.values, device=device) if hasattr(fitted, "noise_floor") else None
+            writer.append(coefficients, batch.sample_ids, batch.labels, floor)
             done += coefficients.shape[0]
             log(args, f"{fitted.type}: {done} samples")
     except BaseException as err:

@@ -38,7 +38,8 @@ def summarize(args, cfg) -> None:
                 _same_network(batch, first or batch, path, f"--{kind}")
                 first = first or batch
                 for rows in batch.values.row_blocks(batching.STREAM_BYTES):
-                    series[name].add(_finite(batch.values[rows].astype(np.float64), batch, rows, path, f"--{kind}"))
+                    series[name].add(_finite(batch.values[rows].astype(np.float64), batch, rows, path, f"--{kind}"),
+                                     floor=None if batch.noise_floor is None else batch.noise_floor[rows])
     summary["samples"] = series["activations"].samples
     summary["series"] = list(series)
     for name, stats in series.items():
@@ -60,6 +61,7 @@ def _stats(summary) -> dict:
             out[name] = stats[name].tolist()
     if "magnitude_quantiles" in stats:
         out["quantiles"] = list(statistics.QUANTILES)
+        out["noise_floor"] = summary.floored
     return out
 
 
