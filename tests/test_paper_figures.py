@@ -166,6 +166,8 @@ def test_the_sem_noise_floor_separates_rounding_from_what_a_layer_adds():
     sem = nsp.SemTransform().fit(core)
     c, floor = sem.transform(values), sem.noise_floor(values)
     assert floor.shape == (6, core.n_layers) and (floor[:, 0] == 0).all()
+    assert np.array_equal(sem.noise_floor(values, spectrum=c), floor)
+    assert np.array_equal(sem.noise_floor(values[2], spectrum=c[2]), floor[2])
     layer = {name: slice(core.offsets[i], core.offsets[i + 1]) for i, name in enumerate(core.names)}
     for i, name in enumerate(core.names):
         magnitude = np.abs(c[:, layer[name]])

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from nsp.plotting.figures import new_figure, style
 
@@ -144,6 +145,7 @@ def magnitude_grid(panels: dict, quantiles: Sequence[float], title: str) -> Figu
             ax.set_title(model)
             ax.set_xlabel("layer (input at 0)")
             ax.set_xlim(-0.5, len(names) - 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, which="major", linewidth=0.3)
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
@@ -209,7 +211,11 @@ def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequenc
         for boundary in offsets[shown[shown > 0]]:
             ax.axvline(boundary - 0.5, color="white", linewidth=0.5)
         centres = (offsets[shown] + offsets[shown + 1]) / 2
-        ax.set_xticks(centres, [layer_names[i] for i in shown], rotation=90)
+        labels, last = [], -np.inf
+        for i, centre in zip(shown, centres):      # a name only where it does not overlap the previous one
+            labels.append(layer_names[i] if centre - last >= n / 40 else "")
+            last = centre if labels[-1] else last
+        ax.set_xticks(centres, labels, rotation=90)
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label="|mean| / layer's largest |mean|", shrink=0.9)
     return fig

@@ -96,7 +96,7 @@ class SemTransform(Transform):
             s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
         return s
 
-    def noise_floor(self, s, device=None) -> np.ndarray:
+    def noise_floor(self, s, device=None, spectrum=None) -> np.ndarray:
         """The rounding bound of each layer's coefficients computed from float32 activations ``s``
         (samples, nodes): (samples, layers), 0 for the input layer.
 
@@ -107,12 +107,14 @@ class SemTransform(Transform):
         ``u |s_y| + gamma_(m+1) ((|A| |s|)_y + |c_y|)``, where ``m`` is the layer's fan-in
         (:func:`nsp.graph.weights.fan_in`). The floor of a layer is the largest bound of its nodes; a
         coefficient at or below it cannot be told from 0. Needs the layer-by-layer form (a graph core).
+        ``spectrum``: ``transform(s)`` where already computed (else it is computed again, layer by layer).
         """
         self._checked()
         if self.core is None:
             raise InputError("the noise floor is per layer: fit the sem transform on a graph core, not on a bare "
                              "adjacency matrix")
         s, single = as_batch(s, self.n, "signals")
+        spectrum = None if spectrum is None else as_batch(spectrum, self.n, "spectrum")[0]
         device = torch_device(device)
         magnitude = np.abs(s)
         out = np.zeros((s.shape[0], self.core.n_layers))
@@ -121,7 +123,8 @@ class SemTransform(Transform):
             gamma = k * FLOAT32_ROUNDOFF / (1 - k * FLOAT32_ROUNDOFF)
             part = self._slice(layer)
             spread = incoming(self.core, layer, magnitude, device, absolute=True)
-            added = np.abs(s[:, part] - incoming(self.core, layer, s, device))
+            added = np.abs(s[:, part] - incoming(self.core, layer, s, device) if spectrum is None
+                           else spectrum[:, part])
             bound = FLOAT32_ROUNDOFF * magnitude[:, part] + gamma * (spread + added)
             out[:, layer] = bound.max(axis=1) if bound.shape[1] else 0.0
         return out[0] if single else out

@@ -49,7 +49,8 @@ def transform(args, cfg) -> None:
                     parameters={"transform": fitted.type, "options": fitted.get_params()},
                     weights=batch.weights_sha256, noise_floor=hasattr(fitted, "noise_floor"))
             coefficients = fitted.transform(batch.values, device=device)
-            floor = fitted.noise_floor(batch.values, device=device) if hasattr(fitted, "noise_floor") else None
+            floor = (fitted.noise_floor(batch.values, device=device, spectrum=coefficients)
+                     if hasattr(fitted, "noise_floor") else None)
             writer.append(coefficients, batch.sample_ids, batch.labels, floor)
             done += coefficients.shape[0]
             log(args, f"{fitted.type}: {done} samples")
