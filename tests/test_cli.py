@@ -57,7 +57,7 @@ def test_the_subcommands_are_the_stage_registry_in_its_order(capsys):
     assert places == sorted(places)
     with pytest.raises(SystemExit):
         cli.main(["figures", "--help"])
-    assert "--kind {compaction,magnitude,energy,sparsity,class_means}" in capsys.readouterr().out
+    assert "--kind {compaction,magnitude,training,energy,sparsity,class_means}" in capsys.readouterr().out
 
 
 def test_a_registered_stage_is_a_subcommand(tmp_path, capsys):

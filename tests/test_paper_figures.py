@@ -207,3 +207,27 @@ def test_the_noise_floor_is_stored_with_the_spectra(tmp_path):
             writer.append(values, noise_floor=floor)
         writer.append(values)
     assert storage.read_signals(tmp_path / "t.h5").noise_floor is None
+
+
+def test_class_spread_by_hand():
+    # layer 0: classes (1, 3) and (3, 1): std 1 at each node, mean magnitude 2 -> 0.5; layer 1: equal classes -> 0
+    means = np.array([[1.0, 3.0, 5.0], [3.0, 1.0, 5.0]])
+    assert statistics.class_spread(means, [0, 2, 3]).tolist() == [0.5, 0.0]
+    assert statistics.class_spread(np.zeros((2, 3)), [0, 3]).tolist() == [0.0]
+
+
+def test_trained_and_untrained_models_of_one_network_are_compared(deep_summary):
+    trained = dict(deep_summary, model="mlp", training={"epochs": 8, "test_accuracy": 0.925})
+    untrained = dict(deep_summary, model="mlp_untrained", training={"epochs": 0, "test_accuracy": 0.1})
+    other = dict(deep_summary, model="cnn", layers=["x"] * 100, training={"epochs": 0})   # another network
+    given = dict(deep_summary, model="given")                                               # not trained here
+    groups = paper_figures.training_groups([trained, other, untrained, given])
+    assert list(groups) == ["mlp_untrained vs mlp"] and [m["model"] for m in groups["mlp_untrained vs mlp"]] == \
+        ["mlp_untrained", "mlp"]
+    caption = paper_figures._training_caption([trained, untrained])
+    top = paper_figures.number(np.asarray(trained["standard"]["magnitude_quantiles"])[-1, -1])
+    zeros = paper_figures.number(np.mean(trained["standard"]["zeros_per_layer"]))
+    assert f"- mlp: 8 epochs, test accuracy 0.925: activations" in caption and f"standard {top}, {zeros}" in caption
+    (width, height), smallest = readable(FIGURES["training"].draw([trained, untrained]))
+    assert width <= 7.3 and height <= 9.5 and smallest >= 7
+    assert "No two models" in paper_figures._training_caption([trained, other])

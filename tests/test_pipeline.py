@@ -191,12 +191,12 @@ def test_lint_and_default_dry_run(tmp_path):
     dry = run(folder, "-n", "--quiet", "rules")
     counts = dict(line.split()[:2] for line in (dry.stdout + dry.stderr).splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    # 4 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
-    assert counts["collect_activations"] == "18" and counts["transform"] == "52"
-    assert counts["compute_transformer"] == "16" and counts["train"] == "6" and counts["paper_all_models"] == "2"
-    assert counts["paper_per_model"] == "12" and counts["paper_per_series"] == "22"
-    assert counts["visualize"] == "6" and counts["visualize_spectrum"] == "16"
-    assert counts["class_means"] == "22" and "config_part" not in counts     # parts: written, not jobs
+    # 5 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
+    assert counts["collect_activations"] == "22" and counts["transform"] == "64"
+    assert counts["compute_transformer"] == "19" and counts["train"] == "7" and counts["paper_all_models"] == "3"
+    assert counts["paper_per_model"] == "14" and counts["paper_per_series"] == "26"
+    assert counts["visualize"] == "7" and counts["visualize_spectrum"] == "19"
+    assert counts["class_means"] == "26" and "config_part" not in counts     # parts: written, not jobs
     assert counts["paper_gallery"] == "1"
 
 

@@ -244,3 +244,17 @@ def layer_compaction_per_sample(values, offsets, fraction: float = 0.01) -> np.n
             total = layer.sum(axis=1)
             np.divide(top.sum(axis=1), total, out=out[:, i], where=total > 0)
     return out
+
+
+def class_spread(means, offsets) -> np.ndarray:
+    """How much the classes differ in each layer, on the layer's own scale: the mean over the layer's nodes
+    of the standard deviation of the class means, divided by the mean over its nodes and classes of
+    |class mean| (0 for a layer whose means are all 0). ``means``: (classes, nodes). Returns (layers,)."""
+    m = np.asarray(means, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    out = np.zeros(offsets.size - 1)
+    for i, layer in enumerate(_layers(m, offsets)):
+        if layer.size:
+            scale = np.abs(layer).mean()
+            out[i] = layer.std(axis=0).mean() / scale if scale > 0 else 0.0
+    return out

@@ -131,4 +131,5 @@ def series_of(summary: dict) -> list[str]:
 #: figure kind name -> :class:`FigureKind`: the built-in kinds (:mod:`nsp.pipeline.paper_figures`), then those
 #: plugins add
 FIGURES = Registry("figure kind", tuple(f"nsp.pipeline.paper_figures:{name}" for name in
-                                        ("COMPACTION", "MAGNITUDE", "ENERGY", "SPARSITY", "CLASS_MEANS")))
+                                        ("COMPACTION", "MAGNITUDE", "TRAINING", "ENERGY", "SPARSITY",
+                                         "CLASS_MEANS")))

@@ -12,7 +12,10 @@ a caption is the statistic rounded to three significant digits (:func:`number`).
   own energy in its largest 1% of values.
 - ``sparsity_<model>``: per layer, the share of zeros, of values below the threshold times the layer's own
   largest, and times the sample's largest.
-- ``class_means_<model>_<series>``: the class means, each layer scaled to its own largest |mean|.
+- ``training``: models of one network that differ only in their training (``epochs: 0`` for untrained),
+  the largest |value| and the share of zeros per layer.
+- ``class_means_<model>_<series>``: the class means, each layer scaled to its own largest |mean|, and how
+  much the classes differ in each layer.
 """
 
 from __future__ import annotations
@@ -176,6 +179,61 @@ def _sparsity_caption(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# --- trained against untrained --------------------------------------------------------------------
+
+def training_groups(summaries: list) -> dict:
+    """Models that differ only in their training: trained by the pipeline (their summary has training
+    metrics), with the same layers and node count, for at least two numbers of epochs. ``{"a vs b": [their
+    summaries, from the fewest epochs to the most]}``, in the order the models come."""
+    groups = {}
+    for s in summaries:
+        if isinstance(s.get("training"), dict) and isinstance(s["training"].get("epochs"), int):
+            groups.setdefault((tuple(s["layers"]), s["activations"]["coefficients"]), []).append(s)
+    out = {}
+    for members in groups.values():
+        members = sorted(members, key=lambda s: s["training"]["epochs"])
+        if len({m["training"]["epochs"] for m in members}) >= 2:
+            out[" vs ".join(m["model"] for m in members)] = members
+    return out
+
+
+def _state(summary: dict) -> str:
+    accuracy = summary["training"].get("test_accuracy")
+    shown = f", test accuracy {number(accuracy)}" if isinstance(accuracy, (int, float)) else ""
+    return f"{summary['model']}: {summary['training']['epochs']} epochs{shown}"
+
+
+def _last_and_zeros(summary: dict, name: str) -> tuple:
+    """(largest |value| per layer, share of zeros per layer) of one series."""
+    return np.asarray(summary[name]["magnitude_quantiles"])[:, -1], np.asarray(summary[name]["zeros_per_layer"])
+
+
+def _training(summaries: list):
+    from nsp.plotting import paper
+    groups = {name: (members[0]["layers"],
+                     {_state(m): {s: _last_and_zeros(m, s) for s in series_of(m) if "magnitude_quantiles" in m[s]}
+                      for m in members})
+              for name, members in training_groups(summaries).items()}
+    return paper.training_grid(groups, "Trained against untrained: largest |value| and zeros per layer")
+
+
+def _training_caption(summaries: list) -> str:
+    groups = training_groups(summaries)
+    if not groups:
+        return ("**Trained against untrained.** No two models of the run differ only in their training (the "
+                "same network and dataset, another number of epochs); add one with `epochs: 0` to compare.")
+    lines = ["**Trained against untrained.** Models of the same network that differ only in their training. "
+             "Left: the largest |value| of each layer by depth (log axis); right: the share of zeros per layer "
+             "(at most the noise floor, where known); the most trained solid, the others dashed. For each model, "
+             "per series: the largest |value| at the last layer, and the share of zeros (mean over layers):", ""]
+    for members in groups.values():
+        for m in members:
+            parts = [f"{s} {number(_last_and_zeros(m, s)[0][-1])}, {number(_last_and_zeros(m, s)[1].mean())}"
+                     for s in series_of(m) if "magnitude_quantiles" in m[s]]
+            lines.append(f"- {_state(m)}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 # --- class means ----------------------------------------------------------------------------------
 
 def class_means_layout(means) -> tuple:
@@ -204,15 +262,28 @@ def layer_scales(means) -> tuple:
     return float(tops[lo]), names[lo], float(tops[hi]), names[hi]
 
 
+def spread_extremes(means) -> tuple:
+    """(largest class spread, its layer, smallest, its layer) (:func:`nsp.statistics.class_spread`)."""
+    from nsp.statistics import class_spread
+    offsets, names = class_means_layout(means)
+    spread = class_spread(means.values, offsets)
+    hi, lo = int(np.argmax(spread)), int(np.argmin(spread))
+    return float(spread[hi]), names[hi], float(spread[lo]), names[lo]
+
+
 def _class_means_caption(means, model: str) -> str:
     series = means.transform_type or "activations"
     if not len(means.sample_ids):
         return f"**Class means of {series}, {model}.** The dataset has no labels: no class means."
     lo, where_lo, hi, where_hi = layer_scales(means)
-    return (f"**Class means of {series}, {model}.** The magnitude of the mean of each of "
+    most, where_most, least, where_least = spread_extremes(means)
+    return (f"**Class means of {series}, {model}.** Top: the magnitude of the mean of each of "
             f"{len(means.sample_ids)} classes (rows) at every node (columns, layers marked), each layer divided "
             f"by its own largest |mean| over the classes, so that every layer's pattern is seen whatever its "
-            f"scale. Those largest |means| range from {number(lo)} ({where_lo}) to {number(hi)} ({where_hi}).")
+            f"scale. Those largest |means| range from {number(lo)} ({where_lo}) to {number(hi)} ({where_hi}). "
+            f"Bottom: how much the classes differ in each layer (the standard deviation of the class means, "
+            f"averaged over the layer's nodes, over their mean magnitude): most in {where_most} "
+            f"({number(most)}), least in {where_least} ({number(least)}).")
 
 
 COMPACTION = FigureKind("compaction", _compaction, "summaries", "energy compaction of every model",
@@ -222,5 +293,7 @@ MAGNITUDE = FigureKind("magnitude", _magnitude, "summaries", "largest and median
 ENERGY = FigureKind("energy", _energy, "summary", "energy per layer of one model", _energy_caption)
 SPARSITY = FigureKind("sparsity", _sparsity, "summary", "zeros and sparsity per layer of one model",
                       _sparsity_caption)
+TRAINING = FigureKind("training", _training, "summaries", "trained against untrained models of one network",
+                      _training_caption)
 CLASS_MEANS = FigureKind("class_means", _class_means, "class_means", "the class means of one series of one model",
                          _class_means_caption)

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from nsp.plotting.figures import new_figure, style
+from nsp.statistics import class_spread
 
 #: a double-column figure's width, inches
 DOUBLE = 7.2
@@ -156,6 +157,52 @@ def magnitude_grid(panels: dict, quantiles: Sequence[float], title: str) -> Figu
     return fig
 
 
+#: line styles of the training states compared (the most trained solid, the least dashed)
+STATES = ["--", ":", "-."]
+
+
+def training_grid(groups: dict, title: str) -> Figure:
+    """Trained against untrained: one row per network (``{name: (layer names, {label: {series: (largest
+    |value| per layer, share of zeros per layer)}})}``, labels from the least trained to the most), the
+    largest |value| by depth (log axis) and the share of zeros per layer; series by colour, training state
+    by line style (the most trained solid)."""
+    series = list(dict.fromkeys(s for _, states in groups.values() for state in states.values() for s in state))
+    colour = colours(series)
+    with style(), _text():
+        fig = _page(DOUBLE, 1.1 + 2.3 * max(1, len(groups)))
+        if not groups:
+            fig.text(0.5, 0.5, "no two models differ only in their training: add a model of the same architecture\n"
+                               "and dataset with another number of epochs (epochs: 0 for untrained)", ha="center",
+                     va="center")
+            fig.suptitle(title)
+            return fig
+        axes = fig.subplots(len(groups), 2, squeeze=False)
+        handles = [Line2D([], [], color=colour[s][0], label=s) for s in series]
+        for row, (name, (names, states)) in zip(axes, groups.items()):
+            styles = dict(zip(states, [*STATES[:len(states) - 1], "-"]))
+            x = np.arange(len(names))
+            for label, state in states.items():
+                for s, (top, zeros) in state.items():
+                    top = np.asarray(top, dtype=np.float64)
+                    row[0].plot(x[top > 0], top[top > 0], styles[label], color=colour[s][0], linewidth=1.0)
+                    row[1].plot(x, zeros, styles[label], color=colour[s][0], linewidth=1.0)
+            row[0].set_yscale("log")
+            row[0].set_ylabel("largest |value|")
+            row[1].set_ylabel("share of zeros")
+            row[1].set_ylim(-0.02, 1.02)
+            for ax in row:
+                ax.set_title(name)
+                ax.set_xlabel("layer (input at 0)")
+                ax.set_xlim(-0.5, len(names) - 0.5)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(True, which="major", linewidth=0.3)
+            handles += [Line2D([], [], color="0.3", linestyle=styles[label], label=label) for label in states
+                        if label not in [h.get_label() for h in handles]]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
+        fig.suptitle(title)
+    return fig
+
+
 #: most columns of the class-means image: wider means are shown as the largest value of each of this many
 #: runs of consecutive nodes (a peak is never sampled away)
 MAX_IMAGE_COLUMNS = 4096
@@ -187,8 +234,9 @@ def _binned(magnitude: np.ndarray) -> np.ndarray:
 def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequence[str],
                        title: str = "Mean spectrum per class") -> Figure:
     """|class mean| as an image, each layer scaled to its own largest |mean| (:func:`per_layer_scaled`):
-    one row per class, nodes along x, layer boundaries marked. No classes (a dataset without labels): a
-    figure that says so."""
+    one row per class, nodes along x, layer boundaries marked; below it, how much the classes differ in each
+    layer (:func:`nsp.statistics.class_spread`). No classes (a dataset without labels): a figure that says
+    so."""
     with style(), _text():
         if len(classes) == 0:
             fig = _page(DOUBLE, 1.5)
@@ -197,8 +245,11 @@ def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequenc
             return fig
         image = _binned(per_layer_scaled(means, offsets))
         n = np.shape(means)[1]
-        fig = _page(DOUBLE, 1.9 + 0.22 * len(classes))
-        ax = fig.subplots()
+        fig = _page(DOUBLE, 2.9 + 0.22 * len(classes))
+        ax, low = fig.subplots(2, 1, sharex=True, height_ratios=[max(1.2, 0.22 * len(classes)), 1.0])
+        low.stairs(class_spread(means, offsets), np.asarray(offsets) - 0.5, color=COLOURS[0], linewidth=1.0)
+        low.set_ylabel("class spread")
+        low.grid(True, axis="y", linewidth=0.3)
         im = ax.imshow(image, aspect="auto", cmap="cividis", norm=Normalize(0.0, 1.0), interpolation="none",
                        extent=(-0.5, n - 0.5, len(classes) - 0.5, -0.5), rasterized=True)
         ax.set_yticks(np.arange(len(classes)), [str(c) for c in classes])
@@ -210,14 +261,16 @@ def class_means_figure(classes, means: np.ndarray, offsets, layer_names: Sequenc
             title = f"{title} ({len(shown)} of {len(layer_names)} layers marked)"
         for boundary in offsets[shown[shown > 0]]:
             ax.axvline(boundary - 0.5, color="white", linewidth=0.5)
+            low.axvline(boundary - 0.5, color="0.8", linewidth=0.5)
         centres = (offsets[shown] + offsets[shown + 1]) / 2
         labels, last = [], -np.inf
         for i, centre in zip(shown, centres):      # a name only where it does not overlap the previous one
             labels.append(layer_names[i] if centre - last >= n / 40 else "")
             last = centre if labels[-1] else last
-        ax.set_xticks(centres, labels, rotation=90)
+        low.set_xticks(centres, labels, rotation=90)
+        low.set_xlim(-0.5, n - 0.5)
         ax.set_title(title)
-        fig.colorbar(im, ax=ax, label="|mean| / layer's largest |mean|", shrink=0.9)
+        fig.colorbar(im, ax=[ax, low], label="|mean| / layer's largest |mean|", shrink=0.8)
     return fig
 
 
