@@ -197,9 +197,10 @@ def training_groups(summaries: list) -> dict:
     return out
 
 
-def _state(summary: dict) -> str:
-    accuracy = summary["training"].get("test_accuracy")
-    shown = f", test accuracy {number(accuracy)}" if isinstance(accuracy, (int, float)) else ""
+def _state(summary: dict, accuracy: bool = True) -> str:
+    """A model's training state, as the legend (``accuracy=False``) and the caption name it."""
+    value = summary["training"].get("test_accuracy")
+    shown = f", test accuracy {number(value)}" if accuracy and isinstance(value, (int, float)) else ""
     return f"{summary['model']}: {summary['training']['epochs']} epochs{shown}"
 
 
@@ -211,7 +212,7 @@ def _last_and_zeros(summary: dict, name: str) -> tuple:
 def _training(summaries: list):
     from nsp.plotting import paper
     groups = {name: (members[0]["layers"],
-                     {_state(m): {s: _last_and_zeros(m, s) for s in series_of(m) if "magnitude_quantiles" in m[s]}
+                     {_state(m, accuracy=False): {s: _last_and_zeros(m, s) for s in series_of(m) if "magnitude_quantiles" in m[s]}
                       for m in members})
               for name, members in training_groups(summaries).items()}
     return paper.training_grid(groups, "Trained against untrained: largest |value| and zeros per layer")

@@ -39,9 +39,15 @@ TEXT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsi
 MAX_LAYER_LABELS = 60
 
 
+#: the built-in series keep their colour in every figure; others take the next ones, in order
+FIXED = ("activations", "standard", "sem", "laplacian")
+
+
 def colours(series: Sequence[str]) -> dict:
-    """A colour and a marker for each series name, in order."""
-    return {name: (COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]) for i, name in enumerate(series)}
+    """A colour and a marker for each series name: the built-in series always the same, others in order."""
+    others = [name for name in series if name not in FIXED]
+    index = {**{name: i for i, name in enumerate(FIXED)}, **{name: len(FIXED) + i for i, name in enumerate(others)}}
+    return {name: (COLOURS[index[name] % len(COLOURS)], MARKERS[index[name] % len(MARKERS)]) for name in series}
 
 
 def _page(width: float, height: float) -> Figure:
@@ -198,7 +204,7 @@ def training_grid(groups: dict, title: str) -> Figure:
                 ax.grid(True, which="major", linewidth=0.3)
             handles += [Line2D([], [], color="0.3", linestyle=styles[label], label=label) for label in states
                         if label not in [h.get_label() for h in handles]]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False)
         fig.suptitle(title)
     return fig
 
