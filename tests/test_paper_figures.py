@@ -231,3 +231,13 @@ def test_trained_and_untrained_models_of_one_network_are_compared(deep_summary):
     (width, height), smallest = readable(FIGURES["training"].draw([trained, untrained]))
     assert width <= 7.3 and height <= 9.5 and smallest >= 7
     assert "No two models" in paper_figures._training_caption([trained, other])
+
+
+def test_sample_pages_draw_values_below_the_noise_floor_as_zero():
+    from nsp.plotting import pages
+    from nsp.tracing.table import LayerTable
+    table = LayerTable.build(["input", "conv"], ["input", "conv"], ["", ""], ["", ""], [(2,), (3,)], [[], [0]])
+    values = np.array([[1e-7, 2.0, 3e-7, -0.5, -2e-7]])
+    layers = pages.SampleLayers(values, 0, table, floor=[0.0, 4e-7])
+    assert layers[0].tolist() == [1e-7, 2.0] and layers[1].tolist() == [0.0, -0.5, 0.0]
+    assert pages.SampleLayers(values, 0, table)[1].tolist() == [3e-7, -0.5, -2e-7]

@@ -69,11 +69,13 @@ def select_layers(names: Sequence[str], select: Sequence[str] | None = None, *, 
 class SampleLayers(Sequence):
     """Row ``row`` of a (samples, nodes) matrix cut into its layers (``table``: the LayerTable), each read
     when it is asked for: with the values of an open file (:func:`nsp.storage.signals.open_signals`) a
-    page reads only its layer of the one sample."""
+    page reads only its layer of the one sample. ``floor`` (one value per layer): values at or below it in
+    magnitude are given as 0 (a noise floor, :meth:`nsp.SemTransform.noise_floor`)."""
 
-    def __init__(self, values, row: int, table):
+    def __init__(self, values, row: int, table, floor=None):
         self.values, self.row, self.table = values, int(row), table
         self.offsets = np.asarray(table.offsets, dtype=np.int64)
+        self.floor = None if floor is None else np.asarray(floor, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -83,7 +85,10 @@ class SampleLayers(Sequence):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = range(len(self))[index]
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        return np.asarray(self.values[self.row, start:stop]).reshape(self.table[index].shape)
+        layer = np.asarray(self.values[self.row, start:stop]).reshape(self.table[index].shape)
+        if self.floor is not None:
+            layer = np.where(np.abs(layer) <= self.floor[index], 0.0, layer)
+        return layer
 
 
 def _selection(names, select) -> Selection:
@@ -112,14 +117,18 @@ def pattern_pdf(layers: Sequence[np.ndarray], names: Sequence[str], path, scale:
 
 
 def spectrum_pdf(layers: Sequence[np.ndarray], names: Sequence[str], path, kind: str | None,
-                 eigenvalues=None, scale: str = "layernorm", cmap: str = "RdBu_r", select=None) -> int:
+                 eigenvalues=None, scale: str = "layernorm", cmap: str = "RdBu_r", select=None,
+                 floored: bool = False) -> int:
     """A spectrum of transform ``kind`` in the layer layout, one page per selected layer (``select`` as for
     :func:`pattern_pdf`), and where it has ``eigenvalues`` (Laplacian) a last page of |coefficient| against
-    eigenvalue, over every coefficient. Returns the page count."""
+    eigenvalue, over every coefficient. ``floored``: the layers come with values at or below a noise floor
+    set to 0 (:class:`SampleLayers`), which each page says. Returns the page count."""
     plotting.check_scale(scale)
     plotting.colormap(cmap)
     selection = _selection(names, select)
     note = TRANSFORMS[kind].description if kind in TRANSFORMS else f"{kind or 'standard'} spectrum: coefficient at its node"
+    if floored:
+        note += "; values at or below the layer's noise floor (float32 rounding of the network) drawn as 0"
 
     def figures():
         yield from pattern_pages(layers, names, scale, cmap, note, selection)

@@ -59,8 +59,10 @@ def visualize(args, cfg) -> None:
                               options["scale"], options["cmap"], select=selection)
         for stored, out in spectra:
             if stored.values.shape[1] == stored.layers.n_nodes:
-                pages.spectrum_pdf(pages.SampleLayers(stored.values, index, stored.layers), stored.layers.names, out,
-                                   stored.transform_type, stored.eigenvalues, select=selection)
+                floor = None if stored.noise_floor is None else stored.noise_floor[index]
+                pages.spectrum_pdf(pages.SampleLayers(stored.values, index, stored.layers, floor), stored.layers.names,
+                                   out, stored.transform_type, stored.eigenvalues, select=selection,
+                                   floored=floor is not None)
             else:                      # a partial Laplacian basis: coefficients have no layer layout
                 values = stored.values[index]
                 title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
