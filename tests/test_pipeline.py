@@ -370,6 +370,7 @@ def test_report_with_captions(tiny_runs):
     run(folder, "--report", "report.html")
     html = (folder / "report.html").read_text(errors="replace")
     assert "Summary figures over all samples" in html and "compaction.png" in html
+    assert "one panel per model" in html and "compaction.caption.md" in html     # the kind's text, its caption
 
 
 def test_jobs_find_nsp_without_the_venv_on_path(tmp_path):
