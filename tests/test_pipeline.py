@@ -218,7 +218,7 @@ def test_a_config_file_on_the_command_line_is_the_whole_experiment(tmp_path):
     assert "mine/models/only/weights.npz" in text and "results/" not in text
     default = dict(line.split()[:2] for line in run(folder, "-n").stdout.splitlines()
                    if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert default["train"] == "6"                         # without --configfile: the default experiment
+    assert default["train"] == "7"                         # without --configfile: the default experiment
 
 
 def plan(folder, config) -> dict:
