@@ -113,6 +113,57 @@ class Transform:
         out = self._inverse(c, torch_device(device))
         return out[0] if single else out
 
+    def filter(self, signals, keep, device=None) -> np.ndarray:
+        """The signals synthesised from some of their coefficients only: ``inverse_transform(keep * c)`` with
+        ``c = transform(signals)``; for the causal transforms, ``W (keep * c)``, what the pattern would be
+        with only the kept neurons' innovations.
+
+        ``keep``: a boolean mask over the coefficients, ``(coefficients,)`` or one row per sample; an int
+        ``k``, the ``k`` largest-magnitude coefficients of each sample (ties: the first); or a list of layer
+        names or indices, for a transform whose coefficients are its graph's nodes in layer order
+        (:meth:`layer_offsets`). Keeping everything gives the signals back.
+        """
+        c, single = as_batch(signals, self._checked().n, "signals")
+        c = self.transform(c, device=device)
+        mask = self._keep_mask(keep, c)
+        out = self.inverse_transform(np.where(mask, c, 0.0), device=device)
+        return out[0] if single else out
+
+    def layer_offsets(self) -> tuple | None:
+        """(layer names, offsets) of the coefficients where they are the graph's nodes layer by layer, else
+        None (the default; the causal transforms fitted on a graph core say)."""
+        return None
+
+    def _keep_mask(self, keep, c: np.ndarray) -> np.ndarray:
+        width = c.shape[1]
+        if isinstance(keep, (int, np.integer)) and not isinstance(keep, (bool, np.bool_)):
+            if not 0 <= keep <= width:
+                raise InputError(f"keep={keep}: the number of largest coefficients kept is 0..{width}")
+            mask = np.zeros(c.shape, bool)
+            top = np.argsort(-np.abs(c), axis=1, kind="stable")[:, :int(keep)]
+            np.put_along_axis(mask, top, True, axis=1)
+            return mask
+        if isinstance(keep, (list, tuple)) and all(isinstance(x, (str, int, np.integer)) for x in keep):
+            layout = self.layer_offsets()
+            if layout is None:
+                raise InputError(f"keep={list(keep)!r}: this {self.type} transform does not know its layers; give "
+                                 f"a boolean mask over its {width} coefficients or a number of coefficients")
+            names, offsets = layout
+            mask = np.zeros(width, bool)
+            for layer in keep:
+                if isinstance(layer, str) and layer not in names:
+                    raise InputError(f"keep: no layer {layer!r}; layers: {', '.join(map(str, names))}")
+                i = names.index(layer) if isinstance(layer, str) else int(layer)
+                if not 0 <= i < len(names):
+                    raise InputError(f"keep: layer index {i} outside 0..{len(names) - 1}")
+                mask[offsets[i]:offsets[i + 1]] = True
+            return np.broadcast_to(mask, c.shape)
+        mask = np.asarray(keep)
+        if mask.dtype != bool or mask.shape not in ((width,), c.shape):
+            raise InputError(f"keep must be a boolean mask of shape ({width},) or {c.shape}, a number of "
+                             f"coefficients or a list of layers; got {mask.dtype} of shape {mask.shape}")
+        return np.broadcast_to(mask, c.shape)
+
     def summary(self) -> str:
         """One line on how the transform was fitted (for logs)."""
         return f"{self.n_coefficients:,} coefficients"

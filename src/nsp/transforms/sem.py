@@ -129,5 +129,8 @@ class SemTransform(Transform):
             out[:, layer] = bound.max(axis=1) if bound.shape[1] else 0.0
         return out[0] if single else out
 
+    def layer_offsets(self):
+        return None if self.core is None else (list(self.core.names), [int(o) for o in self.core.offsets])
+
     def _slice(self, layer: int) -> slice:
         return slice(int(self.core.offsets[layer]), int(self.core.offsets[layer + 1]))

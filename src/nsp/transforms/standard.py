@@ -96,6 +96,10 @@ class StandardTransform(Transform):
     def factored(self) -> bool:
         return self.closure is not None
 
+    def layer_offsets(self):
+        """The factored closure's layers (an explicit fit keeps no layer names: None)."""
+        return None if self.closure is None else (list(self.closure.names), [int(o) for o in self.closure.offsets])
+
     @property
     def fitted(self) -> bool:
         return self._zeta is not None or self.closure is not None
