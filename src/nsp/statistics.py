@@ -208,13 +208,7 @@ def magnitude_quantiles_per_sample(values, offsets, quantiles=QUANTILES) -> np.n
 def zeros_per_sample(values, offsets, floor=0.0) -> np.ndarray:
     """Share of each layer's values that are zero, |value| <= ``floor`` (0: exact zeros; a scalar, or one
     floor per layer, or per sample and layer): (samples, layers)."""
-    x = np.abs(_rows(values))
-    floor = np.broadcast_to(np.asarray(floor, dtype=np.float64), (x.shape[0], np.size(offsets) - 1))
-    out = np.zeros(floor.shape)
-    for i, layer in enumerate(_layers(x, offsets)):
-        if layer.shape[1]:
-            out[:, i] = (layer <= floor[:, i:i + 1]).mean(axis=1)
-    return out
+    return layer_sparsity_per_sample(values, offsets, 0.0, floor)       # no share of the layer's max: the floor
 
 
 def layer_sparsity_per_sample(values, offsets, threshold: float = 1e-3, floor=0.0) -> np.ndarray:

@@ -124,13 +124,18 @@ def _energy(summary: dict):
                                 False)], "Energy per layer")
 
 
-def extremes(summary: dict, name: str, key: str) -> tuple:
-    """(largest value, its layer, smallest non-zero value, its layer) of a per-layer statistic."""
-    v = np.asarray(summary[name][key], dtype=np.float64)
+def _largest_and_smallest(values, names) -> tuple:
+    """(largest value, its layer, smallest non-zero value, its layer) of one value per layer."""
+    v = np.asarray(values, dtype=np.float64)
     hi = int(np.argmax(v))
     positive = np.flatnonzero(v > 0)
     lo = int(positive[np.argmin(v[positive])]) if positive.size else hi
-    return float(v[hi]), summary["layers"][hi], float(v[lo]), summary["layers"][lo]
+    return float(v[hi]), names[hi], float(v[lo]), names[lo]
+
+
+def extremes(summary: dict, name: str, key: str) -> tuple:
+    """(largest value, its layer, smallest non-zero value, its layer) of a per-layer statistic."""
+    return _largest_and_smallest(summary[name][key], summary["layers"])
 
 
 def _energy_caption(summary: dict) -> str:
@@ -255,12 +260,10 @@ def _class_means(means, model: str):
 def layer_scales(means) -> tuple:
     """(smallest non-zero, its layer, largest, its layer) of each layer's largest |class mean|."""
     offsets, names = class_means_layout(means)
-    tops = np.array([np.abs(means.values[:, a:b]).max() if b > a and len(means.values) else 0.0
-                     for a, b in zip(offsets[:-1], offsets[1:])])
-    hi = int(np.argmax(tops))
-    positive = np.flatnonzero(tops > 0)
-    lo = int(positive[np.argmin(tops[positive])]) if positive.size else hi
-    return float(tops[lo]), names[lo], float(tops[hi]), names[hi]
+    tops = [np.abs(means.values[:, a:b]).max() if b > a and len(means.values) else 0.0
+            for a, b in zip(offsets[:-1], offsets[1:])]
+    hi, where_hi, lo, where_lo = _largest_and_smallest(tops, names)
+    return lo, where_lo, hi, where_hi
 
 
 def spread_extremes(means) -> tuple:

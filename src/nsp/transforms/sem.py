@@ -114,8 +114,8 @@ class SemTransform(Transform):
             raise InputError("the noise floor is per layer: fit the sem transform on a graph core, not on a bare "
                              "adjacency matrix")
         s, single = as_batch(s, self.n, "signals")
-        spectrum = None if spectrum is None else as_batch(spectrum, self.n, "spectrum")[0]
         device = torch_device(device)
+        spectrum = self._transform(s, device) if spectrum is None else as_batch(spectrum, self.n, "spectrum")[0]
         magnitude = np.abs(s)
         out = np.zeros((s.shape[0], self.core.n_layers))
         for layer in range(1, self.core.n_layers):
@@ -123,8 +123,7 @@ class SemTransform(Transform):
             gamma = k * FLOAT32_ROUNDOFF / (1 - k * FLOAT32_ROUNDOFF)
             part = self._slice(layer)
             spread = incoming(self.core, layer, magnitude, device, absolute=True)
-            added = np.abs(s[:, part] - incoming(self.core, layer, s, device) if spectrum is None
-                           else spectrum[:, part])
+            added = np.abs(spectrum[:, part])
             bound = FLOAT32_ROUNDOFF * magnitude[:, part] + gamma * (spread + added)
             out[:, layer] = bound.max(axis=1) if bound.shape[1] else 0.0
         return out[0] if single else out
