@@ -84,7 +84,7 @@ def test_bad_keep_arguments_name_what_is_accepted(fitted):
                                          rf"got float64 of shape \(3,\)"):
         sem.filter(s, np.ones(3))
     explicit = nsp.StandardTransform("explicit").fit(sp.csr_matrix(np.array([[0, 0], [1, 0]])))
-    with pytest.raises(InputError, match=r"does not know its layers; give a boolean mask over its 2 coefficients"):
+    with pytest.raises(InputError, match=r"keep=\['input'\]: this standard transform does not know its graph.s layers \(fit it on a graph core\)"):
         explicit.filter(np.ones((1, 2)), ["input"])
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import nsp
-from nsp.graph.weights import incoming
+from nsp.graph.weights import incoming, outgoing
 from nsp.operations import part_edges
 from nsp.transforms.sem import SemTransform
 
@@ -112,6 +112,20 @@ def _affine_reference(core, rec, s, layer, rng):
     return fs - zero, scale
 
 
+def _transposed_edge_sums(core, y):
+    """``A^T y`` and ``|A|^T |y|`` from each block's edge list, the reference of the backward pass."""
+    out, bound = np.zeros_like(y), np.zeros_like(y)
+    for layer in range(1, core.n_layers):
+        lo = core.offsets[layer]
+        for (parent, block), (part, in_shape, out_shape) in zip(core.blocks[layer], core.linear[layer]):
+            rows, cols, values = part_edges(part, block, in_shape, out_shape)
+            size = core.offsets[parent + 1] - core.offsets[parent]
+            out[core.offsets[parent]:core.offsets[parent] + size] += np.bincount(cols, values * y[lo + rows], size)
+            bound[core.offsets[parent]:core.offsets[parent] + size] += np.bincount(
+                cols, np.abs(values * y[lo + rows]), size)
+    return out, bound
+
+
 def _edge_sums(core, s):
     """``A s`` and ``|A| |s|`` from each block's edge list (``part_edges``), one layer at a time."""
     As, absAs = np.zeros_like(s), np.zeros_like(s)
@@ -145,6 +159,14 @@ def test_sem_against_edges_and_the_operations(arch, options, size, trace, limite
         assert np.abs(got - jvp).max(initial=0) <= 1e-10 * scale, (layer, core.names[layer], core.kinds[layer])
         checked += 1
     assert checked >= 3 or trace == "children"
+    # the backward pass (contributions): every layer's transposed parts against the transposed edge list
+    y = np.random.default_rng(1).standard_normal(core.n_nodes)
+    back = np.zeros_like(y)
+    for layer in range(1, core.n_layers):
+        for parent, part in outgoing(core, layer, y[None, core.offsets[layer]:core.offsets[layer + 1]]):
+            back[core.offsets[parent]:core.offsets[parent + 1]] += part[0]
+    expected, bound = _transposed_edge_sums(core, y)
+    assert np.all(np.abs(back - expected) <= 1e-12 * bound + 1e-300)
     # the inverse undoes the transform where the linear propagation is well conditioned: the error of
     # forward substitution grows with the products of the layers' weights (docs/transforms.md)
     back = sem.inverse_transform(c)

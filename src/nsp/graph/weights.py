@@ -2,8 +2,8 @@
 
 Each operation kind derives its linear part (:mod:`nsp.operations`); here
 they are put together: :func:`incoming` applies a layer's parts to a batch
-of signals (the sem transform), :func:`weighted_adjacency` lists them as one
-float64 CSR matrix.
+of signals (the sem transform), :func:`outgoing` their transposes (backward
+passes), :func:`weighted_adjacency` lists them as one float64 CSR matrix.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def incoming(core, layer: int, s: np.ndarray, device=None, absolute: bool = Fals
                                           for k, v in part.arrays.items()}, part.params)
         total += apply_part(part, block, s[:, offsets[parent]:offsets[parent + 1]], in_shape, out_shape, device)
     return total
+
+
+def outgoing(core, layer: int, y: np.ndarray, device=None, at: np.ndarray | None = None) -> list:
+    """The transposed layer: ``[(p, A[layer, p]^T y)]`` for each parent layer ``p`` of ``layer`` and a batch
+    ``y`` of shape (B, size of the layer): what the layer's weights pass back to each parent (a backward
+    pass through ``W = (I - A)^-1`` runs it from the last layer down). ``at``: signals (B, nodes) at which
+    max pooling picks its winners (default: the recorded ones)."""
+    from nsp.operations import apply_part_transposed
+    offsets = core.offsets
+    return [(parent, apply_part_transposed(part, block, y, in_shape, out_shape, device,
+                                           None if at is None else at[:, offsets[parent]:offsets[parent + 1]]))
+            for (parent, block), (part, in_shape, out_shape) in zip(core.blocks[layer], core.linear[layer])]
 
 
 def fan_in(core, layer: int) -> int:

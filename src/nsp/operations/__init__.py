@@ -13,7 +13,7 @@ geometry shared by convolution and pooling.
 from nsp._lazy import exports
 
 _NAMES = ["JACOBIAN_LIMIT", "OPERATIONS", "ConnectivityError", "EdgeWeightError", "LinearPart", "Op",
-          "OperationKind", "apply_part", "blocks_for", "classify_function", "classify_method", "classify_module",
+          "OperationKind", "apply_part", "apply_part_transposed", "blocks_for", "classify_function", "classify_method", "classify_module",
           "function_name", "linear_parts", "part_edges", "register"]
 __getattr__, __dir__ = exports(__name__, dict.fromkeys(_NAMES, "nsp.operations.base"))
 

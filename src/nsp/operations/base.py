@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from nsp.operations.blocks import Kron
+from nsp.operations.blocks import Coo, Kron
 from nsp.operations.mode_products import Backend, apply_term
 from nsp.errors import ConnectivityError, EdgeWeightError
 from nsp.registry import Registry
@@ -126,6 +126,9 @@ class OperationKind:
     positional: bool = False
     pieces: tuple = ()
     part_kinds: tuple = ()
+    #: True where ``apply_part`` is only piecewise linear in its input (it picks, per sample, which edges
+    #: count: max pooling); the recorded edge list is the part's linearisation at the recorded input
+    piecewise: bool = False
 
     # -- recognising calls: parameters, or None when the call is not of this kind ------------
 
@@ -281,6 +284,55 @@ def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shap
         else:                                                  # the batch axis was moved: one sample at a time
             y = torch.stack([owner.apply_part(part, row.reshape(tuple(in_shape))).reshape(-1) for row in t])
     return y.cpu().numpy()
+
+
+def apply_part_transposed(part: LinearPart, block, y: np.ndarray, in_shape: tuple, out_shape: tuple,
+                          device=None, at: np.ndarray | None = None) -> np.ndarray:
+    """The transposed part, ``A[L, p]^T y`` for a batch ``y`` of shape (B, size of the layer): what each
+    parent neuron passes on to the layer's neurons weighted by ``y`` (backward passes, contributions).
+
+    A ``rows`` part is the transposed block after the row scales; every other part is the gradient of its
+    own ``apply_part`` taken by torch's autograd, so a kind needs no transposed code of its own. A kind
+    whose ``apply_part`` is only piecewise linear (``piecewise``: max pooling, which takes each sample's
+    own winners) is linearised at ``at`` (B, size of the parent: the parent's values of each row's sample)
+    or, without ``at``, taken as its recorded edge list. Returns (B, size of the parent), float64.
+    """
+    batch = y.shape[0]
+    if part.kind == "rows":
+        scaled = (y.reshape((batch,) + tuple(out_shape)) * part.arrays["r"]).reshape(batch, -1)
+        return block_product(transposed(block), scaled, device)
+    owner = _part_owner(part)
+    if owner.piecewise and at is None:
+        rows, cols, values = owner.part_edges(part, in_shape, out_shape)
+        matrix = sp.csr_matrix((values, (cols, rows)), shape=(prod(in_shape), prod(out_shape)))
+        return np.asarray((matrix @ y.T).T)
+    import torch
+    g = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
+    g = g.to(device) if device is not None else g
+    points = torch.zeros((batch, prod(in_shape)), dtype=torch.float64) if at is None else \
+        torch.from_numpy(np.ascontiguousarray(at, dtype=np.float64))
+    points = points.to(g.device)
+    stacked = len(in_shape) and in_shape[0] == 1               # samples stacked on the batch axis
+    shape = (batch,) + tuple(in_shape[1:]) if stacked else tuple(in_shape)
+    pairs = [(points.reshape(shape), g)] if stacked else \
+        [(x.reshape(shape), row) for x, row in zip(points, g)]  # the batch axis was moved: a sample at a time
+    grads = []
+    with torch.enable_grad():
+        for x, cotangent in pairs:
+            x = x.clone().requires_grad_(True)
+            out = owner.apply_part(part, x)
+            grad, = torch.autograd.grad(out, x, cotangent.reshape(out.shape), allow_unused=True)
+            grads.append((torch.zeros_like(x) if grad is None else grad).reshape(-1 if not stacked else (batch, -1)))
+    out = grads[0] if stacked else torch.stack(grads)
+    return out.detach().cpu().numpy()
+
+
+def transposed(block):
+    """The block with inputs as rows (a :class:`Kron` transposes its factors, a :class:`Coo` its coordinates)."""
+    if isinstance(block, Kron):
+        return block.T
+    rows, cols = block.coo()
+    return Coo(cols, rows, (block.shape[1], block.shape[0]))
 
 
 def part_edges(part: LinearPart, block, in_shape: tuple, out_shape: tuple) -> tuple:

@@ -59,6 +59,7 @@ class _Pool(OperationKind):
 
 class _Max(_Pool):
     part_kinds = ("max",)
+    piecewise = True
     adaptive = False
 
     def blocks(self, op, inputs, incl, limit):

@@ -21,9 +21,13 @@ import inspect
 
 import numpy as np
 
+from nsp import memory
 from nsp.devices import torch_device
 from nsp.errors import InputError, NotFittedError, RegistryError
 from nsp.registry import Registry
+
+#: entries of closure rows held at once by ``contributions`` (samples are taken in chunks of this size)
+CHUNK = 1 << 25
 
 #: the built-in transforms, in their order
 BUILT_IN = ("nsp.transforms.standard:StandardTransform", "nsp.transforms.laplacian:LaplacianTransform",
@@ -129,6 +133,70 @@ class Transform:
         out = self.inverse_transform(np.where(mask, c, 0.0), device=device)
         return out[0] if single else out
 
+    def contributions(self, signals, targets, per_layer: bool = False, device=None) -> np.ndarray:
+        """How much each node's coefficient adds to each target node: ``W[y, x] * c_x`` for the synthesis
+        ``s = W c`` of a causal transform, shape (samples, targets, nodes) (or (targets, nodes) for one
+        signal). Summed over the nodes it gives ``signals[:, targets]`` (completeness: exactly where the
+        coefficients are exact, to rounding otherwise).
+
+        ``targets``: a node index, a list of them, or a layer name (all its nodes, e.g. the logits).
+        ``per_layer``: sum each layer's nodes instead, (samples, targets, layers) in the order of
+        :meth:`layer_offsets` (which layers' causes made the target). The rows of ``W`` come from one
+        backward pass per target (:meth:`closure_rows`); ``W`` itself is never formed.
+        """
+        s, single = as_batch(signals, self._checked().n, "signals")
+        index = self._targets(targets)
+        offsets = self._layout("per_layer=True")[1] if per_layer else None
+        width = len(offsets) - 1 if per_layer else self.n
+        memory.check(8 * (s.shape[0] * index.size * width + 2 * CHUNK + 2 * s.size),
+                     f"contributions of {s.shape[0]:,} samples to {index.size:,} targets over {width:,} "
+                     f"{'layers' if per_layer else 'nodes'}",
+                     "Ask for fewer samples or targets at once, or for per_layer=True.")
+        c = self.transform(s, device=device)
+        out = np.empty((s.shape[0], index.size, width))
+        step = max(1, CHUNK // (index.size * self.n))
+        for a in range(0, s.shape[0], step):
+            rows = self.closure_rows(index, device, at=s[a:a + step])          # (samples, targets, nodes)
+            shares = rows * c[a:a + step, None, :]
+            if per_layer:
+                for layer, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+                    out[a:a + step, :, layer] = shares[:, :, lo:hi].sum(axis=2)
+            else:
+                out[a:a + step] = shares
+        return out[0] if single else out
+
+    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+        """Rows ``W[targets, :]`` of the synthesis matrix (``s = W c``), shape (targets, nodes), computed by
+        one backward pass per target; implemented by the causal transforms. ``at``: signals (samples, nodes)
+        where ``W`` depends on the signal (max pooling in sem); the rows are then (samples, targets, nodes)."""
+        raise InputError(f"the {self.type} transform has no causal synthesis s = W c with coefficients at the "
+                         f"nodes; contributions and closure rows need a causal transform (standard, sem, "
+                         f"influence)")
+
+    def _targets(self, targets) -> np.ndarray:
+        n = self.n
+        if isinstance(targets, str):
+            names, offsets = self._layout(f"targets={targets!r}")
+            if targets not in names:
+                raise InputError(f"targets: no layer {targets!r}; layers: {', '.join(map(str, names))}")
+            i = names.index(targets)
+            return np.arange(offsets[i], offsets[i + 1])
+        index = np.atleast_1d(np.asarray(targets))
+        if index.ndim != 1 or index.size == 0 or index.dtype.kind not in "iu":
+            raise InputError(f"targets must be a node index, a non-empty list of node indices or a layer name; "
+                             f"got {targets!r}")
+        if index.min() < 0 or index.max() >= n:
+            raise InputError(f"targets: node {int(index.min() if index.min() < 0 else index.max())} outside "
+                             f"0..{n - 1}")
+        return index.astype(np.int64)
+
+    def _layout(self, what: str) -> tuple:
+        layout = self.layer_offsets()
+        if layout is None:
+            raise InputError(f"{what}: this {self.type} transform does not know its graph's layers (fit it on a "
+                             f"graph core)")
+        return layout
+
     def layer_offsets(self) -> tuple | None:
         """(layer names, offsets) of the coefficients where they are the graph's nodes layer by layer, else
         None (the default; the causal transforms fitted on a graph core say)."""
@@ -144,11 +212,7 @@ class Transform:
             np.put_along_axis(mask, top, True, axis=1)
             return mask
         if isinstance(keep, (list, tuple)) and all(isinstance(x, (str, int, np.integer)) for x in keep):
-            layout = self.layer_offsets()
-            if layout is None:
-                raise InputError(f"keep={list(keep)!r}: this {self.type} transform does not know its layers; give "
-                                 f"a boolean mask over its {width} coefficients or a number of coefficients")
-            names, offsets = layout
+            names, offsets = self._layout(f"keep={list(keep)!r}")
             mask = np.zeros(width, bool)
             for layer in keep:
                 if isinstance(layer, str) and layer not in names:

@@ -29,7 +29,7 @@ from nsp.operations.blocks import Kron
 from nsp.operations.kronecker import KroneckerError, signed_terms, term_dense, term_matmul, term_nnz, union_add
 from nsp.operations.mode_products import Backend, Moduli, apply_term, fan_in
 
-__all__ = ["TERM_LIMIT", "FactoredClosure", "closure_unions", "run", "NotFactorable"]
+__all__ = ["TERM_LIMIT", "FactoredClosure", "closure_rows", "closure_unions", "run", "NotFactorable"]
 
 
 #: Most signed terms one closure block may need after inclusion–exclusion.
@@ -159,6 +159,29 @@ class FactoredClosure:
         out = sp.csr_matrix(sp.vstack(slabs, format="csr"), dtype=np.int8)
         out.eliminate_zeros()
         return out
+
+
+def closure_rows(closure: FactoredClosure, targets: np.ndarray) -> np.ndarray:
+    """Rows ``Z[targets, :]`` of the zeta matrix (targets, nodes), float64, from the factors: the row of a
+    Kronecker term at the multi-index ``(i_1, ..., i_K)`` is the Kronecker product of its factors' rows
+    ``i_k``, and a closure block's row is the signed sum of its terms' rows."""
+    out = np.zeros((len(targets), closure.n_nodes))
+    layers = np.searchsorted(closure.offsets, targets, side="right") - 1
+    for row, (node, L) in enumerate(zip(targets, layers)):
+        out[row, node] = 1.0
+        if not closure.signed[L]:
+            continue
+        entry = int(np.flatnonzero(closure.positions(L) == node - closure.offsets[L])[0])
+        index = np.unravel_index(entry, closure.axes[L])
+        for l, terms in closure.signed[L]:
+            total = 0
+            for coef, term in terms:
+                part = np.ones(1)
+                for factor, i in zip(term, index):
+                    part = np.kron(part, factor.csr()[int(i)].toarray().ravel())
+                total = total + coef * part
+            out[row, closure.offsets[l] + closure.positions(l)] = total
+    return out
 
 
 def closure_unions(core) -> tuple[list, list, list]:

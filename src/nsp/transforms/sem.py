@@ -28,7 +28,7 @@ from scipy.sparse.linalg import spsolve_triangular
 from nsp.errors import InputError
 from nsp.graph.core import GraphCore
 from nsp.devices import torch_device
-from nsp.graph.weights import fan_in, incoming
+from nsp.graph.weights import fan_in, incoming, outgoing
 from nsp.transforms.base import Transform, as_batch
 
 #: float32's unit roundoff, 2^-24: the largest relative error of one rounding to float32
@@ -95,6 +95,32 @@ class SemTransform(Transform):
         for layer in range(1, self.core.n_layers):
             s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
         return s
+
+    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+        """Rows ``W[targets, :]`` of ``W = (I - A)^-1``: ``w = e_y + A^T w`` solved from the last layer down,
+        each layer's transposed linear parts applied once for all targets (:func:`nsp.graph.weights.outgoing`).
+        ``at``: signals (samples, nodes); max pooling then passes back to each sample's own winners, as the
+        transform takes them, and the rows are per sample, (samples, targets, nodes)."""
+        index = self._targets(targets)
+        if self.adjacency is not None:
+            system = sp.csr_matrix((sp.identity(self.n) - self.adjacency).T)
+            unit = np.zeros((self.n, index.size))
+            unit[index, np.arange(index.size)] = 1.0
+            rows = np.asarray(spsolve_triangular(system, unit, lower=False)).T.reshape(index.size, self.n)
+            return rows if at is None else np.broadcast_to(rows, (len(at),) + rows.shape)
+        device = torch_device(device)
+        batch = 1 if at is None else len(at)
+        w = np.zeros((batch, index.size, self.n))
+        w[:, np.arange(index.size), index] = 1.0
+        w = w.reshape(batch * index.size, self.n)
+        points = None if at is None else np.repeat(as_batch(at, self.n, "at")[0], index.size, axis=0)
+        for layer in range(self.core.n_layers - 1, 0, -1):
+            y = w[:, self._slice(layer)]
+            if not y.any():                 # no target at or after this layer reads it
+                continue
+            for parent, back in outgoing(self.core, layer, y, device, points):
+                w[:, self._slice(parent)] += back
+        return w if at is None else w.reshape(batch, index.size, self.n)
 
     def noise_floor(self, s, device=None, spectrum=None) -> np.ndarray:
         """The rounding bound of each layer's coefficients computed from float32 activations ``s``

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from nsp.errors import InputError
 from nsp.graph.core import GraphCore
 from nsp.transforms.base import Transform
-from nsp.transforms.factored import FactoredClosure, NotFactorable, run
+from nsp.transforms.factored import FactoredClosure, NotFactorable, closure_rows, run
 from nsp.transforms import exact
 from nsp.transforms.zeta import (FLOAT64_EXACT, generation_blocks, level_order, off_diagonal, row_bounds, substitute,
                                 zeta_mobius)
@@ -91,14 +91,28 @@ class StandardTransform(Transform):
         self._zeta = None
         self._mobius = None
         self._levels = None
+        self._layers = None
 
     @property
     def factored(self) -> bool:
         return self.closure is not None
 
     def layer_offsets(self):
-        """The factored closure's layers (an explicit fit keeps no layer names: None)."""
-        return None if self.closure is None else (list(self.closure.names), [int(o) for o in self.closure.offsets])
+        """The graph's layers where it was fitted on a graph core (a bare adjacency has none: None)."""
+        if self.closure is not None:
+            return list(self.closure.names), [int(o) for o in self.closure.offsets]
+        return self._layers
+
+    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+        """Rows ``Z[targets, :]`` of the zeta matrix (1 at each target's ancestors and itself), float64: from
+        the Kronecker factors' rows on the factored path, else from the explicit matrix. They do not depend
+        on the signal: with ``at`` (samples, nodes) the rows are repeated per sample (a read-only view)."""
+        index = self._targets(targets)
+        if self.closure is not None:
+            rows = closure_rows(self.closure, index)
+        else:
+            rows = self.zeta[index].toarray().astype(np.float64)
+        return rows if at is None else np.broadcast_to(rows, (len(at),) + rows.shape)
 
     @property
     def fitted(self) -> bool:
@@ -106,6 +120,7 @@ class StandardTransform(Transform):
 
     def fit(self, graph) -> "StandardTransform":
         self.closure, self.reason, self._zeta, self._mobius, self._levels = None, None, None, None, None
+        self._layers = None
         mobius = self.precision == "float"
         if not isinstance(graph, GraphCore):
             if self.method == "factored":
@@ -114,6 +129,7 @@ class StandardTransform(Transform):
             self.reason = "fitted on an adjacency matrix, which has no layers"
             self._set(*zeta_mobius(graph, mobius=mobius))
             return self
+        self._layers = (list(graph.names), [int(o) for o in graph.offsets])
         if self.method == "explicit":
             self.reason = "method='explicit' was asked for"
         else:
