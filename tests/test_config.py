@@ -37,7 +37,7 @@ def test_defaults_are_filled():
     (with_model(epoch=3), "config key models.m: Additional properties are not allowed ('epoch' was unexpected)"),
     (with_model(trace="graph"), "config key models.m.trace: 'graph' is not one of ['children', 'ops']"),
     ({**BASE, "shard_size": 0}, "config key shard_size: 0 is less than the minimum of 1"),
-    ({**BASE, "transforms": {"fourier": {}}}, "config key transforms.fourier: unknown transform; accepted: laplacian, sem, standard"),
+    ({**BASE, "transforms": {"fourier": {}}}, "config key transforms.fourier: unknown transform; accepted: influence, laplacian, sem, standard"),
     ({k: v for k, v in BASE.items() if k != "models"}, "config key (top level): 'models' is a required property"),
     ({**BASE, "models": {"m": {"architecture": "digits_mlp", "dataset": "mnist"}}},
      "config key models.m.dataset: 'mnist' is not a dataset of this config (defined: digits)"),
@@ -45,7 +45,7 @@ def test_defaults_are_filled():
     (with_model(architecture="mymodule:Net"), "config key models.m: a user model (mymodule:Net) needs weights and input_shape"),
     (with_model(transforms=["laplacian"]),
      "config key models.m.transforms: 'laplacian' is not configured under transforms (configured: standard)"),
-    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['laplacian', 'sem', 'standard']"),
+    (with_model(transforms=["fourier"]), "config key models.m.transforms.0: 'fourier' is not one of ['influence', 'laplacian', 'sem', 'standard']"),
     (with_model(layers=["fc*"]), "config key models.m.layers: only these layers' activations are stored, but the "
                                  "model runs the transforms standard, which need every node; set models.m.transforms: "
                                  "[] (statistics and pages of the stored layers only), or remove models.m.layers to "

@@ -78,7 +78,7 @@ def test_operation_kind_recipe(load_recipe, trace):
 
 def test_transform_recipe(load_recipe, tmp_path):
     load_recipe("transform")
-    assert list(TRANSFORMS) == ["standard", "laplacian", "sem", "scaled"]
+    assert list(TRANSFORMS) == ["standard", "laplacian", "sem", "influence", "scaled"]
     acts = nsp.Activations(zoo.ToyNet(), torch.rand(1, 1, 4, 4))
     graph = nsp.NNGraph(acts)
     spectrum = graph.transform(acts, type="scaled")

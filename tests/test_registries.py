@@ -187,7 +187,7 @@ def test_unknown_kinds_and_versions_are_clear_errors(extension, tmp_path):
     config = {"datasets": {"d": {"source": "sklearn-digits"}},
               "models": {"m": {"architecture": "digits_mlp", "dataset": "d"}}, "transforms": {"scaled2": {}}}
     with pytest.raises(nsp.pipeline.config.ConfigError,
-                       match="config key transforms.scaled2: unknown transform; accepted: laplacian, scaled, "
+                       match="config key transforms.scaled2: unknown transform; accepted: influence, laplacian, scaled, "
                              "sem, standard"):
         nsp.pipeline.config.validate(config)
     config["transforms"] = {"scaled": {"factor": "big"}}
@@ -302,7 +302,7 @@ def test_registries_fill_in_their_fixed_order_whatever_was_imported_first(first)
     out = _python(code)
     assert out.returncode == 0, out.stderr
     transforms, operations = out.stdout.split()
-    assert transforms == "standard,laplacian,sem"
+    assert transforms == "standard,laplacian,sem,influence"
     assert operations == ("conv,maxpool,avgpool,adaptive_avgpool,adaptive_maxpool,linear,matmul,einsum,attention,"
                           "multihead_attention,reshape,unfold,fold,gather,elementwise,reduce,cat,stack,recurrent,"
                           "interpolate,jacobian")
@@ -370,7 +370,7 @@ def test_an_installed_plugin_is_loaded_when_a_registry_is_first_read(tmp_path):
     path = _install(tmp_path, PLUGIN + "\nregister_transform(Doubled)\n")
     out = _python("import nsp\nprint(','.join(nsp.TRANSFORMS))", path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "standard,laplacian,sem,doubled"
+    assert out.stdout.strip() == "standard,laplacian,sem,influence,doubled"
 
 
 def test_a_broken_installed_plugin_is_named(tmp_path):

@@ -196,7 +196,7 @@ def test_errors():
         SemTransform().transform([1.0, 2.0])
     with pytest.raises(ValueError, match="signals must have shape"):
         SemTransform().fit(np.zeros((2, 2))).transform([1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="unknown transform type 'sum'; accepted: laplacian, sem, standard"):
+    with pytest.raises(ValueError, match="unknown transform type 'sum'; accepted: influence, laplacian, sem, standard"):
         nsp.make_transform("sum")
 
 

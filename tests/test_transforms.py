@@ -308,7 +308,7 @@ def test_unknown_type_lists_accepted():
     graph = nsp.NNGraph(nsp.Activations(ToyNet(), README_INPUT))
     for call in (lambda: graph.get_transformer("fourier"), lambda: nsp.make_transform("fourier"),
                  lambda: graph.transform(nsp.Activations(ToyNet(), README_INPUT), type="fourier")):
-        with pytest.raises(ValueError, match="unknown transform type 'fourier'; accepted: laplacian, sem, standard"):
+        with pytest.raises(ValueError, match="unknown transform type 'fourier'; accepted: influence, laplacian, sem, standard"):
             call()
 
 

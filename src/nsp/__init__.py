@@ -19,8 +19,8 @@ __getattr__, __dir__ = exports(__name__, {
     **dict.fromkeys(["TRACE_MODES", "LayerInfo", "LayerTable", "Recording", "TraceError", "record"], "nsp.tracing"),
     **dict.fromkeys(["EdgeWeightWarning", "GraphCore"], "nsp.graph.core"),
     **dict.fromkeys(["SignalBatch", "SignalWriter", "StorageError"], "nsp.storage"),
-    **dict.fromkeys(["TRANSFORMS", "LaplacianTransform", "NotFittedError", "SemTransform", "StandardTransform",
-                     "Transform", "make_transform", "register_transform"], "nsp.transforms"),
+    **dict.fromkeys(["TRANSFORMS", "InfluenceTransform", "LaplacianTransform", "NotFittedError", "SemTransform",
+                     "StandardTransform", "Transform", "make_transform", "register_transform"], "nsp.transforms"),
     "Activations": "nsp.activations", "NNGraph": "nsp.nngraph", "OutputLoader": "nsp.outputloader",
     **dict.fromkeys(["TRANSFORM_TYPES", "Spectrum", "Transformer"], "nsp.transformer"),
     "Visualizer": "nsp.visualizer", "NspError": "nsp.errors"})
@@ -29,6 +29,6 @@ __all__ = [
     "Activations", "NNGraph", "GraphCore", "LayerTable", "LayerInfo", "Recording", "record", "TraceError",
     "ConnectivityError", "EdgeWeightWarning", "TRACE_MODES", "OPERATIONS", "OperationKind",
     "Transform", "TRANSFORMS", "register_transform", "NotFittedError",
-    "StandardTransform", "LaplacianTransform", "SemTransform", "Transformer", "Spectrum", "make_transform",
+    "StandardTransform", "LaplacianTransform", "SemTransform", "InfluenceTransform", "Transformer", "Spectrum", "make_transform",
     "TRANSFORM_TYPES", "OutputLoader", "SignalBatch", "SignalWriter", "StorageError", "Visualizer", "NspError",
 ]

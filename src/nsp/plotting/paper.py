@@ -40,7 +40,7 @@ MAX_LAYER_LABELS = 60
 
 
 #: the built-in series keep their colour in every figure; others take the next ones, in order
-FIXED = ("activations", "standard", "sem", "laplacian")
+FIXED = ("activations", "standard", "sem", "laplacian", "influence")
 
 
 def colours(series: Sequence[str]) -> dict:

@@ -2,7 +2,8 @@
 
 ``standard``: the explicit zeta (and, for float precision, Möbius) matrices, or the factored closure (the
 layer table, the distinct Kronecker factors once each, one row per signed term); ``laplacian``: the
-eigenvalues and eigenvectors with the options; ``sem``: the graph core with its edge weights.
+eigenvalues and eigenvectors with the options; ``sem``: the graph core with its edge weights; ``influence``: the
+max-product closure (CSR) with the graph's layer names and offsets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 
 import h5py
 import numpy as np
+import scipy.sparse as sp
 
 from nsp.operations.kronecker import Factor
 from nsp.storage import h5
@@ -18,6 +20,7 @@ from nsp.storage.container import create, provenance_attrs, reading
 from nsp.storage.graphs import read_core, write_core
 from nsp.tracing.table import LayerTable
 from nsp.transforms.factored import FactoredClosure
+from nsp.transforms.influence import SCALES, InfluenceTransform
 from nsp.transforms.laplacian import LaplacianTransform
 from nsp.transforms.sem import SemTransform
 from nsp.transforms.standard import StandardTransform
@@ -188,3 +191,33 @@ def _write_sem(parent, name: str, transform: SemTransform):
 @h5.reader("nsp.sem-transform", 1)
 def _read_sem(group) -> SemTransform:
     return SemTransform().fit(read_core(group))
+
+
+@h5.writer(InfluenceTransform)
+def _write_influence(parent, name: str, transform: InfluenceTransform):
+    group = h5.group(parent, name, "nsp.influence-transform", scale=transform.scale)
+    h5.write_csr(group, "closure", transform.closure)
+    layers = transform.layer_offsets()
+    if layers is not None:
+        h5.array(group, "layer_names", np.asarray(layers[0], dtype=object))
+        h5.array(group, "layer_offsets", np.asarray(layers[1], dtype=np.int64))
+    return group
+
+
+@h5.reader("nsp.influence-transform", 1)
+def _read_influence(group) -> InfluenceTransform:
+    closure = h5.read_csr(group["closure"])
+    n = closure.shape[0]
+    h5.check(closure.shape == (n, n), group, f"the closure {closure.shape} is not square")
+    h5.check(not sp.triu(closure, 1).nnz and np.array_equal(closure.diagonal(), np.ones(n)), group,
+             "the closure is not lower unitriangular")
+    scale = str(group.attrs.get("scale", ""))
+    h5.check(scale in SCALES, group, f"scale {scale!r} is not one of {', '.join(SCALES)}")
+    layers = None
+    if "layer_names" in group:
+        names, offsets = h5.strings(group["layer_names"]), h5.integers(group, "layer_offsets")
+        h5.check(offsets.shape == (len(names) + 1,) and offsets[0] == 0 and offsets[-1] == n
+                 and (np.diff(offsets) >= 0).all(), group["layer_offsets"],
+                 f"layer offsets do not split {n} nodes into {len(names)} layers")
+        layers = (names, [int(o) for o in offsets])
+    return InfluenceTransform.from_closure(closure, scale, layers)

@@ -31,7 +31,7 @@ CHUNK = 1 << 25
 
 #: the built-in transforms, in their order
 BUILT_IN = ("nsp.transforms.standard:StandardTransform", "nsp.transforms.laplacian:LaplacianTransform",
-            "nsp.transforms.sem:SemTransform")
+            "nsp.transforms.sem:SemTransform", "nsp.transforms.influence:InfluenceTransform")
 
 
 def _checked_class(cls: type) -> type:
