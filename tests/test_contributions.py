@@ -76,7 +76,7 @@ def test_sem_contributions_through_a_residual_cnn_follow_each_samples_max_poolin
         assert_shares(got[b], w[targets], c[b], np.abs(w[targets]))
         assert np.allclose(got[b].sum(axis=1), s[b, targets], rtol=1e-9, atol=1e-9)
     # without signals, closure rows take the recorded sample's winners: the rows of the graph's own W
-    assert np.allclose(sem.closure_rows(targets), dense_w(core)[targets], rtol=1e-12, atol=1e-12)
+    assert np.allclose(sem.synthesis_rows(targets), dense_w(core)[targets], rtol=1e-12, atol=1e-12)
 
 
 def test_sem_on_a_bare_adjacency_solves_the_transposed_system():
@@ -84,7 +84,7 @@ def test_sem_on_a_bare_adjacency_solves_the_transposed_system():
     sem = nsp.SemTransform().fit(a)
     s = np.array([[1.0, 3.0, -2.0]])
     w = np.linalg.inv(np.eye(3) - a.toarray())
-    assert np.allclose(sem.closure_rows([2, 1]), w[[2, 1]], rtol=0, atol=1e-15)
+    assert np.allclose(sem.synthesis_rows([2, 1]), w[[2, 1]], rtol=0, atol=1e-15)
     assert np.allclose(sem.contributions(s, 2)[0, 0], w[2] * sem.transform(s)[0], rtol=0, atol=1e-15)
 
 
@@ -106,7 +106,21 @@ def test_standard_contributions_are_exact_zeta_rows_times_the_spectrum(make, sha
             exact = [zeta[y, x] * Fraction(c[b, x]) for x in range(core.n_nodes)]
             assert got[b, i].tolist() == [float(v) for v in exact]
             assert sum(exact) == Fraction(s[b, y])                                 # completeness, exactly
-    assert np.array_equal(t.closure_rows(targets), zeta[targets].astype(float))
+    assert np.array_equal(t.synthesis_rows(targets), zeta[targets].astype(float))
+
+
+def test_laplacian_contributions_are_eigenvector_rows_times_the_spectrum():
+    torch.manual_seed(0)
+    core, s = recorded(MLP[0]().eval(), torch.randn(2, 4))
+    full = nsp.LaplacianTransform().fit(core)
+    got = full.contributions(s, [0, core.n_nodes - 1])
+    v = full.eigenvectors
+    assert np.allclose(got, v[[0, core.n_nodes - 1]][None] * full.transform(s)[:, None, :], rtol=0, atol=1e-15)
+    assert np.allclose(got.sum(axis=2), s[:, [0, core.n_nodes - 1]], rtol=0, atol=1e-12)    # a full basis
+    part = nsp.LaplacianTransform(k=3).fit(core)
+    assert part.contributions(s, 5).shape == (2, 1, 3)
+    assert np.allclose(part.contributions(s, 5).sum(axis=2), part.filter(s, np.ones(3, bool))[:, [5]], rtol=0,
+                       atol=1e-12)                                            # the projection onto the basis
 
 
 def test_contribution_arguments_are_checked():
@@ -127,9 +141,9 @@ def test_contribution_arguments_are_checked():
     with pytest.raises(InputError, match=r"signals must have shape \(samples, \d+\)"):
         sem.contributions(s[:, :3], 0)
     lap = nsp.LaplacianTransform().fit(core)
-    with pytest.raises(InputError, match=r"the laplacian transform has no causal synthesis s = W c .* need a "
-                                         r"causal transform \(standard, sem, influence\)"):
-        lap.contributions(s, 0)
+    with pytest.raises(InputError, match=r"targets=.output.: this laplacian transform does not know its graph.s "
+                                         r"layers"):
+        lap.contributions(s, "output")
     bare = nsp.StandardTransform().fit(sp.csr_matrix(np.array([[0, 0], [1, 0]])))
     with pytest.raises(InputError, match=r"per_layer=True: this standard transform does not know its graph.s "
                                          r"layers"):

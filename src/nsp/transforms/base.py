@@ -25,6 +25,7 @@ from nsp import memory
 from nsp.devices import torch_device
 from nsp.errors import InputError, NotFittedError, RegistryError
 from nsp.registry import Registry
+from nsp.transforms import sampling
 
 #: entries of closure rows held at once by ``contributions`` (samples are taken in chunks of this size)
 CHUNK = 1 << 25
@@ -134,20 +135,22 @@ class Transform:
         return out[0] if single else out
 
     def contributions(self, signals, targets, per_layer: bool = False, device=None) -> np.ndarray:
-        """How much each node's coefficient adds to each target node: ``W[y, x] * c_x`` for the synthesis
-        ``s = W c`` of a causal transform, shape (samples, targets, nodes) (or (targets, nodes) for one
-        signal). Summed over the nodes it gives ``signals[:, targets]`` (completeness: exactly where the
-        coefficients are exact, to rounding otherwise).
+        """How much each coefficient adds to each target node: ``W[y, x] * c_x`` for the synthesis ``s = W c``,
+        shape (samples, targets, coefficients) (or (targets, coefficients) for one signal). For the causal
+        transforms the coefficients are the nodes, and ``W[y, x] c_x`` is the share of node ``x``'s cause in
+        node ``y``. Summed over the coefficients it gives ``signals[:, targets]`` (completeness: exactly
+        where the coefficients are exact, to rounding otherwise; for a partial Laplacian basis, the
+        projection onto it).
 
         ``targets``: a node index, a list of them, or a layer name (all its nodes, e.g. the logits).
         ``per_layer``: sum each layer's nodes instead, (samples, targets, layers) in the order of
         :meth:`layer_offsets` (which layers' causes made the target). The rows of ``W`` come from one
-        backward pass per target (:meth:`closure_rows`); ``W`` itself is never formed.
+        backward pass per target (:meth:`synthesis_rows`); ``W`` itself is never formed.
         """
         s, single = as_batch(signals, self._checked().n, "signals")
         index = self._targets(targets)
         offsets = self._layout("per_layer=True")[1] if per_layer else None
-        width = len(offsets) - 1 if per_layer else self.n
+        width = len(offsets) - 1 if per_layer else self.n_coefficients
         memory.check(8 * (s.shape[0] * index.size * width + 2 * CHUNK + 2 * s.size),
                      f"contributions of {s.shape[0]:,} samples to {index.size:,} targets over {width:,} "
                      f"{'layers' if per_layer else 'nodes'}",
@@ -156,7 +159,7 @@ class Transform:
         out = np.empty((s.shape[0], index.size, width))
         step = max(1, CHUNK // (index.size * self.n))
         for a in range(0, s.shape[0], step):
-            rows = self.closure_rows(index, device, at=s[a:a + step])          # (samples, targets, nodes)
+            rows = self.synthesis_rows(index, device, at=s[a:a + step])   # (samples, targets, coefficients)
             shares = rows * c[a:a + step, None, :]
             if per_layer:
                 for layer, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
@@ -165,13 +168,31 @@ class Transform:
                 out[a:a + step] = shares
         return out[0] if single else out
 
-    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
-        """Rows ``W[targets, :]`` of the synthesis matrix (``s = W c``), shape (targets, nodes), computed by
-        one backward pass per target; implemented by the causal transforms. ``at``: signals (samples, nodes)
-        where ``W`` depends on the signal (max pooling in sem); the rows are then (samples, targets, nodes)."""
-        raise InputError(f"the {self.type} transform has no causal synthesis s = W c with coefficients at the "
-                         f"nodes; contributions and closure rows need a causal transform (standard, sem, "
-                         f"influence)")
+    def reconstruct(self, values, observed, sparsity: int, method: str = "omp", alpha: float | None = None,
+                    return_coefficients: bool = False, device=None):
+        """The whole pattern from its values at the ``observed`` nodes, assuming at most ``sparsity``
+        non-zero coefficients: ``(samples, nodes)`` (with ``return_coefficients``, ``(patterns,
+        coefficients)``).
+
+        ``values``: (samples, observed nodes) or (samples, nodes) (the observed columns are read), or one
+        row; ``observed``: a boolean mask over the nodes or node indices; ``method``: ``'omp'`` (greedy
+        pursuit with a least-squares refit), ``'lasso'`` (the l1 path down to the penalty ``alpha``, default 0,
+        or to ``sparsity`` causes) or ``'lowpass'`` (least squares on the first ``sparsity`` coefficients: band-
+        limited interpolation for the Laplacian). Warns (:class:`nsp.transforms.sampling.ReconstructionWarning`)
+        where the observed rows cannot determine the answer. For sem with max pooling, the observed rows of
+        ``W`` take the winners of the sample the graph was recorded with.
+        """
+        patterns, coefficients = sampling.reconstruct(self._checked(), values, observed, sparsity, method, alpha,
+                                                      device)
+        return (patterns, coefficients) if return_coefficients else patterns
+
+    def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
+        """Rows ``W[targets, :]`` of the synthesis matrix (``s = W c``), shape (targets, coefficients); for
+        the causal transforms, one backward pass per target through the closure. ``at``: signals (samples,
+        nodes) where ``W`` depends on the signal (max pooling in sem); the rows are then per sample,
+        (samples, targets, coefficients). A transform without a linear synthesis does not implement it."""
+        raise InputError(f"the {self.type} transform has no linear synthesis s = W c to take rows of "
+                         f"(contributions and reconstruction need one: standard, sem, influence, laplacian)")
 
     def _targets(self, targets) -> np.ndarray:
         n = self.n

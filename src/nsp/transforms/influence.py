@@ -98,7 +98,7 @@ class InfluenceTransform(Transform):
     def summary(self) -> str:
         return f"{self.n_coefficients:,} coefficients, explicit closure of {self.closure.nnz:,} entries"
 
-    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+    def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
         rows = self.closure[self._targets(targets)].toarray()
         return rows if at is None else np.broadcast_to(rows, (len(at),) + rows.shape)
 

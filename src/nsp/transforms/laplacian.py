@@ -248,6 +248,11 @@ class LaplacianTransform(Transform):
         """``c = V^T s`` per sample."""
         return _product(x, self.eigenvectors, device)
 
+    def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
+        """Rows of the eigenvector matrix ``V`` (``s = V c``), shape (targets, k); the same for every signal."""
+        rows = np.array(self._checked().eigenvectors[self._targets(targets)], dtype=np.float64)
+        return rows if at is None else np.broadcast_to(rows, (len(at),) + rows.shape)
+
     def _inverse(self, c, device):
         """``s = V c``; for a partial basis, the projection onto its span."""
         return _product(c, self.eigenvectors.T, device)

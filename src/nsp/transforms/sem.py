@@ -96,7 +96,7 @@ class SemTransform(Transform):
             s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
         return s
 
-    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+    def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
         """Rows ``W[targets, :]`` of ``W = (I - A)^-1``: ``w = e_y + A^T w`` solved from the last layer down,
         each layer's transposed linear parts applied once for all targets (:func:`nsp.graph.weights.outgoing`).
         ``at``: signals (samples, nodes); max pooling then passes back to each sample's own winners, as the

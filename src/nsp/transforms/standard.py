@@ -103,7 +103,7 @@ class StandardTransform(Transform):
             return list(self.closure.names), [int(o) for o in self.closure.offsets]
         return self._layers
 
-    def closure_rows(self, targets, device=None, at=None) -> np.ndarray:
+    def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
         """Rows ``Z[targets, :]`` of the zeta matrix (1 at each target's ancestors and itself), float64: from
         the Kronecker factors' rows on the factored path, else from the explicit matrix. They do not depend
         on the signal: with ``at`` (samples, nodes) the rows are repeated per sample (a read-only view)."""
