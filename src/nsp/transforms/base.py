@@ -134,6 +134,39 @@ class Transform:
         out = self.inverse_transform(np.where(mask, c, 0.0), device=device)
         return out[0] if single else out
 
+    def shift(self, signals, node: int, device=None) -> np.ndarray:
+        """The causal shift by ``node``: the part of each signal caused by ``node``'s ancestors (itself
+        included), ``W (a * c)`` with ``a_y = 1`` where ``W[node, y] != 0`` (``y`` reaches ``node``). Its
+        eigenvectors are the columns of ``W``; on a lattice, ``shift(s, q)[x] = s[meet(x, q)]``."""
+        if not isinstance(node, (int, np.integer)) or isinstance(node, (bool, np.bool_)):
+            raise InputError(f"shift: node must be one node index; got {node!r}")
+        return self.filter(signals, self._ancestors(self._targets(node), device)[0].astype(bool), device=device)
+
+    def convolve(self, signals, taps, device=None) -> np.ndarray:
+        """The causal convolution with the filter ``taps`` (nodes,): ``sum over q of taps[q] shift(s, q)``,
+        computed in the spectrum as ``W (h * c)`` with the frequency response ``h_y = sum of taps[q] over
+        the nodes q that y reaches`` (:meth:`frequency_response`)."""
+        c, single = as_batch(signals, self._checked().n, "signals")
+        spectrum = self.transform(c, device=device) * self.frequency_response(taps, device)
+        out = self.inverse_transform(spectrum, device=device)
+        return out[0] if single else out
+
+    def frequency_response(self, taps, device=None) -> np.ndarray:
+        """``h_y = sum over q with W[q, y] != 0 of taps[q]``: the eigenvalue of the convolution with ``taps``
+        on the basis vector ``W[:, y]``."""
+        taps = as_batch(taps, self._checked().n, "taps")[0][0]
+        used = np.flatnonzero(taps)
+        response = np.zeros(self.n_coefficients)
+        step = max(1, CHUNK // max(1, self.n_coefficients))
+        for a in range(0, used.size, step):
+            response += taps[used[a:a + step]] @ self._ancestors(used[a:a + step], device)
+        return response
+
+    def _ancestors(self, index: np.ndarray, device) -> np.ndarray:
+        if not self.coefficients_at_nodes or self.n_coefficients != self.n:
+            raise InputError(f"the causal shift needs coefficients at the nodes; the {self.type} transform's are not")
+        return (self.synthesis_rows(index, device) != 0).astype(np.float64)
+
     def contributions(self, signals, targets, per_layer: bool = False, device=None) -> np.ndarray:
         """How much each coefficient adds to each target node: ``W[y, x] * c_x`` for the synthesis ``s = W c``,
         shape (samples, targets, coefficients) (or (targets, coefficients) for one signal). For the causal
