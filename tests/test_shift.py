@@ -70,3 +70,18 @@ def test_shift_arguments_are_checked():
     with pytest.raises(InputError, match=r"the causal shift needs coefficients at the nodes; the laplacian "
                                          r"transform's are not"):
         lap.shift(np.ones(5), 0)
+
+
+def test_worked_examples_of_the_docs():
+    t = nsp.StandardTransform("explicit").fit(ADJ)
+    s = np.array([3.0, -1.0, 4.0, 10.0, 2.5])
+    taps = np.array([0.5, 0.0, -2.0, 1.0, 0.25])
+    assert t.transform(s).tolist() == [3.0, -4.0, 1.0, 10.0, -7.5]
+    assert t.shift(s, 1).tolist() == [3.0, -1.0, 3.0, -1.0, -1.0]
+    assert t.frequency_response(taps).tolist() == [-0.25, 1.25, -0.75, 1.25, 0.25]
+    assert t.convolve(s, taps).tolist() == [-0.75, -5.75, -1.5, 6.0, 4.125]
+    diamond = nsp.StandardTransform("explicit").fit(sp.csr_matrix(np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0],
+                                                                            [1, 1, 1, 0]])))
+    assert diamond.contributions([3.0, -1.0, 4.0, 10.0], [3, 1]).tolist() == [[3, -4, 1, 10], [3, -4, 0, 0]]
+    weighted = sp.csr_matrix(np.array([[0, 0, 0, 0], [2.0, 0, 0, 0], [-4.0, 0, 0, 0], [0, 1.0, -1.0, 0]]))
+    assert nsp.SemTransform().fit(weighted).synthesis_rows(3).tolist() == [[6.0, 1.0, -1.0, 1.0]]
