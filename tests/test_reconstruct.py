@@ -1,6 +1,7 @@
 """Sparse reconstruction from sampled neurons: exact where theory says greedy pursuit must succeed, and a
 warning (never a silent answer) where the observed rows do not determine the pattern."""
 
+import re
 import warnings
 
 import numpy as np
@@ -101,8 +102,18 @@ def test_band_limited_patterns_are_interpolated_exactly_by_the_laplacian():
     s = lap.inverse_transform(c)
     observed = np.sort(rng.choice(core.n_nodes, 12, replace=False))
     assert np.linalg.matrix_rank(lap.eigenvectors[observed, :4]) == 4
-    pattern = lap.reconstruct(s[:, observed], observed, 4, method="lowpass")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReconstructionWarning)
+        pattern = lap.reconstruct(s[:, observed], observed, 4, method="lowpass")
     assert np.allclose(pattern, s, rtol=0, atol=1e-10)
+    lonely = np.array([0, 1])                                   # two input nodes cannot pin down 4 frequencies
+    with pytest.warns(ReconstructionWarning) as caught:
+        lap.reconstruct(s[:, lonely], lonely, 4, method="lowpass")
+    messages = [str(w.message) for w in caught]
+    assert any(re.match(r"the observed nodes hardly determine the first 4 coefficients \(condition number "
+                        r"(inf|\d\.\d+e\+\d+)\)", m) for m in messages), messages
+    assert "2 of 4 coefficients have no observed node that depends on them: the observations say nothing about " \
+           "them (reconstructed as 0)" in messages
 
 
 def test_arguments_are_checked(mlp):

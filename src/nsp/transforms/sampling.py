@@ -35,6 +35,8 @@ from nsp.errors import InputError
 METHODS = ("omp", "lasso", "lowpass")
 #: relative residual below which the observations count as fitted
 FIT_TOL = 1e-9
+#: condition number of the observed rows of the band beyond which low-pass interpolation is not trusted
+CONDITION_LIMIT = 1e8
 
 
 class ReconstructionWarning(UserWarning):
@@ -89,6 +91,14 @@ def reconstruct(transform, values, observed, sparsity: int, method: str = "omp",
     phi = transform.synthesis_rows(index, device)                 # (observed, coefficients)
     norms = np.linalg.norm(phi, axis=0)
     invisible = int(np.count_nonzero(norms == 0))
+    if method == "lowpass":
+        singular = np.linalg.svd(phi[:, :sparsity], compute_uv=False)
+        condition = singular[0] / singular[-1] if singular[-1] > 0 else np.inf
+        if condition > CONDITION_LIMIT:
+            warnings.warn(f"the observed nodes hardly determine the first {sparsity} coefficients (condition number "
+                          f"{condition:.3g}): the interpolation amplifies the observations' variation off the band",
+                          ReconstructionWarning, stacklevel=3)
+        invisible = int(np.count_nonzero(norms[:sparsity] == 0))
     solve = {"omp": _omp, "lasso": _lasso, "lowpass": _lowpass}[method]
     coefficients = np.zeros((y.shape[0], width))
     unfit, ambiguous = [], 0
@@ -101,7 +111,7 @@ def reconstruct(transform, values, observed, sparsity: int, method: str = "omp",
         elif method != "lowpass":
             ambiguous += _ambiguous(phi, norms, np.flatnonzero(coefficients[b]))
     if invisible:
-        warnings.warn(f"{invisible:,} of {width:,} coefficients have no observed node that depends on them: "
+        warnings.warn(f"{invisible:,} of {sparsity if method == 'lowpass' else width:,} coefficients have no observed node that depends on them: "
                       f"the observations say nothing about them (reconstructed as 0)", ReconstructionWarning,
                       stacklevel=3)
     if unfit and method != "lowpass":
