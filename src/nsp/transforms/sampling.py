@@ -111,9 +111,9 @@ def reconstruct(transform, values, observed, sparsity: int, method: str = "omp",
         elif method != "lowpass":
             ambiguous += _ambiguous(phi, norms, np.flatnonzero(coefficients[b]))
     if invisible:
-        warnings.warn(f"{invisible:,} of {sparsity if method == 'lowpass' else width:,} coefficients have no observed node that depends on them: "
-                      f"the observations say nothing about them (reconstructed as 0)", ReconstructionWarning,
-                      stacklevel=3)
+        considered = sparsity if method == "lowpass" else width
+        warnings.warn(f"{invisible:,} of {considered:,} coefficients have no observed node that depends on them: the "
+                      f"observations say nothing about them (reconstructed as 0)", ReconstructionWarning, stacklevel=3)
     if unfit and method != "lowpass":
         warnings.warn(f"{len(unfit)} of {y.shape[0]} samples have no {sparsity}-sparse fit to the observations "
                       f"(relative residual up to {max(unfit):.3g}): their patterns are not {sparsity}-sparse in "
