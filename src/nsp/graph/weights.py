@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 
 
-def incoming(core, layer: int, s: np.ndarray, device=None, absolute: bool = False) -> np.ndarray:
+def incoming(core, layer: int, s: np.ndarray, device=None, absolute: bool = False,
+             recorded: bool = False) -> np.ndarray:
     """``sum over parents p of A[layer, p] s_p`` for a batch ``s`` of shape (B, nodes); with ``absolute``,
     the parts' floating-point arrays (kernels, matrices, scales) are taken by magnitude, which gives
     ``|A| s`` wherever a part's weights are its arrays' entries (convolutions, linear maps, pooling,
@@ -28,7 +29,8 @@ def incoming(core, layer: int, s: np.ndarray, device=None, absolute: bool = Fals
         if absolute:
             part = type(part)(part.kind, {k: np.abs(v) if np.asarray(v).dtype.kind in "fc" else v
                                           for k, v in part.arrays.items()}, part.params)
-        total += apply_part(part, block, s[:, offsets[parent]:offsets[parent + 1]], in_shape, out_shape, device)
+        total += apply_part(part, block, s[:, offsets[parent]:offsets[parent + 1]], in_shape, out_shape, device,
+                            recorded)
     return total
 
 

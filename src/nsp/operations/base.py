@@ -263,18 +263,23 @@ def linear_parts(op: Op, inputs: Sequence[torch.Tensor], blocks: list) -> list[L
 
 # --- applying linear parts ---------------------------------------------------------------------------
 
-def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shape: tuple, device=None) -> np.ndarray:
+def apply_part(part: LinearPart, block, x: np.ndarray, in_shape: tuple, out_shape: tuple, device=None,
+               recorded: bool = False) -> np.ndarray:
     """The part's contribution ``A[L, p] x`` for a batch ``x`` of shape (B, size of the parent).
 
     ``in_shape`` and ``out_shape`` are the operation's full shapes as recorded for one sample: the batch
     axis of size 1 is among them, first unless a permute moved it. ``device``: a torch device for the
-    tensor work (None: the CPU). Returns (B, size of the layer), float64.
+    tensor work (None: the CPU). ``recorded``: a piecewise linear part (max pooling) keeps the recorded
+    edges (its linearisation at the recorded input) instead of taking each sample's own. Returns (B, size
+    of the layer), float64.
     """
     batch = x.shape[0]
     if part.kind == "rows":
         y = block_product(block, x, device).reshape((batch,) + tuple(out_shape))
         return (y * part.arrays["r"]).reshape(batch, -1)       # r: a scalar or of the full output shape
     owner = _part_owner(part)
+    if recorded and owner.piecewise:
+        return np.asarray((_edge_matrix(owner, part, in_shape, out_shape) @ x.T).T)
     import torch
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     t = t.to(device) if device is not None else t
@@ -303,9 +308,7 @@ def apply_part_transposed(part: LinearPart, block, y: np.ndarray, in_shape: tupl
         return block_product(transposed(block), scaled, device)
     owner = _part_owner(part)
     if owner.piecewise and at is None:
-        rows, cols, values = owner.part_edges(part, in_shape, out_shape)
-        matrix = sp.csr_matrix((values, (cols, rows)), shape=(prod(in_shape), prod(out_shape)))
-        return np.asarray((matrix @ y.T).T)
+        return np.asarray((_edge_matrix(owner, part, in_shape, out_shape).T @ y.T).T)
     import torch
     g = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float64))
     g = g.to(device) if device is not None else g
@@ -325,6 +328,11 @@ def apply_part_transposed(part: LinearPart, block, y: np.ndarray, in_shape: tupl
             grads.append((torch.zeros_like(x) if grad is None else grad).reshape(-1 if not stacked else (batch, -1)))
     out = grads[0] if stacked else torch.stack(grads)
     return out.detach().cpu().numpy()
+
+
+def _edge_matrix(owner: OperationKind, part: LinearPart, in_shape: tuple, out_shape: tuple) -> sp.csr_matrix:
+    rows, cols, values = owner.part_edges(part, in_shape, out_shape)
+    return sp.csr_matrix((values, (rows, cols)), shape=(prod(out_shape), prod(in_shape)))
 
 
 def transposed(block):

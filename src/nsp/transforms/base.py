@@ -118,6 +118,17 @@ class Transform:
         out = self._inverse(c, torch_device(device))
         return out[0] if single else out
 
+    def synthesize(self, spectra, device=None) -> np.ndarray:
+        """The linear synthesis ``W c`` whose rows :meth:`synthesis_rows` gives: ``inverse_transform``, except
+        where the inverse is only piecewise linear (sem with max pooling takes each signal's own winners;
+        here the graph's recorded ones)."""
+        c, single = as_batch(spectra, self._checked().n_coefficients, "spectra")
+        out = self._synthesize(c, torch_device(device))
+        return out[0] if single else out
+
+    def _synthesize(self, c: np.ndarray, device) -> np.ndarray:
+        return self._inverse(c, device)
+
     def filter(self, signals, keep, device=None) -> np.ndarray:
         """The signals synthesised from some of their coefficients only: ``inverse_transform(keep * c)`` with
         ``c = transform(signals)``; for the causal transforms, ``W (keep * c)``, what the pattern would be
@@ -212,8 +223,8 @@ class Transform:
         pursuit with a least-squares refit), ``'lasso'`` (the l1 path down to the penalty ``alpha``, default 0,
         or to ``sparsity`` causes) or ``'lowpass'`` (least squares on the first ``sparsity`` coefficients: band-
         limited interpolation for the Laplacian). Warns (:class:`nsp.transforms.sampling.ReconstructionWarning`)
-        where the observed rows cannot determine the answer. For sem with max pooling, the observed rows of
-        ``W`` take the winners of the sample the graph was recorded with.
+        where the observed rows cannot determine the answer. The pattern is :meth:`synthesize`'s ``W c``: for
+        sem with max pooling, the network linearised at the sample the graph was recorded with.
         """
         patterns, coefficients = sampling.reconstruct(self._checked(), values, observed, sparsity, method, alpha,
                                                       device)

@@ -4,7 +4,7 @@ A pattern with few non-zero coefficients is a combination of few columns of the 
 (``s = W c``); its values at the observed nodes ``O`` are ``y = W[O, :] c``. With at most ``k`` non-zero
 coefficients, ``c`` is found from ``y`` by a sparse solver on the rows ``Phi = W[O, :]`` (one backward
 pass per observed node, :meth:`~nsp.transforms.base.Transform.synthesis_rows`), and the pattern is the
-synthesis of ``c`` (``docs/math.md``, "Sampling and reconstruction"):
+synthesis ``W c`` (:meth:`~nsp.transforms.base.Transform.synthesize`) (``docs/math.md``, "Sampling and reconstruction"):
 
 - ``'omp'`` (orthogonal matching pursuit): ``k`` times, the column most correlated with the residual
   (columns normalised) joins the support, and the coefficients are refitted by least squares on it;
@@ -123,7 +123,7 @@ def reconstruct(transform, values, observed, sparsity: int, method: str = "omp",
                       f"column outside the support is a combination of the support's columns on the observed "
                       f"nodes, so the observations do not determine the pattern", ReconstructionWarning,
                       stacklevel=3)
-    patterns = transform.inverse_transform(coefficients, device=device)
+    patterns = transform.synthesize(coefficients, device=device)
     return (patterns[0], coefficients[0]) if single else (patterns, coefficients)
 
 

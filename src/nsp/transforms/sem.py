@@ -87,14 +87,17 @@ class SemTransform(Transform):
             c[:, self._slice(layer)] -= incoming(self.core, layer, s, device)
         return c
 
-    def _inverse(self, c, device):
+    def _inverse(self, c, device, recorded: bool = False):
         if self.adjacency is not None:
             system = sp.csr_matrix(sp.identity(self.n) - self.adjacency)
             return np.asarray(spsolve_triangular(system, c.T, lower=True)).T.reshape(c.shape)
         s = c.copy()
         for layer in range(1, self.core.n_layers):
-            s[:, self._slice(layer)] += incoming(self.core, layer, s, device)
+            s[:, self._slice(layer)] += incoming(self.core, layer, s, device, recorded=recorded)
         return s
+
+    def _synthesize(self, c, device):
+        return self._inverse(c, device, recorded=True)
 
     def synthesis_rows(self, targets, device=None, at=None) -> np.ndarray:
         """Rows ``W[targets, :]`` of ``W = (I - A)^-1``: ``w = e_y + A^T w`` solved from the last layer down,
