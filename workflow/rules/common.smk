@@ -16,6 +16,7 @@ ENV = "../../environment.yml"
 MODELS = list(config["models"])
 TRANSFORMS = list(config["transforms"])
 TRANSFORMS_OF = nsp_config.transforms_of(config)           # model -> the transforms it runs
+CAUSES_OF = nsp_config.causes_of(config)                   # model -> the transforms whose causes it analyses
 SERIES_OF = {m: nsp_config.series(TRANSFORMS_OF[m]) for m in MODELS}   # activations, then its transforms
 SHARDS = nsp_config.shard_counts(config)
 DATASET = {m: spec["dataset"] for m, spec in config["models"].items()}
@@ -59,3 +60,12 @@ def training_metrics(wildcards):
 
 def metrics_option(wildcards, input):
     return f"--metrics {shlex.quote(input.metrics[0])}" if input.metrics else ""
+
+
+def causes_records(wildcards):
+    """The records of nsp causes of a model, one per transform whose causes it analyses."""
+    return [f"{R}/summary/{wildcards.model}/{wildcards.dataset}/causes_{t}.json" for t in CAUSES_OF[wildcards.model]]
+
+
+def causes_option(wildcards, input):
+    return " ".join(["--causes", *map(shlex.quote, input.causes)]) if input.causes else ""

@@ -5,10 +5,12 @@ rule summarize:
         spectra=lambda w: shards(f"{R}/spectra/{{model}}/{{dataset}}/{{transform}}/shard_{{shard}}.h5", w.model,
                                  transform=TRANSFORMS_OF[w.model]),
         metrics=training_metrics,
+        causes=causes_records,
     output:
         f"{R}/summary/{{model}}/{{dataset}}/summary.json",
     params:
         metrics=metrics_option,
+        causes=causes_option,
     log:
         f"{R}/logs/summarize/{{model}}/{{dataset}}.log",
     benchmark:
@@ -21,7 +23,7 @@ rule summarize:
         runtime=30,
     shell:
         "nsp summarize --config {input.config:q} --model {wildcards.model:q} --activations {input.activations:q} "
-        "--spectra {input.spectra:q} {params.metrics} --out {output:q} --threads {threads} 2> {log:q}"
+        "--spectra {input.spectra:q} {params.metrics} {params.causes} --out {output:q} --threads {threads} 2> {log:q}"
 
 
 rule class_means:

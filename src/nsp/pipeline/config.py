@@ -39,6 +39,7 @@ def schema(transforms: bool = True) -> dict:
         name: {**cls.options_schema, "description": cls.options_schema.get("description", cls.description)}
         for name, cls in TRANSFORMS.items()}
     out["properties"]["models"]["additionalProperties"]["properties"]["transforms"]["items"] = {"enum": sorted(TRANSFORMS)}
+    out["properties"]["causes"]["properties"]["transforms"]["items"] = {"enum": sorted(TRANSFORMS)}
     return out
 
 
@@ -231,6 +232,7 @@ STAGE_KEYS = {
     "transform": (("plugins", "device"), ()),
     "visualize": (("plugins", "visualize"), ()),
     "summarize": (("plugins", "summary"), ()),
+    "causes": (("plugins", "seed", "causes"), ()),
     "figures": (("plugins",), ()),          # the plugins: they may add figure kinds
 }
 #: the stages whose part is one model's, and the one whose part is one transform's
@@ -339,6 +341,12 @@ def _validate_part(config: dict) -> dict:
     if errors:
         raise ConfigError(f"config key {_key(errors[0].path)}: {errors[0].message}")
     return config
+
+
+def causes_of(config: dict) -> dict:
+    """The transforms whose causes each model's analysis takes (``causes.transforms`` among those it runs)."""
+    wanted = config["causes"]["transforms"]
+    return {model: [t for t in runs if t in wanted] for model, runs in transforms_of(config).items()}
 
 
 def transforms_of(config: dict) -> dict:

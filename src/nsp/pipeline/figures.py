@@ -128,8 +128,10 @@ def series_of(summary: dict) -> list[str]:
             *sorted(names - set(TRANSFORMS) - {"activations"})]
 
 
-#: figure kind name -> :class:`FigureKind`: the built-in kinds (:mod:`nsp.pipeline.paper_figures`), then those
+#: figure kind name -> :class:`FigureKind`: the built-in kinds (:mod:`nsp.pipeline.paper_figures`,
+#: :mod:`nsp.pipeline.causes_figures`), then those
 #: plugins add
 FIGURES = Registry("figure kind", tuple(f"nsp.pipeline.paper_figures:{name}" for name in
                                         ("COMPACTION", "MAGNITUDE", "TRAINING", "ENERGY", "SPARSITY",
-                                         "CLASS_MEANS")))
+                                         "CLASS_MEANS")) + ("nsp.pipeline.causes_figures:CONTRIBUTIONS",
+                                                            "nsp.pipeline.causes_figures:RECONSTRUCTION"))

@@ -29,6 +29,9 @@ process with its imports (:data:`TORCH_MB` for stages that run a network or torc
 - ``summarize``: ``P + 6 max(B, 8 w)``: a block of :data:`nsp.pipeline.batching.STREAM_BYTES` (``B``; at least
   one sample of the widest series, ``w`` columns) and the statistics' copies of it.
 - ``class-means``: ``P + 4 B + 8 w (k + 2)``: the blocks, and the running sum of each of ``k`` classes.
+- ``causes``: ``P + 2 S(transformer) + 8 n (4 N + 64)`` for ``N`` samples and the closure rows of one, and
+  where the graph is reconstructed (``n`` at most ``causes.max_nodes``) ``24 f n^2``: three copies of the
+  observed rows of ``W`` for the largest fraction ``f``.
 
 Runtime (minutes) of ``collect-activations`` and ``transform``: :data:`RUNTIME_FLOOR`, or
 :data:`NS_PER_VALUE` nanoseconds per value of the shard (samples times nodes; measured on this machine's
@@ -214,6 +217,21 @@ def class_means_mb(signals, attempt: int = 1) -> int:
             if "labels" in f:
                 classes.update(int(c) for c in set(f["labels"][()].tolist()))
     return _mb(BASE_MB * MB + 4 * batching.STREAM_BYTES + 8 * width * (len(classes) + 2), attempt)
+
+
+def causes_mb(transformer, activations, settings: dict, attempt: int = 1) -> int:
+    """Memory of a ``causes`` job: the transformer, its samples, one sample's closure rows at a time, and
+    the observed rows of ``W`` of the largest fraction where the graph is small enough to reconstruct."""
+    shape = _shape(list(activations)[0]) if activations else None
+    if shape is None or not transformer or not os.path.exists(transformer):
+        return _mb(TORCH_MB * MB, 1)
+    with _h5().File(transformer, "r", locking=False) as f:
+        stored = _array_bytes(f)
+    n = shape[1]
+    need = TORCH_MB * MB + 2 * stored + 8 * n * (4 * settings["samples"] + 64)
+    if n <= settings["max_nodes"]:
+        need += 24 * int(max(settings["fractions"]) * n) * n
+    return _mb(need, attempt)
 
 
 # --- runtime ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Paper figures of many samples: compaction, per-layer profiles, magnitudes by depth, class means.
+"""Paper figures of many samples: compaction, per-layer profiles, magnitudes by depth, class means, causes
+(contributions to the predicted class, reconstruction from sampled neurons).
 
 Every figure is sized for a journal page: :data:`DOUBLE` inches wide (a double column; :data:`SINGLE` for
 one), at most :data:`MAX_HEIGHT` high, with text of at least 7 pt at that size, the colour-blind-safe
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from nsp.plotting.figures import new_figure, style
 from nsp.statistics import class_spread
@@ -205,6 +206,94 @@ def training_grid(groups: dict, title: str) -> Figure:
             handles += [Line2D([], [], color="0.3", linestyle=styles[label], label=label) for label in states
                         if label not in [h.get_label() for h in handles]]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False)
+        fig.suptitle(title)
+    return fig
+
+
+def _model_grid(count: int, row_height: float, cols: int = 3):
+    cols = max(1, min(cols, count))
+    rows = max(1, ceil(count / cols))
+    fig = _page(DOUBLE, 1.0 + row_height * rows)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def contributions_grid(panels: dict, title: str) -> Figure:
+    """Per-layer shares of the predicted class's logit, one panel per model (``{model: (layer names,
+    {series: (mean over samples, lowest class mean, highest class mean)})}``, each as a fraction of the mean
+    |logit|): layers down the y axis (the input at the top), the mean as a line with markers, the range of
+    the class means shaded, on a symmetric log axis (the standard shares reach millions of logits)."""
+    series = list(dict.fromkeys(name for _, values in panels.values() for name in values))
+    colour = colours(series)
+    depth = max((len(names) for names, _ in panels.values()), default=1)
+    with style(), _text():
+        fig, axes = _model_grid(len(panels), min(3.4, max(1.8, 0.5 + 0.09 * depth)))
+        for ax, (model, (names, values)) in zip(axes.flat, panels.items()):
+            y = np.arange(len(names))
+            for name, (mean, low, high) in values.items():
+                ax.fill_betweenx(y, low, high, color=colour[name][0], alpha=0.2, linewidth=0)
+                ax.plot(mean, y, color=colour[name][0], marker=colour[name][1], linewidth=0.8)
+            ax.axvline(0, color="0.5", linewidth=0.5)
+            _symlog_axis(ax, max(float(np.max(np.abs(v))) for value in values.values() for v in value))
+            ax.set_title(model)
+            if len(names) <= 20:
+                _layer_axis(ax, names, "y")
+            else:
+                ax.set_ylim(len(names) - 0.5, -0.5)
+                ax.set_ylabel("layer (input at 0)")
+            ax.grid(True, which="major", linewidth=0.3)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("share / mean |logit|")
+        _legend(fig, series)
+        fig.suptitle(title)
+    return fig
+
+
+def _symlog_axis(ax, largest: float, linthresh: float = 1e-2) -> None:
+    """A symmetric log x axis with at most three powers of ten labelled on each side of 0."""
+    ax.set_xscale("symlog", linthresh=linthresh)
+    top = max(0, ceil(np.log10(max(largest, linthresh))))
+    low = int(np.log10(linthresh))
+    first = min(low + 1, top)                     # the threshold's own power would crowd the 0
+    powers = sorted({int(round(p)) for p in np.linspace(first, top, min(3, top - first + 1))})
+    ticks = [-(10.0 ** p) for p in reversed(powers)] + [0.0] + [10.0 ** p for p in powers]
+    labels = [f"$-10^{{{p}}}$" for p in reversed(powers)] + ["0"] + [f"$10^{{{p}}}$" for p in powers]
+    ax.set_xticks(ticks, labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(-(10.0 ** top), 10.0 ** top)
+
+
+def reconstruction_grid(panels: dict, title: str) -> Figure:
+    """Relative reconstruction error against the fraction of neurons observed, one panel per model
+    (``{model: ({series: (fractions, mean errors)}, note)}``, both axes log), with the error of guessing 0
+    (1) dashed; ``note`` (what was skipped) is written in the panel."""
+    series = list(dict.fromkeys(name for values, _ in panels.values() for name in values))
+    colour = colours(series)
+    with style(), _text():
+        fig, axes = _model_grid(len(panels), 2.0)
+        for ax, (model, (values, note)) in zip(axes.flat, panels.items()):
+            for name, (fractions, errors) in values.items():
+                ax.plot(fractions, errors, color=colour[name][0], marker=colour[name][1], linewidth=0.9)
+            ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.7)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            fractions = sorted({float(f) for f, _ in values.values() for f in f})
+            ax.set_xticks(fractions, [f"{f:.0%}" if f >= 0.01 else f"{f:.1%}" for f in fractions])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_title(model)
+            if note:
+                ax.text(0.03, 0.03, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
+            ax.grid(True, which="major", linewidth=0.3)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("fraction of neurons observed")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("relative error")
+        handles = [Line2D([], [], color=colour[s][0], marker=colour[s][1], label=s) for s in series]
+        handles.append(Line2D([], [], color="0.4", linestyle="--", label="guessing 0"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
         fig.suptitle(title)
     return fig
 

@@ -9,7 +9,7 @@ that as one line and exits with status 2. Any other exception is a bug and keeps
 
 The built-in stages live in the modules of this package, grouped by what they work on: ``network``
 (train, extract-graph, collect-activations, demo), ``spectra`` (compute-transformer, transform),
-``summaries`` (summarize, class-means) and ``drawing`` (visualize, figures); ``common`` holds what several
+``causes`` (causes), ``summaries`` (summarize, class-means) and ``drawing`` (visualize, figures); ``common`` holds what several
 of them use. Each stage imports what it uses when it runs: a job that runs no network never imports
 torch, one that draws nothing never imports matplotlib (start-up time of many small jobs).
 """
@@ -62,7 +62,7 @@ class Stage(FunctionRecord):
 #: the built-in stages, in the order ``nsp --help`` lists them
 BUILT_IN = tuple(f"nsp.pipeline.stages.{spec}" for spec in (
     "network:TRAIN", "network:EXTRACT_GRAPH", "spectra:COMPUTE_TRANSFORMER", "network:COLLECT_ACTIVATIONS",
-    "spectra:TRANSFORM", "drawing:VISUALIZE", "summaries:SUMMARIZE", "summaries:CLASS_MEANS", "drawing:FIGURES_STAGE",
+    "spectra:TRANSFORM", "drawing:VISUALIZE", "causes:CAUSES", "summaries:SUMMARIZE", "summaries:CLASS_MEANS", "drawing:FIGURES_STAGE",
     "gallery:GALLERY",
     "network:DEMO"))
 

@@ -47,6 +47,18 @@ def read_json(path, option: str):
         raise StorageError(f"{option} {path} is not a JSON file (damaged, or not written by nsp): {err}") from None
 
 
+def check_provenance(transformer, batch, transformer_path, activations_path) -> None:
+    """A transformer applies only to activations of the graph and the weights it was fitted for."""
+    mismatch = f"--transformer {transformer_path} was not fitted for --activations {activations_path}"
+    if (transformer.weights_sha256 and batch.weights_sha256
+            and transformer.weights_sha256 != batch.weights_sha256):
+        raise StorageError(f"{mismatch}: other weights (sha256 {transformer.weights_sha256[:12]}... for the "
+                           f"transformer, {batch.weights_sha256[:12]}... for the activations)")
+    if transformer.n != batch.values.shape[1]:
+        raise StorageError(f"{mismatch}: a graph of {transformer.n:,} nodes, activations of "
+                           f"{batch.values.shape[1]:,}")
+
+
 def require_files(**options) -> None:
     """Check that every input file exists before a stage starts work: ``options`` maps an option's name
     (``class_means`` for ``--class-means``) to its path or list of paths (None: not given). A missing file

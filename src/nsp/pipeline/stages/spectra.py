@@ -7,7 +7,7 @@ import time
 from nsp.errors import ConfigError, StorageError
 from nsp.pipeline import batching
 from nsp.pipeline.stages import Stage, option
-from nsp.pipeline.stages.common import job_device, log, producer, require_files
+from nsp.pipeline.stages.common import check_provenance, job_device, log, producer, require_files
 
 
 def compute_transformer(args, cfg) -> None:
@@ -41,7 +41,7 @@ def transform(args, cfg) -> None:
                     raise StorageError(f"--activations {args.activations} holds {len(batch.stored_layers)} of the "
                                        f"{len(batch.layers)} layers of its network (config key models.<model>.layers);"
                                        f" a transform needs every node: store every layer (layers: null) to transform")
-                _check_provenance(fitted, batch, args.transformer, args.activations)
+                check_provenance(fitted, batch, args.transformer, args.activations)
                 writer = storage.SignalWriter(
                     args.out, "spectra", batch.layers, fitted.n_coefficients, transform_type=fitted.type,
                     eigenvalues=getattr(fitted, "eigenvalues", None), trace=batch.trace,
@@ -59,18 +59,6 @@ def transform(args, cfg) -> None:
             writer.discard(err)
         raise
     writer.close()
-
-
-def _check_provenance(transformer, batch, transformer_path, activations_path) -> None:
-    """A transformer applies only to activations of the graph and the weights it was fitted for."""
-    mismatch = f"--transformer {transformer_path} was not fitted for --activations {activations_path}"
-    if (transformer.weights_sha256 and batch.weights_sha256
-            and transformer.weights_sha256 != batch.weights_sha256):
-        raise StorageError(f"{mismatch}: other weights (sha256 {transformer.weights_sha256[:12]}... for the "
-                           f"transformer, {batch.weights_sha256[:12]}... for the activations)")
-    if transformer.n != batch.values.shape[1]:
-        raise StorageError(f"{mismatch}: a graph of {transformer.n:,} nodes, activations of "
-                           f"{batch.values.shape[1]:,}")
 
 
 COMPUTE_TRANSFORMER = Stage("compute-transformer", compute_transformer, "fit one transform on a stored graph", (

@@ -14,7 +14,7 @@ from nsp.pipeline.stages.common import log, producer, read_json, require_files, 
 def summarize(args, cfg) -> None:
     """Statistics over every shard of one model: of its activations and of each transform's spectra."""
     from nsp import statistics, storage
-    require_files(activations=args.activations, spectra=args.spectra, metrics=args.metrics)
+    require_files(activations=args.activations, spectra=args.spectra, metrics=args.metrics, causes=args.causes)
     threshold = cfg["summary"]["sparsity_threshold"]
     summary = {"model": args.model, "sparsity_threshold": threshold}
     if args.metrics:
@@ -42,6 +42,14 @@ def summarize(args, cfg) -> None:
                                      floor=None if batch.noise_floor is None else batch.noise_floor[rows])
     summary["samples"] = series["activations"].samples
     summary["series"] = list(series)
+    if args.causes:
+        summary["causes"] = {}
+        for path in args.causes:
+            record = read_json(path, "--causes")
+            if not (isinstance(record, dict) and isinstance(record.get("transform"), str)
+                    and isinstance(record.get("reconstruction"), dict)):
+                raise StorageError(f"--causes {path} is not a record of nsp causes (no transform or reconstruction)")
+            summary["causes"][record["transform"]] = record
     for name, stats in series.items():
         summary[name] = _stats(stats)
     write_json(args.out, summary)
@@ -134,6 +142,7 @@ SUMMARIZE = Stage("summarize", summarize, "statistics over all shards of one mod
     option("--activations", nargs="+", required=True),
     option("--spectra", nargs="*"),
     option("--metrics", help="training metrics (JSON)"),
+    option("--causes", nargs="*", help="the records of nsp causes for this model (JSON), one per transform"),
     option("--out", required=True)))
 
 CLASS_MEANS = Stage("class-means", class_means, "mean of one series (activations or one transform's spectra) "
