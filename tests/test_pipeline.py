@@ -32,7 +32,9 @@ TINY = {
                 "trace": "ops", "epochs": 1, "transforms": ["standard", "sem"]},
     },
     "transforms": {"standard": {}, "laplacian": {"k": 20}, "sem": {}},
-    "figures": ["compaction", "energy"],
+    "causes": {"transforms": ["sem", "laplacian"], "samples": 12, "reconstruct_samples": 3, "fractions": [0.2, 0.5],
+               "sparsity": 5},
+    "figures": ["compaction", "energy", "contributions", "reconstruction"],
 }
 
 pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake is not installed next to this Python")
@@ -155,6 +157,48 @@ def test_outputs_equal_the_library_called_directly(tiny_runs):
     assert (fresh.mobius != storage.read_transformer(r / "models" / "res" / "transformer_standard.h5").mobius).nnz == 0
 
 
+def test_causes_records_against_the_library(tiny_runs):
+    """The causes jobs: per-layer shares of the predicted logit that sum to it, equal to the library's, and
+    reconstruction errors; the summary holds the records and the captions quote them."""
+    folder, _ = tiny_runs
+    r = folder / "results"
+    for model, dataset in (("mlp", "digits"), ("res", "digits"), ("vgg", "photos")):
+        summary = json.loads((r / "summary" / model / dataset / "summary.json").read_text())
+        expected = ["sem"] if model == "vgg" else ["laplacian", "sem"]
+        assert sorted(summary["causes"]) == expected
+        for transform in expected:
+            record = json.loads((r / "summary" / model / dataset / f"causes_{transform}.json").read_text())
+            assert summary["causes"][transform] == record and record["samples"] == 12
+            rec = record["reconstruction"]
+            assert rec["fractions"] == [0.2, 0.5] and len(rec["errors"]) == 2 and len(rec["errors"][0]) == 3
+            assert rec["method"] == ("lowpass" if transform == "laplacian" else "omp")
+            assert ("contributions" in record) == (transform == "sem")
+    record = json.loads((r / "summary" / "mlp" / "digits" / "causes_sem.json").read_text())
+    shard = storage.read_signals(r / "activations" / "mlp" / "digits" / "shard_0.h5")
+    sem = storage.read_transformer(r / "models" / "mlp" / "transformer_sem.h5")
+    s = shard.values[:12].astype(np.float64)
+    names, offsets = sem.layer_offsets()
+    predicted = s[:, offsets[-2]:].argmax(axis=1)
+    direct = np.stack([sem.contributions(s[b], [offsets[-2] + int(p)], per_layer=True)[0] for b, p in
+                       enumerate(predicted)])
+    got = np.array(record["contributions"]["shares"])
+    assert record["contributions"]["predicted"] == predicted.tolist()
+    assert np.allclose(got, direct, rtol=1e-12, atol=1e-12)
+    assert np.allclose(got.sum(axis=1), s[np.arange(12), offsets[-2] + predicted], rtol=1e-9, atol=1e-9)
+    assert record["contributions"]["completeness_error"] < 1e-9
+    caption = (r / "figures" / "paper" / "contributions.caption.md").read_text()
+    mean = np.array(record["contributions"]["mean"]) / np.mean(np.abs(record["contributions"]["logit"]))
+    top = int(np.argmax(mean))
+    assert f"sem (12 samples): {names[top]} {mean[top]:.3g}" in caption
+    caption = (r / "figures" / "paper" / "reconstruction.caption.md").read_text()
+    assert f"- mlp at 50% observed: laplacian {summary_error(r, 'mlp', 'laplacian'):.3g} (lowpass, 5 " in caption
+
+
+def summary_error(r, model, transform) -> float:
+    return json.loads((r / "summary" / model / "digits" / "summary.json").read_text())["causes"][transform][
+        "reconstruction"]["mean_error"][-1]
+
+
 def test_cores_do_not_change_a_single_byte(tiny_runs):
     two, one = tiny_runs
     a, b = digests(two), digests(one)
@@ -245,29 +289,33 @@ def edited(**changes) -> dict:
     # a figure option: only the drawings
     ({"visualize__cmap": "magma"}, {"visualize": 3, "visualize_spectrum": 8}),
     ({"figures": ["compaction", "sparsity"]}, {"paper_per_model": 3}),
-    # one transform's options: its transformers, spectra, drawings and statistics, nothing else
-    ({"transforms__laplacian__k": 10}, {"compute_transformer": 2, "transform": 6,
+    # one transform's options: its transformers, spectra, causes, drawings and statistics, nothing else
+    ({"transforms__laplacian__k": 10}, {"compute_transformer": 2, "transform": 6, "causes": 2,
                                         "visualize_spectrum": 2, "summarize": 2, "class_means": 2,
-                                        "paper_all_models": 1, "paper_per_model": 2}),
+                                        "paper_all_models": 3, "paper_per_model": 2}),
     # one model's training: its chain only
     ({"models__mlp__epochs": 2}, {"train": 1, "extract_graph": 1, "compute_transformer": 3,
-                                  "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
-                                  "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
+                                  "collect_activations": 3, "transform": 9, "causes": 2, "visualize": 1,
+                                  "visualize_spectrum": 3, "summarize": 1, "class_means": 4, "paper_all_models": 3,
+                                  "paper_per_model": 1}),
     # one model's trace mode: not its training
     ({"models__mlp__trace": "ops"}, {"extract_graph": 1, "compute_transformer": 3,
-                                     "collect_activations": 3, "transform": 9, "visualize": 1, "visualize_spectrum": 3,
-                                     "summarize": 1, "class_means": 4, "paper_all_models": 1, "paper_per_model": 1}),
+                                     "collect_activations": 3, "transform": 9, "causes": 2, "visualize": 1,
+                                     "visualize_spectrum": 3, "summarize": 1, "class_means": 4,
+                                     "paper_all_models": 3, "paper_per_model": 1}),
     # a new model: its jobs, and the figures that show every model
     ({"models__mlp2": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1, "transforms": ["standard"]}},
      {"train": 1, "extract_graph": 1, "compute_transformer": 1, "collect_activations": 3,
       "transform": 3, "visualize": 1, "visualize_spectrum": 1, "summarize": 1, "class_means": 2,
-      "paper_all_models": 1, "paper_per_model": 1}),
+      "paper_all_models": 3, "paper_per_model": 1}),
+    # the causes options: every causes job, the summaries and what draws them
+    ({"causes__fractions": [0.5]}, {"causes": 5, "summarize": 3, "paper_all_models": 3, "paper_per_model": 3}),
     # threads, results of a fixed value: nothing but the record
     ({"threads": 2}, {}),
     # some layers of one model stored (and so no transforms): its activations and what reads them
     ({"models__mlp__layers": ["input", "fc*"], "models__mlp__transforms": []},
      {"collect_activations": 3, "visualize": 1, "summarize": 1, "class_means": 1,
-      "paper_all_models": 1, "paper_per_model": 1}),
+      "paper_all_models": 3, "paper_per_model": 1}),
 ])
 def test_a_config_change_reruns_only_the_jobs_that_read_it(tiny_runs, tmp_path, changes, expected):
     folder = tmp_path / "edit"
