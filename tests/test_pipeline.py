@@ -94,7 +94,8 @@ def test_every_expected_file_with_the_right_shapes(tiny_runs):
             assert sem.noise_floor.shape == (sizes[-1], len(acts.layers)) and std.noise_floor is None
             assert (sem.noise_floor[:, 0] == 0).all() and (sem.noise_floor[:, 1:] > 0).all()
         assert sizes == [25, 25, 10]
-        for name in ("pattern.pdf", "spectrum_standard.pdf", "spectrum_laplacian.pdf"):
+        for name in ("pattern.pdf", "spectrum_standard.pdf", "spectrum_laplacian.pdf", "filtered_sem.pdf",
+                     "filtered_laplacian.pdf"):
             assert (r / "figures" / model / "digits" / name).stat().st_size > 1000
         summary = (r / "summary" / model / "digits" / "summary.json").read_text()
         assert '"test_accuracy"' in summary and '"compaction_share"' in summary
@@ -287,21 +288,21 @@ def edited(**changes) -> dict:
 
 @pytest.mark.parametrize("changes, expected", [
     # a figure option: only the drawings
-    ({"visualize__cmap": "magma"}, {"visualize": 3, "visualize_spectrum": 8}),
+    ({"visualize__cmap": "magma"}, {"visualize": 3, "visualize_spectrum": 8, "visualize_filtered": 5}),
     ({"figures": ["compaction", "sparsity"]}, {"paper_per_model": 3}),
     # one transform's options: its transformers, spectra, causes, drawings and statistics, nothing else
     ({"transforms__laplacian__k": 10}, {"compute_transformer": 2, "transform": 6, "causes": 2,
-                                        "visualize_spectrum": 2, "summarize": 2, "class_means": 2,
+                                        "visualize_spectrum": 2, "visualize_filtered": 2, "summarize": 2, "class_means": 2,
                                         "paper_all_models": 3, "paper_per_model": 2}),
     # one model's training: its chain only
     ({"models__mlp__epochs": 2}, {"train": 1, "extract_graph": 1, "compute_transformer": 3,
                                   "collect_activations": 3, "transform": 9, "causes": 2, "visualize": 1,
-                                  "visualize_spectrum": 3, "summarize": 1, "class_means": 4, "paper_all_models": 3,
+                                  "visualize_spectrum": 3, "visualize_filtered": 2, "summarize": 1, "class_means": 4, "paper_all_models": 3,
                                   "paper_per_model": 1}),
     # one model's trace mode: not its training
     ({"models__mlp__trace": "ops"}, {"extract_graph": 1, "compute_transformer": 3,
                                      "collect_activations": 3, "transform": 9, "causes": 2, "visualize": 1,
-                                     "visualize_spectrum": 3, "summarize": 1, "class_means": 4,
+                                     "visualize_spectrum": 3, "visualize_filtered": 2, "summarize": 1, "class_means": 4,
                                      "paper_all_models": 3, "paper_per_model": 1}),
     # a new model: its jobs, and the figures that show every model
     ({"models__mlp2": {"architecture": "digits_mlp", "dataset": "digits", "epochs": 1, "transforms": ["standard"]}},

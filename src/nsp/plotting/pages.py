@@ -106,13 +106,15 @@ def pattern_pages(layers: Sequence[np.ndarray], names: Sequence[str], scale: str
 
 
 def pattern_pdf(layers: Sequence[np.ndarray], names: Sequence[str], path, scale: str = "layerscale",
-                cmap: str = "viridis", kind: str | None = None, select=None) -> int:
+                cmap: str = "viridis", kind: str | None = None, select=None, note: str = "") -> int:
     """The pattern (or a spectrum of transform ``kind``, in the layer layout), one page per selected layer
-    (``select``: see :func:`select_layers`; a :class:`Selection` is taken as it is). Returns the page count."""
+    (``select``: see :func:`select_layers`; a :class:`Selection` is taken as it is); ``note`` is written on
+    every page (what the pattern is). Returns the page count."""
     plotting.check_scale(scale)
     plotting.colormap(cmap)
     selection = _selection(names, select)
-    note = TRANSFORMS[kind].description if kind in TRANSFORMS and not TRANSFORMS[kind].coefficients_at_nodes else ""
+    if kind in TRANSFORMS and not TRANSFORMS[kind].coefficients_at_nodes:
+        note = "; ".join(filter(None, [TRANSFORMS[kind].description, note]))
     return plotting.write_pdf(pattern_pages(layers, names, scale, cmap, note, selection), path)
 
 

@@ -1,5 +1,5 @@
-"""The stages that draw: visualize (one sample's pattern and spectra, page by page) and figures (one paper
-figure of a registered kind, :mod:`nsp.pipeline.figures`)."""
+"""The stages that draw: visualize (one sample's pattern, its spectra and its pattern filtered by causes, page
+by page) and figures (one paper figure of a registered kind, :mod:`nsp.pipeline.figures`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from nsp.errors import ConfigError, InputError, StorageError
 from nsp.pipeline.stages import Stage, option
-from nsp.pipeline.stages.common import log, pairs, read_json, require_files
+from nsp.pipeline.stages.common import check_provenance, log, pairs, read_json, require_files
 from nsp.storage.files import atomic_output
 
 
@@ -21,16 +21,20 @@ def visualize(args, cfg) -> None:
     from nsp.plotting import figures as plotting
     from nsp.plotting import pages
     options = cfg["visualize"]
-    if not args.out and not args.spectra:
-        raise InputError("nothing to draw: give --out (the pattern) and/or --spectra")
+    if (args.transformer is None) != (args.filtered_out is None):
+        raise InputError("--filtered-out (the pattern of the sample's largest coefficients) needs --transformer, "
+                         "and --transformer is only for it")
+    if not args.out and not args.spectra and not args.filtered_out:
+        raise InputError("nothing to draw: give --out (the pattern), --spectra and/or --filtered-out")
     outs = args.spectra_out
     if args.spectra and outs is None:
         outs = [None] * len(args.spectra)
     spectra_outs = pairs(args.spectra, outs, "spectra files", "--spectra-out")
-    for name, path in [("--out", args.out)] + [("--spectra-out", out) for out in outs or []]:
+    for name, path in [("--out", args.out), ("--filtered-out", args.filtered_out)] + \
+            [("--spectra-out", out) for out in outs or []]:
         if path is not None and Path(path).suffix != ".pdf":
             raise InputError(f"{name} {path}: the pages are a PDF; give a name ending in .pdf")
-    require_files(activations=args.activations, spectra=args.spectra)
+    require_files(activations=args.activations, spectra=args.spectra, transformer=args.transformer)
     with ExitStack() as files:     # the files stay open: each page reads its layer of the one sample
         batch = files.enter_context(storage.open_signals(args.activations, "activations"))
         if not batch.values.shape[0]:
@@ -57,6 +61,8 @@ def visualize(args, cfg) -> None:
             columns = batch.stored_table                 # the stored layers (models.<m>.layers), or all
             pages.pattern_pdf(pages.SampleLayers(batch.values, index, columns), columns.names, args.out,
                               options["scale"], options["cmap"], select=selection)
+        if args.filtered_out:
+            _filtered(args, batch, index, options, selection)
         for stored, out in spectra:
             if stored.values.shape[1] == stored.layers.n_nodes:
                 floor = None if stored.noise_floor is None else stored.noise_floor[index]
@@ -68,6 +74,27 @@ def visualize(args, cfg) -> None:
                 title = f"Laplacian spectrum ({values.size} lowest eigenvalues): |coefficient| against eigenvalue"
                 plotting.write_pdf([plotting.eigenvalue_figure(stored.eigenvalues, values, title)], out)
     log(args, f"sample {int(batch.sample_ids[index])} (label {label}); {selection.summary()}")
+
+
+def _filtered(args, batch, index: int, options: dict, selection) -> None:
+    """The pages of the sample's pattern synthesised from its largest coefficients only (``visualize.keep``
+    of them): ``Transform.filter`` with the transformer, beside the relative error to the pattern."""
+    from nsp import storage
+    from nsp.plotting import pages
+    fitted = storage.read_transformer(args.transformer)
+    if batch.stored_layers is not None:
+        raise StorageError(f"--transformer {args.transformer} cannot filter --activations {args.activations}: those "
+                           f"hold {len(batch.stored_layers)} of the {len(batch.layers)} layers only")
+    check_provenance(fitted, batch, args.transformer, args.activations)
+    signal = np.asarray(batch.values[index], dtype=np.float64)
+    kept = max(1, int(round(options["keep"] * fitted.n_coefficients)))
+    filtered = fitted.filter(signal, kept)
+    error = np.linalg.norm(filtered - signal) / max(np.linalg.norm(signal), 1e-300)
+    note = (f"the pattern synthesised from its {kept:,} largest {fitted.label or fitted.type} coefficients only "
+            f"({options['keep']:.1%} of {fitted.n_coefficients:,}); relative error to the pattern {error:.3g}")
+    pages.pattern_pdf(pages.SampleLayers(filtered[None], 0, batch.layers), batch.layers.names, args.filtered_out,
+                      options["scale"], options["cmap"], select=selection, note=note)
+    log(args, note)
 
 
 def _check_spectra(activations, batch, path, spectra) -> None:
@@ -186,7 +213,10 @@ VISUALIZE = Stage("visualize", visualize, "draw the configured sample's pattern 
     option("--out", help="pattern PDF"),
     option("--spectra", nargs="*", help="spectra shards of the same samples"),
     option("--spectra-out", nargs="*", dest="spectra_out",
-           help="one PDF per --spectra file (default: spectrum_<type>.pdf beside --out)")))
+           help="one PDF per --spectra file (default: spectrum_<type>.pdf beside --out)"),
+    option("--transformer", help="a fitted transform of the same network, for --filtered-out"),
+    option("--filtered-out", dest="filtered_out", help="PDF of the sample's pattern synthesised from its largest "
+           "coefficients only (config key visualize.keep)")))
 
 
 def _figure_kinds() -> list[str]:
