@@ -51,8 +51,8 @@ def large(width: int, batch: int) -> None:
           f"logits ({logits!r}), per_layer=True; set-up {time.perf_counter() - start:.1f} s")
     for name, t in transforms.items():
         label = f"{name} (factored)" if getattr(t, "factored", False) else name
-        t_fwd, c = timed(lambda: t.transform(s), 2)
-        t_con, shares = timed(lambda: t.contributions(s, logits, per_layer=True), 2)
+        t_fwd, c = timed(lambda: t.transform(s), 3)
+        t_con, shares = timed(lambda: t.contributions(s, logits, per_layer=True), 3)
         target = s[:, lo:hi]
         error = np.abs(shares.sum(axis=2) - target).max() / np.abs(target).max()
         print(f"  {label:<20} {t_con / batch:8.3f} s/sample   contributions / transform {t_con / t_fwd:7.1f}x   "
@@ -74,10 +74,10 @@ class WithReluModules(nn.Module):
 
 
 def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean over samples of the rank correlation of two maps (samples, pixels), on the masked pixels."""
     from scipy.stats import spearmanr
-    values = [spearmanr(a[i] if mask is None else a[i][mask[i]], b[i] if mask is None else b[i][mask[i]]).statistic
-              for i in range(len(a))]
-    return float(np.nanmean(values))
+    mask = np.ones(a.shape, bool) if mask is None else mask
+    return float(np.nanmean([spearmanr(a[i][mask[i]], b[i][mask[i]]).statistic for i in range(len(a))]))
 
 
 def captum_comparison(samples: int) -> None:
@@ -123,13 +123,15 @@ def captum_comparison(samples: int) -> None:
 
     print(f"MNIST network ({source}; {core.n_nodes:,} nodes, ops trace), {samples} synthetic images, "
           f"attributions of the {pixels} input pixels to the predicted logit")
+    plain = plain_delta.detach().abs().max().item() / np.abs(gap).max()
     print(f"  DeepLift needs nn.ReLU modules; MnistNet applies relu functionally (on it, DeepLift's completeness "
-          f"error is {plain_delta.detach().abs().max().item() / np.abs(gap).max():.1e} relative), so it runs on an equivalent copy with "
-          f"nn.ReLU modules (max |output difference| {same:.1e})")
+          f"error is {plain:.1e} relative), so it runs on an equivalent copy with nn.ReLU modules (max |output "
+          f"difference| {same:.1e})")
     total = shares.sum(axis=1)
     inputs = shares[:, :pixels].sum(axis=1)
+    miss = np.abs(total - logit).max()
     print(f"  nsp sem              {t_nsp / samples * 1e3:8.1f} ms/sample   completeness: max |sum of all shares - "
-          f"logit| {np.abs(total - logit).max():.1e} (relative {np.abs(total - logit).max() / np.abs(logit).max():.1e})")
+          f"logit| {miss:.1e} (relative {miss / np.abs(logit).max():.1e})")
     print(f"                       input layer's shares / logit: mean {np.mean(inputs / logit):.2f}, "
           f"range {np.min(inputs / logit):.2f} .. {np.max(inputs / logit):.2f}")
     on = x.reshape(samples, -1).numpy() > 0

@@ -13,11 +13,13 @@ Reference in the same run: PyGSP (``pip install pygsp==0.6.1``) on digits_mlp, b
 squares on the first 64 eigenvectors of its combinatorial Laplacian of the same undirected graph,
 compared with nsp's low-pass reconstruction.
 
-    .venv/bin/python bench/bench_reconstruct.py [--quick] [--omp-samples N]
+    .venv/bin/python bench/bench_reconstruct.py [--quick] [--omp-samples N] [--blas-threads N]
 
---quick skips mnist_reference. On mnist_reference omp runs on the first --omp-samples held-out
-digits (default 2) and not where the observed rows of W hold more than OMP_LIMIT entries (one sample
-then takes over a minute on 2 cores).
+--quick skips mnist_reference. omp runs on the first --omp-samples held-out digits (default all 8),
+and not where the observed rows of W hold more than OMP_LIMIT entries (mnist_reference gets omp at
+5% only: at 10% one sample takes ~8 s per method, which would double the run). numpy's BLAS runs on
+--blas-threads threads (default 1, threadpoolctl): beside torch's threads on a busy 2-core machine,
+two OpenBLAS threads made omp's small least-squares solves 10-30x slower.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from common import timed  # noqa: F401  (the benchmarks' shared set-up; timings here are single runs)
+from common import timed
+from threadpoolctl import threadpool_limits
 
 import nsp
 from nsp import zoo
@@ -38,7 +41,7 @@ from nsp.transforms.sampling import ReconstructionWarning
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.5)
 HELD_OUT = 8
-OMP_LIMIT = 6e7           # observed nodes x nodes: the dense rows of W that omp streams once per step
+OMP_LIMIT = 2e7           # observed nodes x nodes: the dense rows of W that omp streams once per step
 
 
 def digits(model: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +88,7 @@ def reconstruct(t, s, observed, k, method):
         rec = t.reconstruct(s[:, observed], observed, sparsity=k, method=method)
         seconds = (time.perf_counter() - start) / len(s)
     error = np.linalg.norm(rec - s, axis=1) / np.linalg.norm(s, axis=1)
-    return float(error.mean()), seconds, sum(issubclass(w.category, ReconstructionWarning) for w in caught), rec
+    return float(error.mean()), seconds, sum(issubclass(w.category, ReconstructionWarning) for w in caught)
 
 
 def bench_model(model: str, omp_samples: int):
@@ -102,38 +105,37 @@ def bench_model(model: str, omp_samples: int):
     t_lap = time.perf_counter() - start
     standard = nsp.StandardTransform().fit(core)
     methods = {"sem omp": (nsp.SemTransform().fit(core), k, "omp"),
-               f"standard omp{' (f)' if standard.factored else ''}": (standard, k, "omp"),
+               f"standard omp{' factored' if standard.factored else ''}": (standard, k, "omp"),
                "laplacian lowpass": (lap, 64, "lowpass")}
     cut = lap.truncation
     print(f"\n{model}: {n:,} nodes (ops trace), training accuracy {accuracy:.0%}, omp sparsity k = {k}; "
           f"Laplacian fit {t_lap:.1f} s, eigenvalue {cut['largest_kept']:.4f} at the cut, next {cut['next']:.4f}"
           f"{' (the cut splits an eigenspace)' if cut['splits_eigenspace'] else ''}")
-    few = omp_samples < HELD_OUT and n > 5000
-    if few:
-        print(f"  omp on the first {omp_samples} of the {HELD_OUT} held-out digits (OMP_LIMIT {OMP_LIMIT:.0e}); "
-              f"low-pass and zero on all {HELD_OUT}")
+    if omp_samples < HELD_OUT:
+        print(f"  omp on the first {omp_samples} of the {HELD_OUT} held-out digits; low-pass and zero on all")
     print(f"  {'fraction':>8} {'observed':>8}   " + "".join(f"{name:>22}" for name in methods) + f"{'zero':>7}")
-    counts = dict.fromkeys(methods, 0)
-    recs = []
+    counts, skipped = dict.fromkeys(methods, 0), False
     for fraction, observed in zip(FRACTIONS, observed_sets(n)):
         cells = []
         for name, (t, width, method) in methods.items():
-            batch = s[:omp_samples] if method == "omp" and few else s
+            batch = s[:omp_samples] if method == "omp" else s
             if method == "omp" and observed.size * n > OMP_LIMIT:
                 cells.append(f"{'skipped (too slow)':>22}")
+                skipped = True
                 continue
-            error, seconds, warned, rec = reconstruct(t, batch, observed, width, method)
+            error, seconds, warned = reconstruct(t, batch, observed, width, method)
             counts[name] += warned
             cells.append(f"{error:>10.3f} {seconds * 1e3:>8.1f} ms")
-            if method == "lowpass":
-                recs.append(rec)
         print(f"  {fraction:>8.2f} {observed.size:>8,}   " + "".join(cells) + f"{1.0:>7.3f}")
     print("  (each cell: mean relative error, time per sample)   ReconstructionWarnings: "
           + ", ".join(f"{name} {count}" for name, count in counts.items()))
-    return core, s, lap, recs
+    if skipped:
+        print(f"  skipped: omp where observed x nodes > {OMP_LIMIT:.0e} (each of its k steps refits by least squares "
+              f"on dense observed rows of W; at 10% here one sample takes ~8 s per method)")
+    return core, s
 
 
-def pygsp_reference(core, s, lap, recs) -> None:
+def pygsp_reference(core, s) -> None:
     try:
         import pygsp
     except ImportError:
@@ -145,31 +147,44 @@ def pygsp_reference(core, s, lap, recs) -> None:
     w.eliminate_zeros()
     graph = pygsp.graphs.Graph(w)
     t_basis, _ = timed(graph.compute_fourier_basis)
-    basis, e = graph.U[:, :64], graph.e
-    degenerate = abs(e[64] - e[63]) <= 1e-9 * max(1.0, e[-1]) if e.size > 64 else False
-    print(f"\nPyGSP {pygsp.__version__} reference on digits_mlp ({core.n_nodes} nodes, full Fourier basis in "
-          f"{t_basis * 1e3:.1f} ms): max |eigenvalue difference| over the first 64 "
-          f"{np.abs(e[:64] - lap.eigenvalues).max():.1e}; eigenvalues 63, 64, 65 (0-based 62..64): "
-          f"{', '.join(f'{v:.4f}' for v in e[62:65])}{' - the cut splits an eigenspace' if degenerate else ''}")
+    e = graph.e
+    gaps = np.flatnonzero(np.diff(e[:65]) > 1e-9 * max(1.0, e[-1])) + 1     # cuts that split no eigenspace
+    below = int(gaps[-1])
+    print(f"\nPyGSP {pygsp.__version__} reference on digits_mlp ({core.n_nodes} nodes; full Fourier basis in "
+          f"{t_basis * 1e3:.1f} ms); its eigenvalues 62..64 (0-based) {', '.join(f'{v:.4f}' for v in e[62:65])}")
+    if below != 64:
+        last = np.flatnonzero(e > e[63] + 1e-9 * e[-1])[0] - 1
+        print(f"  the cut at 64 splits the eigenspace of {e[63]:.4f} (eigenvalues {below}..{last}, 0-based): "
+              f"which of its vectors the band holds is arbitrary, so nsp and PyGSP may differ there; "
+              f"compared also at k = {below}, the largest cut below 64 that splits no eigenspace")
     scale = np.abs(s).max()
-    for fraction, observed, rec in zip(FRACTIONS, observed_sets(core.n_nodes), recs):
-        start = time.perf_counter()
-        coefficients = np.linalg.lstsq(basis[observed], s[:, observed].T, rcond=None)[0]
-        ref = (basis @ coefficients).T
-        seconds = (time.perf_counter() - start) / len(s)
-        error = np.mean(np.linalg.norm(ref - s, axis=1) / np.linalg.norm(s, axis=1))
-        print(f"  fraction {fraction:.2f}: PyGSP low-pass error {error:.3f} ({seconds * 1e3:.2f} ms/sample);  "
-              f"max |PyGSP - nsp| / max |s| {np.abs(ref - rec).max() / scale:.1e}")
+    for k in (64, below) if below != 64 else (64,):
+        lap = nsp.LaplacianTransform(k=k).fit(core)
+        print(f"  k = {k}: max |eigenvalue difference| {np.abs(e[:k] - lap.eigenvalues).max():.1e}")
+        for fraction, observed in zip(FRACTIONS, observed_sets(core.n_nodes)):
+            start = time.perf_counter()
+            coefficients = np.linalg.lstsq(graph.U[observed, :k], s[:, observed].T, rcond=None)[0]
+            ref = (graph.U[:, :k] @ coefficients).T
+            seconds = (time.perf_counter() - start) / len(s)
+            error = np.mean(np.linalg.norm(ref - s, axis=1) / np.linalg.norm(s, axis=1))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ReconstructionWarning)
+                rec = lap.reconstruct(s[:, observed], observed, sparsity=k, method="lowpass")
+            print(f"    fraction {fraction:.2f}: PyGSP low-pass error {error:7.3f} ({seconds * 1e3:.2f} ms/sample), "
+                  f"nsp {np.mean(np.linalg.norm(rec - s, axis=1) / np.linalg.norm(s, axis=1)):7.3f};  "
+                  f"max |PyGSP - nsp| / max |s| {np.abs(ref - rec).max() / scale:.1e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip mnist_reference")
-    parser.add_argument("--omp-samples", type=int, default=2, help="held-out digits omp runs on for mnist_reference")
+    parser.add_argument("--blas-threads", type=int, default=1, help="threads of numpy's BLAS")
+    parser.add_argument("--omp-samples", type=int, default=HELD_OUT, help="held-out digits omp runs on")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    print(f"{torch.get_num_threads()} threads; fractions of the neurons observed {FRACTIONS}, {HELD_OUT} held-out "
-          f"digits")
+    threadpool_limits(args.blas_threads, user_api="blas")
+    print(f"{torch.get_num_threads()} torch threads, {args.blas_threads} BLAS; fractions of the neurons observed "
+          f"{FRACTIONS}, {HELD_OUT} held-out digits")
     reference = bench_model("digits_mlp", args.omp_samples)
     bench_model("digits_cnn", args.omp_samples)
     if not args.quick:

@@ -20,7 +20,7 @@ from nsp.tracing.table import LayerTable
 
 ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 BUILT_IN = ["train", "extract-graph", "compute-transformer", "collect-activations", "transform", "visualize",
-            "summarize", "class-means", "figures", "gallery", "demo"]
+            "causes", "summarize", "class-means", "figures", "gallery", "demo"]
 
 
 def summary(model="m", layers=("input", "fc")) -> dict:
@@ -57,7 +57,8 @@ def test_the_subcommands_are_the_stage_registry_in_its_order(capsys):
     assert places == sorted(places)
     with pytest.raises(SystemExit):
         cli.main(["figures", "--help"])
-    assert "--kind {compaction,magnitude,training,energy,sparsity,class_means}" in capsys.readouterr().out
+    assert "{compaction,magnitude,training,energy,sparsity,class_means,contributions,reconstruction}" in \
+        capsys.readouterr().out.replace("\n", "").replace(" ", "")
 
 
 def test_a_registered_stage_is_a_subcommand(tmp_path, capsys):

@@ -212,7 +212,7 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
     assert config.part_names(cfg) == [
         "train/mlp", "train/cnn", "extract-graph/mlp", "extract-graph/cnn", "collect-activations/mlp",
         "collect-activations/cnn", "compute-transformer/standard", "compute-transformer/laplacian", "transform",
-        "visualize", "summarize", "figures"]
+        "visualize", "summarize", "causes", "figures"]
     network = {"architecture": "digits_cnn", "options": {}, "input_shape": None, "dataset": "photos", "trace": "ops"}
     assert config.part(cfg, "train/mlp") == {
         "part": "train/mlp", "plugins": [], "seed": 3, "datasets": {"digits": cfg["datasets"]["digits"]},
@@ -226,8 +226,12 @@ def test_config_parts_hold_exactly_what_each_stage_reads(tmp_path):
         "part": "compute-transformer/laplacian", "plugins": [], "transforms": {"laplacian": cfg["transforms"]["laplacian"]}}
     assert config.part(cfg, "transform") == {"part": "transform", "plugins": [], "device": "cpu"}
     assert config.part(cfg, "visualize") == {"part": "visualize", "plugins": [], "visualize": {"label": 1, "scale": "layerscale",
-                                                                                 "cmap": "magma", "layers": None}}
+                                                                                 "cmap": "magma", "layers": None,
+                                                                                 "keep": 0.01}}
     assert config.part(cfg, "summarize") == {"part": "summarize", "plugins": [], "summary": {"sparsity_threshold": 0.001}}
+    assert config.part(cfg, "causes") == {"part": "causes", "plugins": [], "seed": 3, "causes": {
+        "transforms": ["sem", "standard", "laplacian", "influence"], "samples": 64, "fractions": [0.05, 0.1, 0.25],
+        "sparsity": 20, "reconstruct_samples": 8, "max_nodes": 20000}}
     # a part loads as itself (nothing filled in) and only for its own stage
     for name in config.part_names(cfg):
         path = tmp_path / f"{name.replace('/', '_')}.yaml"

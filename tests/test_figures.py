@@ -32,8 +32,10 @@ def summary(model: str) -> dict:
 
 
 def test_the_built_in_kinds_in_their_order():
-    assert list(FIGURES) == ["compaction", "magnitude", "training", "energy", "sparsity", "class_means"]
-    assert [FIGURES[k].inputs for k in FIGURES] == ["summaries", "summaries", "summaries", "summary", "summary", "class_means"]
+    assert list(FIGURES) == ["compaction", "magnitude", "training", "energy", "sparsity", "class_means",
+                             "contributions", "reconstruction"]
+    assert [FIGURES[k].inputs for k in FIGURES] == ["summaries", "summaries", "summaries", "summary", "summary", "class_means",
+                                                   "summaries", "summaries"]
     assert kinds("summary") == ["energy", "sparsity"] and kinds() == list(FIGURES)
     assert kinds_pattern("summary") == "energy|sparsity" and re.fullmatch(kinds_pattern("nothing"), "") is None
     assert config.figure_names(["class_means", "sparsity", "compaction"], MODELS) == [
@@ -47,7 +49,7 @@ def test_a_registered_kind_is_accepted_by_the_schema_and_named():
     with FIGURES.temporary():
         with pytest.raises(config.ConfigError, match=r"config key figures\.1: 'per_layer' is not one of "
                                                      r"\['compaction', 'magnitude', 'training', 'energy', 'sparsity', "
-                                                     r"'class_means'\]"):
+                                                     r"'class_means', 'contributions', 'reconstruction'\]"):
             config.validate({**BASE, "figures": ["energy", "per_layer"]})
         kind = register_figure(FigureKind("per_layer", lambda s: None, inputs="summary"))
         assert FIGURES["per_layer"] is kind and kinds("summary") == ["energy", "sparsity", "per_layer"]
@@ -60,7 +62,8 @@ def test_a_registered_kind_is_accepted_by_the_schema_and_named():
         with pytest.raises(config.ConfigError, match="config key figures: the figure energy_mlp would be drawn "
                                                      "twice, by the figure kinds energy and energy_mlp"):
             config.figure_names(["energy", "energy_mlp"], MODELS)
-    assert list(FIGURES) == ["compaction", "magnitude", "training", "energy", "sparsity", "class_means"]
+    assert list(FIGURES) == ["compaction", "magnitude", "training", "energy", "sparsity", "class_means",
+                             "contributions", "reconstruction"]
 
 
 def test_kinds_are_checked_when_made_and_registered():

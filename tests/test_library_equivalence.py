@@ -166,7 +166,7 @@ def test_config_defaults_are_filled_in_one_validation():
                                          "std": 1.0, "test_every": 5}
     assert cfg["transforms"] == {"standard": {"method": "auto", "precision": "exact"}, "laplacian": {"k": None}}
     # entries created from a default get their own nested defaults
-    assert cfg["visualize"] == {"label": 1, "scale": "layerscale", "cmap": "viridis", "layers": None}
+    assert cfg["visualize"] == {"label": 1, "scale": "layerscale", "cmap": "viridis", "layers": None, "keep": 0.01}
     assert cfg["summary"] == {"sparsity_threshold": 0.001}
     # defaults are copies, the input is untouched, and validation is a fixed point
     cfg["models"]["a"]["options"]["width"] = 3

@@ -210,9 +210,8 @@ def test_every_job_writes_its_log(tiny_runs):
     folder, _ = tiny_runs
     logs = sorted((folder / "results" / "logs").rglob("*.log"))
     rules = {p.relative_to(folder / "results" / "logs").parts[0].removesuffix(".log") for p in logs}
-    assert rules == {"train", "extract_graph", "compute_transformer",
-                     "collect_activations", "transform", "visualize", "visualize_spectrum", "summarize", "class_means",
-                     "figures"}
+    assert rules == {"train", "extract_graph", "compute_transformer", "collect_activations", "transform", "causes",
+                     "visualize", "visualize_spectrum", "visualize_filtered", "summarize", "class_means", "figures"}
     # figures: one log per paper figure
     empty = [str(p) for p in logs if p.stat().st_size == 0]     # visualize: both drawing rules
     assert not empty, empty
@@ -238,9 +237,10 @@ def test_lint_and_default_dry_run(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     # 5 models x 4 shards of the 1,797 digits, 3 transforms; 2 models x 1 shard of 200 photo tiles, standard and sem
     assert counts["collect_activations"] == "22" and counts["transform"] == "64"
-    assert counts["compute_transformer"] == "19" and counts["train"] == "7" and counts["paper_all_models"] == "3"
+    assert counts["compute_transformer"] == "19" and counts["train"] == "7" and counts["paper_all_models"] == "5"
     assert counts["paper_per_model"] == "14" and counts["paper_per_series"] == "26"
-    assert counts["visualize"] == "7" and counts["visualize_spectrum"] == "19"
+    assert counts["visualize"] == "7" and counts["visualize_spectrum"] == "19" and counts["visualize_filtered"] == "19"
+    assert counts["causes"] == "19"                          # every transform each model runs
     assert counts["class_means"] == "26" and "config_part" not in counts     # parts: written, not jobs
     assert counts["paper_gallery"] == "1"
 

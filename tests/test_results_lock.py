@@ -58,7 +58,8 @@ def test_another_config_is_refused_while_a_run_holds_the_results_folder_and_acce
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     written = nsp_config.sync_parts(nsp_config.validate({**BASE, "seed": 7}), results)
-    assert written == [str(results / "config.resolved.yaml"), str(results / "config" / "train" / "mlp.yaml")]
+    assert written == [str(results / "config.resolved.yaml"), str(results / "config" / "train" / "mlp.yaml"),
+                       str(results / "config" / "causes.yaml")]         # the stages that read the seed
     assert nsp_config.load(results / "config.resolved.yaml")["seed"] == 7
 
 
