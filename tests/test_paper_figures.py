@@ -241,3 +241,40 @@ def test_sample_pages_draw_values_below_the_noise_floor_as_zero():
     layers = pages.SampleLayers(values, 0, table, floor=[0.0, 4e-7])
     assert layers[0].tolist() == [1e-7, 2.0] and layers[1].tolist() == [0.0, -0.5, 0.0]
     assert pages.SampleLayers(values, 0, table)[1].tolist() == [3e-7, -0.5, -2e-7]
+
+
+def causes_record(layers, transform, shares, logit, errors=None, skipped=None):
+    """A causes record as nsp causes writes it: ``shares`` (samples, layers) of the predicted logits."""
+    shares = np.asarray(shares, dtype=np.float64)
+    predicted = [i % 2 for i in range(len(shares))]
+    out = {"transform": transform, "samples": len(shares), "nodes": 100,
+           "reconstruction": {"skipped": skipped} if skipped else {
+               "method": "omp", "sparsity": 5, "fractions": [0.1, 0.5], "errors": [[e] for e in errors],
+               "mean_error": list(errors), "warnings": []}}
+    if transform != "laplacian":
+        out["contributions"] = {
+            "layers": layers, "predicted": predicted, "labels": None, "shares": shares.tolist(), "logit": logit,
+            "mean": shares.mean(axis=0).tolist(), "completeness_error": 1e-16,
+            "by_class": {str(c): shares[np.array(predicted) == c].mean(axis=0).tolist() for c in (0, 1)}}
+    return out
+
+
+def test_the_causes_figures_fit_a_page_and_their_captions_quote_the_records():
+    names = [f"layer{i}" for i in range(40)]
+    shares = np.zeros((4, 40))
+    shares[:, 0], shares[:, 7], shares[:, 39] = [2.0, 3.0, 1.0, 2.0], -1.0, 1e6 * np.array([1, -1, 1, -1])
+    summaries = []
+    for m in range(7):                                      # the default run's seven models
+        causes = {"sem": causes_record(names, "sem", shares, [2.0, 2.0, 2.0, 2.0], errors=[1.2, 0.9]),
+                  "laplacian": causes_record(names, "laplacian", shares, [2.0] * 4,
+                                             skipped="a graph of 50,000 neurons (causes.max_nodes is 20,000)")}
+        summaries.append({"model": f"model{m}", "series": ["activations", "sem", "laplacian"], "causes": causes})
+    for kind in ("contributions", "reconstruction"):
+        (width, height), smallest = readable(FIGURES[kind].draw(summaries))
+        assert width <= 7.3 and height <= 9.5 and smallest >= 7
+    caption = FIGURES["contributions"].caption(summaries)
+    # mean shares over the mean |logit| (2): layer0 2.0 / 2 = 1, layer7 -1 / 2 = -0.5
+    assert "- model0: sem (4 samples): layer0 1, layer7 -0.5, error 1e-16" in caption
+    caption = FIGURES["reconstruction"].caption(summaries)
+    assert ("- model3 at 50% observed: sem 0.9 (omp, 5 coefficients, 1 samples); laplacian skipped (a graph of "
+            "50,000 neurons (causes.max_nodes is 20,000))") in caption

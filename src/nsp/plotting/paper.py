@@ -217,6 +217,15 @@ def _model_grid(count: int, row_height: float, cols: int = 3):
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
+def _bottom_labels(axes, count: int, label: str) -> None:
+    """Hide the grid's unused panels and label the x axis of the lowest panel of each column."""
+    flat, cols = axes.flat, axes.shape[1]
+    for i, ax in enumerate(flat):
+        ax.set_visible(i < count)
+        if i < count and i + cols >= count:
+            ax.set_xlabel(label)
+
+
 def contributions_grid(panels: dict, title: str) -> Figure:
     """Per-layer shares of the predicted class's logit, one panel per model (``{model: (layer names,
     {series: (mean over samples, lowest class mean, highest class mean)})}``, each as a fraction of the mean
@@ -241,10 +250,7 @@ def contributions_grid(panels: dict, title: str) -> Figure:
                 ax.set_ylim(len(names) - 0.5, -0.5)
                 ax.set_ylabel("layer (input at 0)")
             ax.grid(True, which="major", linewidth=0.3)
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("share / mean |logit|")
+        _bottom_labels(axes, len(panels), "share / mean |logit|")
         _legend(fig, series)
         fig.suptitle(title)
     return fig
@@ -285,10 +291,7 @@ def reconstruction_grid(panels: dict, title: str) -> Figure:
             if note:
                 ax.text(0.03, 0.03, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
             ax.grid(True, which="major", linewidth=0.3)
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("fraction of neurons observed")
+        _bottom_labels(axes, len(panels), "fraction of neurons observed")
         for ax in axes[:, 0]:
             ax.set_ylabel("relative error")
         handles = [Line2D([], [], color=colour[s][0], marker=colour[s][1], label=s) for s in series]
