@@ -41,7 +41,7 @@ from nsp.transforms.sampling import ReconstructionWarning
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.5)
 HELD_OUT = 8
-OMP_LIMIT = 2e7           # observed nodes x nodes: the dense rows of W that omp streams once per step
+OMP_LIMIT = 6e7           # observed nodes x nodes: the dense rows of W that omp streams once per step
 
 
 def digits(model: str) -> tuple[torch.Tensor, torch.Tensor]:

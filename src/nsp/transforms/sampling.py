@@ -37,6 +37,10 @@ METHODS = ("omp", "lasso", "lowpass")
 FIT_TOL = 1e-9
 #: condition number of the observed rows of the band beyond which low-pass interpolation is not trusted
 CONDITION_LIMIT = 1e8
+#: eigenvalues closer than this (relative, at least absolute) are one eigenspace
+EIGEN_TOL = 1e-9
+#: entries of the orthogonalised bases greedy pursuit holds at once (samples are taken in blocks)
+CHUNK = 1 << 25
 
 
 class ReconstructionWarning(UserWarning):
@@ -93,17 +97,22 @@ def reconstruct(transform, values, observed, sparsity: int, method: str = "omp",
     invisible = int(np.count_nonzero(norms == 0))
     if method == "lowpass":
         singular = np.linalg.svd(phi[:, :sparsity], compute_uv=False)
-        condition = singular[0] / singular[-1] if singular[-1] > 0 else np.inf
+        condition = singular[0] / singular[-1] if singular.size == sparsity and singular[-1] > 0 else np.inf
         if condition > CONDITION_LIMIT:
             warnings.warn(f"the observed nodes hardly determine the first {sparsity} coefficients (condition number "
                           f"{condition:.3g}): the interpolation amplifies the observations' variation off the band",
                           ReconstructionWarning, stacklevel=3)
         invisible = int(np.count_nonzero(norms[:sparsity] == 0))
-    solve = {"omp": _omp, "lasso": _lasso, "lowpass": _lowpass}[method]
-    coefficients = np.zeros((y.shape[0], width))
+        _split_band(transform, sparsity)
+    if method == "omp":
+        coefficients = _omp(phi, norms, y, int(sparsity))
+    elif method == "lowpass":
+        coefficients = np.zeros((y.shape[0], width))
+        coefficients[:, :sparsity] = np.linalg.lstsq(phi[:, :sparsity], y.T, rcond=None)[0].T
+    else:
+        coefficients = np.stack([_lasso(phi, norms, row, int(sparsity), alpha) for row in y])
     unfit, ambiguous = [], 0
     for b in range(y.shape[0]):
-        coefficients[b] = solve(phi, norms, y[b], int(sparsity), alpha)
         scale = np.linalg.norm(y[b])
         residual = np.linalg.norm(y[b] - phi @ coefficients[b])
         if residual > FIT_TOL * max(scale, 1e-300):
@@ -145,24 +154,56 @@ def _refit(phi: np.ndarray, y: np.ndarray, support: np.ndarray) -> np.ndarray:
     return out
 
 
-def _omp(phi, norms, y, k, alpha):
-    support: list[int] = []
-    residual = y.copy()
-    scale = np.linalg.norm(y)
+def _omp(phi: np.ndarray, norms: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Orthogonal matching pursuit of every row of ``y`` (samples, observed) at once: at each step one product
+    ``R Phi`` scores every column for every sample (columns normalised), and each sample's chosen column is
+    orthogonalised against its earlier ones (Gram-Schmidt, twice), so that the residual is updated by one
+    projection and the least-squares coefficients come from one triangular solve at the end."""
+    from scipy.linalg import solve_triangular
+    samples, m = y.shape
+    out = np.zeros((samples, phi.shape[1]))
+    step = max(1, CHUNK // max(1, k * m))
+    for first in range(0, samples, step):
+        rows = y[first:first + step]
+        out[first:first + step] = _omp_block(phi, norms, rows, k, solve_triangular)
+    return out
+
+
+def _omp_block(phi, norms, y, k, solve_triangular):
+    samples, m = y.shape
     safe = np.where(norms > 0, norms, np.inf)
-    coefficients = np.zeros(phi.shape[1])
+    residual, scale = y.copy(), np.linalg.norm(y, axis=1)
+    basis, upper = np.zeros((samples, k, m)), np.zeros((samples, k, k))
+    chosen, size = np.zeros((samples, k), np.int64), np.zeros(samples, np.int64)
+    active = np.ones(samples, bool)
     for _ in range(k):
-        if np.linalg.norm(residual) <= FIT_TOL * scale:
+        active &= np.linalg.norm(residual, axis=1) > FIT_TOL * scale
+        if not active.any():
             break
-        score = np.abs(phi.T @ residual) / safe
-        score[support] = -1.0
-        j = int(np.argmax(score))
-        if score[j] <= 0:
-            break
-        support.append(j)
-        coefficients = _refit(phi, y, np.asarray(support))
-        residual = y - phi @ coefficients
-    return coefficients
+        scores = np.abs(residual[active] @ phi) / safe
+        for score, b in zip(scores, np.flatnonzero(active)):
+            t = size[b]
+            score[chosen[b, :t]] = -1.0
+            j = int(np.argmax(score))
+            q = basis[b, :t]
+            v = phi[:, j].copy()
+            first = q @ v
+            v -= q.T @ first
+            second = q @ v
+            v -= q.T @ second
+            length = np.linalg.norm(v)
+            if score[j] <= 0 or length <= 1e-10 * norms[j]:      # nothing left that the columns can explain
+                active[b] = False
+                continue
+            basis[b, t], upper[b, :t, t], upper[b, t, t] = v / length, first + second, length
+            chosen[b, t], size[b] = j, t + 1
+            residual[b] -= basis[b, t] * (basis[b, t] @ residual[b])
+    out = np.zeros((samples, phi.shape[1]))
+    for b in range(samples):
+        t = size[b]
+        if t:
+            out[b, chosen[b, :t]] = solve_triangular(upper[b, :t, :t], basis[b, :t] @ y[b])
+    return out
 
 
 def _lasso(phi, norms, y, k, alpha):
@@ -175,5 +216,19 @@ def _lasso(phi, norms, y, k, alpha):
     return _refit(phi, y, visible[np.flatnonzero(path[:, step])])
 
 
-def _lowpass(phi, norms, y, k, alpha):
-    return _refit(phi, y, np.arange(k))
+def _split_band(transform, k: int) -> None:
+    """Warn where the band of the first ``k`` coefficients ends inside an eigenspace (an eigenvalue that
+    continues past it): which of that space's vectors the band holds is then arbitrary."""
+    values = getattr(transform, "eigenvalues", None)
+    if values is None:
+        return
+    values = np.asarray(values, dtype=np.float64)
+    following = values[k] if k < values.size else (getattr(transform, "truncation", None) or {}).get("next")
+    last = values[k - 1]
+    if following is None or abs(following - last) > EIGEN_TOL * max(1.0, abs(last)):
+        return
+    gaps = [i for i in range(1, k) if abs(values[i] - values[i - 1]) > EIGEN_TOL * max(1.0, abs(values[i - 1]))]
+    advice = f"; the largest band below it that ends at a gap keeps {gaps[-1]}" if gaps else ""
+    warnings.warn(f"the band of the first {k} coefficients ends inside the eigenspace of eigenvalue {last:.6g}, "
+                  f"which continues past it: which of its vectors the band holds is arbitrary, and so is the "
+                  f"interpolation{advice}", ReconstructionWarning, stacklevel=4)
