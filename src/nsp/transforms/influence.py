@@ -22,9 +22,9 @@ from scipy.sparse.linalg import spsolve_triangular
 
 from nsp import memory
 from nsp.errors import InputError
-from nsp.graph.core import GraphCore
 from nsp.graph.weights import weighted_adjacency
 from nsp.transforms.base import Transform
+from nsp.transforms.sem import weighted_graph
 from nsp.transforms.zeta import level_order
 
 #: How the absolute weights are scaled into (0, 1].
@@ -67,19 +67,10 @@ class InfluenceTransform(Transform):
 
     def fit(self, graph) -> "InfluenceTransform":
         self.closure, self._layers = None, None
-        if isinstance(graph, GraphCore):
-            if graph.linear is None:
-                raise InputError("the influence transform needs the graph's edge weights: build the graph from "
-                                 "activations of the network (or read a graph file written with them)")
-            adjacency = weighted_adjacency(graph)
-            layers = (list(graph.names), [int(o) for o in graph.offsets])
-        else:
-            adjacency, layers = sp.csr_matrix(graph, dtype=np.float64), None
-            if adjacency.shape[0] != adjacency.shape[1]:
-                raise InputError(f"adjacency must be square, got shape {adjacency.shape}")
-            if sp.triu(adjacency).nnz:
-                raise InputError("the adjacency must be strictly lower triangular (row = target, nodes in "
-                                 "topological order)")
+        core, adjacency = weighted_graph(graph, self.type)
+        if core is not None:
+            adjacency = weighted_adjacency(core)
+        layers = None if core is None else (list(core.names), [int(o) for o in core.offsets])
         self.closure = max_product_closure(scaled(adjacency, self.scale))
         self._layers = layers
         return self

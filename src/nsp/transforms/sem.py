@@ -35,6 +35,23 @@ from nsp.transforms.base import Transform, as_batch
 FLOAT32_ROUNDOFF = 2.0 ** -24
 
 
+def weighted_graph(graph, transform: str) -> tuple:
+    """``(core, None)`` for a graph core with edge weights, ``(None, adjacency)`` for a square, strictly lower
+    triangular weighted adjacency (float64 CSR, row = target); InputError naming ``transform`` otherwise."""
+    if isinstance(graph, GraphCore):
+        if graph.linear is None:
+            raise InputError(f"the {transform} transform needs the graph's edge weights: build the graph from "
+                             f"activations of the network (or read a graph file written with them)")
+        return graph, None
+    a = sp.csr_matrix(graph, dtype=np.float64)
+    if a.shape[0] != a.shape[1]:
+        raise InputError(f"adjacency must be square, got shape {a.shape}")
+    if sp.triu(a).nnz:
+        raise InputError("the adjacency must be strictly lower triangular (row = target, nodes in "
+                         "topological order)")
+    return None, a
+
+
 class SemTransform(Transform):
     """The sum-product causal transform with the network's weights; type name ``'sem'``.
 
@@ -58,20 +75,7 @@ class SemTransform(Transform):
         return self.core is not None or self.adjacency is not None
 
     def fit(self, graph) -> "SemTransform":
-        self.core, self.adjacency = None, None
-        if isinstance(graph, GraphCore):
-            if graph.linear is None:
-                raise InputError("the sem transform needs the graph's edge weights: build the graph from "
-                                 "activations of the network (or read a graph file written with them)")
-            self.core = graph
-            return self
-        a = sp.csr_matrix(graph, dtype=np.float64)
-        if a.shape[0] != a.shape[1]:
-            raise InputError(f"adjacency must be square, got shape {a.shape}")
-        if sp.triu(a).nnz:
-            raise InputError("the adjacency must be strictly lower triangular (row = target, nodes in "
-                             "topological order)")
-        self.adjacency = a
+        self.core, self.adjacency = weighted_graph(graph, self.type)
         return self
 
     @property
