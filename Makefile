@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_exact.py --quick
 	$(BIN)/python bench/bench_zoo.py --quick
+	$(BIN)/python bench/bench_contributions.py --quick
+	$(BIN)/python bench/bench_reconstruct.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info
