@@ -39,7 +39,8 @@ def causes(args, cfg) -> None:
     start = time.perf_counter()
     out["reconstruction"] = reconstruction(fitted, signals[:settings["reconstruct_samples"]], settings,
                                            cfg.get("seed", 0))
-    log(args, f"{fitted.type}: reconstruction {out['reconstruction'].get('skipped', 'done')} "
+    skipped = out["reconstruction"].get("skipped")
+    log(args, f"{fitted.type}: reconstruction {'skipped: ' + skipped if skipped else 'done'} "
               f"({time.perf_counter() - start:.1f} s)")
     write_json(args.out, out)
 
