@@ -257,12 +257,14 @@ def contributions_grid(panels: dict, title: str) -> Figure:
 
 
 def _symlog_axis(ax, largest: float, linthresh: float = 1e-2) -> None:
-    """A symmetric log x axis with at most three powers of ten labelled on each side of 0."""
+    """A symmetric log x axis with at most two powers of ten labelled on each side of 0."""
     ax.set_xscale("symlog", linthresh=linthresh)
     top = max(0, ceil(np.log10(max(largest, linthresh))))
     low = int(np.log10(linthresh))
     first = min(low + 1, top)                     # the threshold's own power would crowd the 0
-    powers = sorted({int(round(p)) for p in np.linspace(first, top, min(3, top - first + 1))})
+    if top - first >= 6:                          # a wide span: small powers would crowd the 0 too
+        first = int(round((first + top) / 2))
+    powers = sorted({int(round(p)) for p in np.linspace(first, top, min(2, top - first + 1))})
     ticks = [-(10.0 ** p) for p in reversed(powers)] + [0.0] + [10.0 ** p for p in powers]
     labels = [f"$-10^{{{p}}}$" for p in reversed(powers)] + ["0"] + [f"$10^{{{p}}}$" for p in powers]
     ax.set_xticks(ticks, labels)
