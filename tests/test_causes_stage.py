@@ -15,6 +15,8 @@ from nsp.pipeline import cli
 from nsp.pipeline import config as nsp_config
 from nsp.transforms.sampling import ReconstructionWarning
 
+from test_cli import one_line_error
+
 
 def network(seed: int):
     torch.manual_seed(seed)
@@ -44,13 +46,6 @@ def files(tmp_path):
     for part in ("causes", "visualize"):
         (tmp_path / f"{part}.yaml").write_text(nsp_config.part_text(config, part))
     return tmp_path, values.astype(np.float64), core
-
-
-def one_line_error(capsys, argv) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_the_causes_record_equals_the_library(files):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from nsp import memory
 from nsp.errors import InputError
@@ -159,17 +160,16 @@ def _omp(phi: np.ndarray, norms: np.ndarray, y: np.ndarray, k: int) -> np.ndarra
     ``R Phi`` scores every column for every sample (columns normalised), and each sample's chosen column is
     orthogonalised against its earlier ones (Gram-Schmidt, twice), so that the residual is updated by one
     projection and the least-squares coefficients come from one triangular solve at the end."""
-    from scipy.linalg import solve_triangular
     samples, m = y.shape
     out = np.zeros((samples, phi.shape[1]))
     step = max(1, CHUNK // max(1, k * m))
     for first in range(0, samples, step):
         rows = y[first:first + step]
-        out[first:first + step] = _omp_block(phi, norms, rows, k, solve_triangular)
+        out[first:first + step] = _omp_block(phi, norms, rows, k)
     return out
 
 
-def _omp_block(phi, norms, y, k, solve_triangular):
+def _omp_block(phi, norms, y, k):
     samples, m = y.shape
     safe = np.where(norms > 0, norms, np.inf)
     residual, scale = y.copy(), np.linalg.norm(y, axis=1)
